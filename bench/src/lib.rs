@@ -1,0 +1,1 @@
+//! The benchmark servers, the line protocol, the load generator and latency histograms.

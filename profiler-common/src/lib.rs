@@ -1,0 +1,160 @@
+//! Plain-data types shared by the eBPF programs (`profiler-ebpf`) and the loader (`profiler`),
+//! in the way a BCC libbpf-tool shares `tool.h` between `tool.bpf.c` and `tool.c`.
+//!
+//! Everything here is `#[repr(C)]` and `Copy`: the kernel writes these bytes into maps and the
+//! loader reads them back, so both sides must agree on the layout to the byte.
+#![no_std]
+
+/// What a syscall is, for the breakdown. Index into [`CLASS_MAP`] entries.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyscallClass {
+    Accept = 0,
+    Read = 1,
+    Write = 2,
+    Other = 3,
+}
+
+pub const CLASS_COUNT: usize = 4;
+
+impl SyscallClass {
+    pub const ALL: [SyscallClass; CLASS_COUNT] = [
+        SyscallClass::Accept,
+        SyscallClass::Read,
+        SyscallClass::Write,
+        SyscallClass::Other,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            SyscallClass::Accept => "accept",
+            SyscallClass::Read => "read",
+            SyscallClass::Write => "write",
+            SyscallClass::Other => "other",
+        }
+    }
+}
+
+/// x86_64 syscall numbers of the classes named in DESIGN.md ("The breakdown").
+pub mod x86_64 {
+    pub const READ: i64 = 0;
+    pub const WRITE: i64 = 1;
+    pub const READV: i64 = 19;
+    pub const WRITEV: i64 = 20;
+    pub const SENDFILE: i64 = 40;
+    pub const ACCEPT: i64 = 43;
+    pub const SENDTO: i64 = 44;
+    pub const RECVFROM: i64 = 45;
+    pub const SENDMSG: i64 = 46;
+    pub const RECVMSG: i64 = 47;
+    pub const ACCEPT4: i64 = 288;
+    pub const RECVMMSG: i64 = 299;
+    pub const SENDMMSG: i64 = 307;
+}
+
+/// Classifies an x86_64 syscall number.
+#[inline(always)]
+pub fn classify(nr: i64) -> SyscallClass {
+    use x86_64::*;
+    match nr {
+        ACCEPT | ACCEPT4 => SyscallClass::Accept,
+        READ | READV | RECVFROM | RECVMSG | RECVMMSG => SyscallClass::Read,
+        WRITE | WRITEV | SENDTO | SENDMSG | SENDMMSG | SENDFILE => SyscallClass::Write,
+        _ => SyscallClass::Other,
+    }
+}
+
+/// log2 buckets of kernel-side syscall duration in ns: bucket `i` holds durations in
+/// `[2^i, 2^(i+1))`, bucket 0 also holds 0 ns; the last bucket holds everything above 2^31 ns (~2 s).
+pub const HIST_BUCKETS: usize = 32;
+
+/// Per-class totals, one value per CPU in a per-CPU array indexed by [`SyscallClass`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ClassTotals {
+    /// Completed calls (enter and exit both seen).
+    pub calls: u64,
+    /// Calls that returned a negative errno (EAGAIN included).
+    pub errors: u64,
+    /// Wall time from syscall enter to exit, summed.
+    pub total_ns: u64,
+    /// Bytes moved, from positive return values of read- and write-class calls.
+    pub bytes: u64,
+    pub hist: [u64; HIST_BUCKETS],
+}
+
+impl ClassTotals {
+    pub const ZERO: ClassTotals = ClassTotals {
+        calls: 0,
+        errors: 0,
+        total_ns: 0,
+        bytes: 0,
+        hist: [0; HIST_BUCKETS],
+    };
+}
+
+impl Default for ClassTotals {
+    fn default() -> Self {
+        Self::ZERO
+    }
+}
+
+/// A syscall the target thread is inside, keyed by tid in the in-flight map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct InFlight {
+    pub start_ns: u64,
+    pub class: u32,
+    pub _pad: u32,
+}
+
+/// Index of the bucket a duration falls into (see [`HIST_BUCKETS`]).
+#[inline(always)]
+pub fn hist_bucket(ns: u64) -> usize {
+    if ns == 0 {
+        return 0;
+    }
+    let b = 63 - ns.leading_zeros() as usize;
+    if b >= HIST_BUCKETS { HIST_BUCKETS - 1 } else { b }
+}
+
+/// Names of the maps and programs, shared so the loader cannot misspell them.
+pub mod names {
+    pub const CLASS_TOTALS: &str = "CLASS_TOTALS";
+    pub const IN_FLIGHT: &str = "IN_FLIGHT";
+    pub const TARGET_TGID: &str = "TARGET_TGID";
+    pub const SYS_ENTER: &str = "sys_enter";
+    pub const SYS_EXIT: &str = "sys_exit";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: repr(C), Copy, no padding holes the kernel could leave uninitialised
+    // (all fields are u64 or explicit padding).
+    unsafe impl aya::Pod for super::ClassTotals {}
+    unsafe impl aya::Pod for super::InFlight {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    #[test]
+    fn buckets_are_log2() {
+        assert_eq!(hist_bucket(0), 0);
+        assert_eq!(hist_bucket(1), 0);
+        assert_eq!(hist_bucket(2), 1);
+        assert_eq!(hist_bucket(1023), 9);
+        assert_eq!(hist_bucket(1024), 10);
+        assert_eq!(hist_bucket(u64::MAX), HIST_BUCKETS - 1);
+    }
+
+    #[test]
+    fn classes_cover_design_list() {
+        assert_eq!(classify(x86_64::ACCEPT4), SyscallClass::Accept);
+        assert_eq!(classify(x86_64::RECVMMSG), SyscallClass::Read);
+        assert_eq!(classify(x86_64::SENDFILE), SyscallClass::Write);
+        assert_eq!(classify(232 /* epoll_wait */), SyscallClass::Other);
+    }
+}

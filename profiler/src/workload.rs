@@ -1,0 +1,126 @@
+//! A small loopback workload with known syscall counts, run as a child process so that its
+//! syscalls (and only its) can be profiled: `cargo xtask run`'s demo and the eBPF tests use it.
+use anyhow::{Context, Result, ensure};
+use std::io::{BufRead, Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+/// The calls [`run`] makes itself, per class. The process's runtime may add a few more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expected {
+    pub accept: u64,
+    pub read: u64,
+    pub write: u64,
+}
+
+/// Message size of the workload's writes: small enough that each arrives in one read.
+pub const MESSAGE: usize = 64;
+
+pub fn expected(connections: u64, messages: u64) -> Expected {
+    Expected {
+        accept: connections,
+        // Per message: the server reads the request, the client reads the echo.
+        read: 2 * connections * messages,
+        write: 2 * connections * messages,
+    }
+}
+
+/// Opens `connections` connections to itself on 127.0.0.1, one after another, and on each echoes
+/// `messages` messages of [`MESSAGE`] bytes with blocking calls: exactly one accept per
+/// connection and one read and one write per message on each side.
+pub fn run(connections: u64, messages: u64) -> Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let request = [b'x'; MESSAGE];
+    let mut buf = [0u8; MESSAGE];
+    for _ in 0..connections {
+        let mut client = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+        let (mut server, _) = listener.accept().context("accept")?;
+        for _ in 0..messages {
+            ensure!(client.write(&request)? == MESSAGE, "short write to the server");
+            ensure!(server.read(&mut buf)? == MESSAGE, "short read in the server");
+            ensure!(server.write(&buf)? == MESSAGE, "short write to the client");
+            ensure!(client.read(&mut buf)? == MESSAGE, "short read in the client");
+        }
+    }
+    Ok(())
+}
+
+/// The child's side of the handshake with its profiler: wait for a line on stdin (sent once the
+/// programs are attached), run, print `done`, then wait for stdin to close so that the profiler
+/// reads the totals while the process still exists.
+pub fn run_as_child(connections: u64, messages: u64) -> Result<()> {
+    let mut stdin = std::io::stdin().lock();
+    let mut line = String::new();
+    stdin.read_line(&mut line).context("waiting for the go line")?;
+    run(connections, messages)?;
+    println!("done");
+    std::io::stdout().flush()?;
+    line.clear();
+    stdin.read_line(&mut line)?;
+    Ok(())
+}
+
+/// A workload child process, held between the profiler's attach and its read of the totals.
+pub struct Child {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Child {
+    /// Starts `exe workload --connections C --messages M` (the profiler binary); it idles until
+    /// [`Child::go`].
+    pub fn spawn(exe: &std::path::Path, connections: u64, messages: u64) -> Result<Child> {
+        let mut child = std::process::Command::new(exe)
+            .args(["workload", "--connections", &connections.to_string()])
+            .args(["--messages", &messages.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {} workload", exe.display()))?;
+        let stdin = child.stdin.take();
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
+        Ok(Child { child, stdin, stdout })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets the workload run and waits until it has made all its calls.
+    pub fn run_to_done(&mut self) -> Result<()> {
+        let stdin = self.stdin.as_mut().expect("stdin is open until finish");
+        stdin.write_all(b"go\n").context("starting the workload")?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).context("waiting for the workload")?;
+        ensure!(line.trim() == "done", "workload failed (said {line:?})");
+        Ok(())
+    }
+
+    /// Lets the process exit and checks that it succeeded.
+    pub fn finish(mut self) -> Result<()> {
+        drop(self.stdin.take());
+        let status = self.child.wait().context("waiting for the workload to exit")?;
+        ensure!(status.success(), "workload exited with {status}");
+        Ok(())
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // On an early return the child may still wait for its go line: never leave it behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the workload in a child of `exe` with the programs attached to it, and returns what the
+/// kernel counted and the mode that ran.
+pub fn profile(exe: &std::path::Path, connections: u64, messages: u64) -> Result<(crate::Totals, crate::Mode)> {
+    let mut child = Child::spawn(exe, connections, messages)?;
+    let session = crate::Session::attach(child.pid())?;
+    child.run_to_done()?;
+    let totals = session.read_totals()?;
+    child.finish()?;
+    Ok((totals, session.mode))
+}
