@@ -19,7 +19,8 @@ use profiler_common::{CLASS_COUNT, ClassTotals, InFlight, SyscallClass, classify
 static TARGET_TGID: u32 = 0;
 
 #[map]
-static CLASS_TOTALS: PerCpuArray<ClassTotals> = PerCpuArray::with_max_entries(CLASS_COUNT as u32, 0);
+static CLASS_TOTALS: PerCpuArray<ClassTotals> =
+    PerCpuArray::with_max_entries(CLASS_COUNT as u32, 0);
 
 /// Syscalls the target's threads are inside, by tid. Sized for a thread-per-connection server
 /// holding ten thousand connections.
@@ -69,7 +70,9 @@ fn account_exit(tid: u32, ret: i64) {
         return;
     };
     let _ = IN_FLIGHT.remove(tid);
-    let Some(totals) = CLASS_TOTALS.get_ptr_mut(entry.class) else { return };
+    let Some(totals) = CLASS_TOTALS.get_ptr_mut(entry.class) else {
+        return;
+    };
     let totals = unsafe { &mut *totals };
     let now = unsafe { bpf_ktime_get_ns() };
     let dur = now.saturating_sub(entry.start_ns);
@@ -77,7 +80,8 @@ fn account_exit(tid: u32, ret: i64) {
     totals.total_ns += dur;
     if ret < 0 {
         totals.errors += 1;
-    } else if entry.class == SyscallClass::Read as u32 || entry.class == SyscallClass::Write as u32 {
+    } else if entry.class == SyscallClass::Read as u32 || entry.class == SyscallClass::Write as u32
+    {
         // accept returns a descriptor and other calls their own values: only these move bytes.
         totals.bytes += ret as u64;
     }
@@ -87,7 +91,8 @@ fn account_exit(tid: u32, ret: i64) {
     }
 }
 
-#[cfg(not(test))]
+// Only for the BPF target: a host check of this crate links std, which has its own.
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}

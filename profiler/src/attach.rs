@@ -42,13 +42,19 @@ impl Session {
         let mut ebpf = EbpfLoader::new()
             .override_global(names::TARGET_TGID, &tgid, true)
             .load(EBPF_OBJECT)
-            .context("loading the eBPF object into the kernel (needs root or CAP_BPF + CAP_PERFMON)")?;
-        for (program, tracepoint) in [(names::SYS_ENTER, "sys_enter"), (names::SYS_EXIT, "sys_exit")] {
+            .context(
+                "loading the eBPF object into the kernel (needs root or CAP_BPF + CAP_PERFMON)",
+            )?;
+        for (program, tracepoint) in [
+            (names::SYS_ENTER, "sys_enter"),
+            (names::SYS_EXIT, "sys_exit"),
+        ] {
             let prog: &mut RawTracePoint = ebpf
                 .program_mut(program)
                 .with_context(|| format!("program {program} missing from the eBPF object"))?
                 .try_into()?;
-            prog.load().with_context(|| format!("verifier rejected {program}"))?;
+            prog.load()
+                .with_context(|| format!("verifier rejected {program}"))?;
             prog.attach(tracepoint)
                 .with_context(|| format!("attaching {program} to raw tracepoint {tracepoint}"))?;
         }

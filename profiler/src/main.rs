@@ -41,7 +41,10 @@ enum Command {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Demo { connections, messages } => {
+        Command::Demo {
+            connections,
+            messages,
+        } => {
             let exe = std::env::current_exe().context("locating the profiler binary")?;
             let (totals, mode) = workload::profile(&exe, connections, messages)?;
             let expected = workload::expected(connections, messages);
@@ -62,17 +65,26 @@ fn main() -> Result<()> {
                 "--duration must be between 0 and 86400 seconds, got {duration}"
             );
             let session = Session::attach(pid).with_context(|| format!("profiling pid {pid}"))?;
-            eprintln!("profiling pid {pid} for {duration} s (mode {})", session.mode);
+            eprintln!(
+                "profiling pid {pid} for {duration} s (mode {})",
+                session.mode
+            );
             std::thread::sleep(Duration::from_secs_f64(duration));
             print_table(&session.read_totals()?);
         }
-        Command::Workload { connections, messages } => workload::run_as_child(connections, messages)?,
+        Command::Workload {
+            connections,
+            messages,
+        } => workload::run_as_child(connections, messages)?,
     }
     Ok(())
 }
 
 fn print_table(totals: &Totals) {
-    println!("{:<8} {:>10} {:>8} {:>14} {:>12}", "class", "calls", "errors", "in-syscall ms", "bytes");
+    println!(
+        "{:<8} {:>10} {:>8} {:>14} {:>12}",
+        "class", "calls", "errors", "in-syscall ms", "bytes"
+    );
     for class in profiler_common::SyscallClass::ALL {
         let t = totals.class(class);
         println!(

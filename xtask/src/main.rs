@@ -1,1 +1,110 @@
-fn main() {}
+//! `cargo xtask`: the only place that knows how to build eBPF and where toolchains come from.
+mod setup;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+use setup::{is_root, run, setup};
+use std::path::PathBuf;
+use std::process::Command;
+
+#[derive(Parser)]
+#[command(about = "tcpprof's build, run and test tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and loading the eBPF programs needs (idempotent).
+    Setup,
+    /// Build in release mode and run the profiler (as root, through sudo when needed).
+    /// With no arguments: a profiled demo workload.
+    Run {
+        /// Arguments for the profiler binary, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Formatting, lints and every test (the eBPF tests need root).
+    Test,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup(),
+        Task::Run { args } => {
+            setup()?;
+            run_profiler(args)
+        }
+        Task::Test => {
+            setup()?;
+            test()
+        }
+    }
+}
+
+fn run_profiler(mut args: Vec<String>) -> Result<()> {
+    if args.is_empty() {
+        args.push("demo".into());
+    }
+    run(cargo().args(["build", "--release", "--quiet", "--package", "profiler"]))?;
+    let profiler = workspace_root().join("target/release/profiler");
+    let mut cmd = if is_root() {
+        Command::new(&profiler)
+    } else {
+        eprintln!("xtask: loading eBPF needs root; running the profiler through sudo");
+        let mut sudo = Command::new("sudo");
+        sudo.arg("--").arg(&profiler);
+        sudo
+    };
+    run(cmd.args(&args))
+}
+
+fn test() -> Result<()> {
+    if !is_root() {
+        let hint = "the eBPF tests load programs into the kernel: run `sudo -E cargo xtask test`";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            bail!("not root under CI=true; {hint}");
+        }
+        eprintln!("xtask: warning: not root, so the eBPF tests will fail; {hint}");
+    }
+    eprintln!("xtask: cargo fmt --check");
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    eprintln!("xtask: cargo clippy");
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    eprintln!("xtask: cargo test");
+    // Default members: every crate but profiler-ebpf, which only builds for the BPF target.
+    run(cargo().args(["test", "--", "--test-threads=1"]))?;
+    // The tests assert the counts; this shows them, and the attach mode, in the log.
+    eprintln!("xtask: profiler demo");
+    run(
+        Command::new(workspace_root().join("target/debug/profiler")).args([
+            "demo",
+            "--connections",
+            "10",
+            "--messages",
+            "10",
+        ]),
+    )
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
