@@ -68,16 +68,38 @@ pub fn classify(nr: i64) -> SyscallClass {
 /// `[2^i, 2^(i+1))`, bucket 0 also holds 0 ns; the last bucket holds everything above 2^31 ns (~2 s).
 pub const HIST_BUCKETS: usize = 32;
 
-/// Per-class totals, one value per CPU in a per-CPU array indexed by [`SyscallClass`].
+/// Where a thread's time is charged: one of the syscall classes, or user space.
+/// Index into the per-CPU `CONTEXT_TOTALS` array.
+pub const CONTEXT_USER: u32 = CLASS_COUNT as u32;
+pub const CONTEXT_COUNT: usize = CLASS_COUNT + 1;
+/// A thread first seen off-CPU or switching in: it is inside a syscall or in user space, and
+/// which one shows only at its next syscall enter (it was in user space) or exit (in that class).
+pub const CONTEXT_UNKNOWN: u32 = CONTEXT_COUNT as u32;
+
+/// What a thread is doing with the CPU.
+pub const SCHED_ONCPU: u32 = 0;
+/// Off CPU by its own choice (sleeping, waiting for I/O).
+pub const SCHED_BLOCKED: u32 = 1;
+/// Runnable but not running: preempted, or woken and waiting for a CPU.
+pub const SCHED_RUNQ: u32 = 2;
+
+/// Per-context totals, one value per CPU in a per-CPU array indexed by context
+/// ([`SyscallClass`] as u32, or [`CONTEXT_USER`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ClassTotals {
-    /// Completed calls (enter and exit both seen).
+    /// Completed calls (enter and exit both seen). Always 0 for user space.
     pub calls: u64,
     /// Calls that returned a negative errno (EAGAIN included).
     pub errors: u64,
-    /// Wall time from syscall enter to exit, summed.
+    /// Wall time from syscall enter to exit, summed over completed calls.
     pub total_ns: u64,
+    /// Time on CPU in this context.
+    pub oncpu_ns: u64,
+    /// Time off CPU by choice (sleeping, waiting for data) in this context.
+    pub blocked_ns: u64,
+    /// Time runnable but waiting for a CPU in this context.
+    pub runq_ns: u64,
     /// Bytes moved, from positive return values of read- and write-class calls.
     pub bytes: u64,
     pub hist: [u64; HIST_BUCKETS],
@@ -88,6 +110,9 @@ impl ClassTotals {
         calls: 0,
         errors: 0,
         total_ns: 0,
+        oncpu_ns: 0,
+        blocked_ns: 0,
+        runq_ns: 0,
         bytes: 0,
         hist: [0; HIST_BUCKETS],
     };
@@ -99,13 +124,39 @@ impl Default for ClassTotals {
     }
 }
 
-/// A syscall the target thread is inside, keyed by tid in the in-flight map.
+/// Context switches of the target's threads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SchedTotals {
+    /// Switched out by choice (blocked).
+    pub voluntary: u64,
+    /// Switched out while runnable (preempted or yielded).
+    pub involuntary: u64,
+    /// Threads that exited while watched.
+    pub exits: u64,
+}
+
+/// One target thread's state, keyed by tid. Each event charges the time since `last_ns` to
+/// (`context`, `sched`), then moves the thread to its new state.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct InFlight {
-    pub start_ns: u64,
-    pub class: u32,
-    pub _pad: u32,
+pub struct ThreadState {
+    pub last_ns: u64,
+    /// Start of the syscall the thread is inside (context < CLASS_COUNT).
+    pub sys_start_ns: u64,
+    /// Time gathered while the context was unknown, by sched state, charged once it is known.
+    pub pending_ns: [u64; 3],
+    pub context: u32,
+    pub sched: u32,
+}
+
+/// Offsets into `struct task_struct` for this kernel, read from its BTF by the loader, so the
+/// scheduler programs can tell whose thread `next` or a woken task is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskOffsets {
+    pub pid: u32,
+    pub tgid: u32,
 }
 
 /// Index of the bucket a duration falls into (see [`HIST_BUCKETS`]).
@@ -124,19 +175,35 @@ pub fn hist_bucket(ns: u64) -> usize {
 
 /// Names of the maps and programs, shared so the loader cannot misspell them.
 pub mod names {
-    pub const CLASS_TOTALS: &str = "CLASS_TOTALS";
-    pub const IN_FLIGHT: &str = "IN_FLIGHT";
+    pub const CONTEXT_TOTALS: &str = "CONTEXT_TOTALS";
+    pub const SCHED_TOTALS: &str = "SCHED_TOTALS";
+    pub const THREADS: &str = "THREADS";
     pub const TARGET_TGID: &str = "TARGET_TGID";
+    pub const TASK_OFFSETS: &str = "TASK_OFFSETS";
+    /// Tracepoint mode: the raw_syscalls raw tracepoints.
     pub const SYS_ENTER: &str = "sys_enter";
     pub const SYS_EXIT: &str = "sys_exit";
+    /// Scheduler raw tracepoints, in every eBPF mode.
+    pub const SCHED_SWITCH: &str = "sched_switch";
+    pub const SCHED_WAKEUP: &str = "sched_wakeup";
+    pub const SCHED_PROCESS_EXIT: &str = "sched_process_exit";
+    /// Kprobe mode: one entry and one return program per class.
+    pub const KPROBES: [(&str, &str); super::CLASS_COUNT] = [
+        ("kprobe_accept", "kretprobe_accept"),
+        ("kprobe_read", "kretprobe_read"),
+        ("kprobe_write", "kretprobe_write"),
+        ("kprobe_other", "kretprobe_other"),
+    ];
 }
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: repr(C), Copy, no padding holes the kernel could leave uninitialised
-    // (all fields are u64 or explicit padding).
+    // (u64 fields, or u32 fields in pairs).
     unsafe impl aya::Pod for super::ClassTotals {}
-    unsafe impl aya::Pod for super::InFlight {}
+    unsafe impl aya::Pod for super::SchedTotals {}
+    unsafe impl aya::Pod for super::ThreadState {}
+    unsafe impl aya::Pod for super::TaskOffsets {}
 }
 
 #[cfg(test)]

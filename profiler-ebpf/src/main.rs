@@ -1,94 +1,331 @@
-//! tcpprof's kernel side. Every program first checks that the current task belongs to the target
-//! process, so that the cost for the rest of the machine is one helper call and a compare.
+//! tcpprof's kernel side. Every program first checks that the task it is about belongs to the
+//! target process, so the rest of the machine pays one helper call and a compare.
 //!
-//! Totals are kept in per-CPU maps and read by the loader at the end of the window: no event per
-//! syscall crosses to user space.
+//! Each target thread is a small state machine (profiler-common's `ThreadState`): at every
+//! syscall enter or exit and every switch, wakeup or exit, the time since its last event is
+//! charged to where the thread was (a syscall class or user space; on CPU, blocked, or waiting
+//! in the run queue). Totals live in per-CPU maps that the loader sums at the end of the window:
+//! no event per syscall crosses to user space.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{map, raw_tracepoint},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{kprobe, kretprobe, map, raw_tracepoint},
     maps::{HashMap, PerCpuArray},
-    programs::RawTracePointContext,
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
-use profiler_common::{CLASS_COUNT, ClassTotals, InFlight, SyscallClass, classify, hist_bucket};
+use profiler_common::{
+    CLASS_COUNT, CONTEXT_COUNT, CONTEXT_UNKNOWN, CONTEXT_USER, ClassTotals, SCHED_BLOCKED,
+    SCHED_ONCPU, SCHED_RUNQ, SchedTotals, SyscallClass, TaskOffsets, ThreadState, classify,
+    hist_bucket,
+};
 
 /// The process to account; set by the loader before load (0 matches nothing real).
 #[unsafe(no_mangle)]
 static TARGET_TGID: u32 = 0;
 
-#[map]
-static CLASS_TOTALS: PerCpuArray<ClassTotals> =
-    PerCpuArray::with_max_entries(CLASS_COUNT as u32, 0);
+/// Where pid and tgid sit in this kernel's task_struct; set by the loader from BTF.
+#[unsafe(no_mangle)]
+static TASK_OFFSETS: TaskOffsets = TaskOffsets { pid: 0, tgid: 0 };
 
-/// Syscalls the target's threads are inside, by tid. Sized for a thread-per-connection server
-/// holding ten thousand connections.
 #[map]
-static IN_FLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(65536, 0);
+static CONTEXT_TOTALS: PerCpuArray<ClassTotals> =
+    PerCpuArray::with_max_entries(CONTEXT_COUNT as u32, 0);
 
-/// Returns the tid when the current task is one of the target's threads.
+#[map]
+static SCHED_TOTALS: PerCpuArray<SchedTotals> = PerCpuArray::with_max_entries(1, 0);
+
+/// The target's threads, by tid. Sized for a thread-per-connection server holding ten thousand
+/// connections; exited threads are removed.
+#[map]
+static THREADS: HashMap<u32, ThreadState> = HashMap::with_max_entries(65536, 0);
+
 #[inline(always)]
-fn target_tid() -> Option<u32> {
+fn target() -> u32 {
+    unsafe { core::ptr::read_volatile(&TARGET_TGID) }
+}
+
+/// The tid of the current task when it is one of the target's threads.
+#[inline(always)]
+fn current_target_tid() -> Option<u32> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let target = unsafe { core::ptr::read_volatile(&TARGET_TGID) };
-    if (pid_tgid >> 32) as u32 == target {
-        Some(pid_tgid as u32)
-    } else {
-        None
+    ((pid_tgid >> 32) as u32 == target()).then_some(pid_tgid as u32)
+}
+
+/// The tid of `task` (a `struct task_struct *`) when it is one of the target's threads.
+#[inline(always)]
+fn task_target_tid(task: *const u8) -> Option<u32> {
+    let offsets = unsafe { core::ptr::read_volatile(&TASK_OFFSETS) };
+    let tgid =
+        unsafe { bpf_probe_read_kernel(task.wrapping_add(offsets.tgid as usize) as *const i32) }
+            .ok()?;
+    if tgid as u32 != target() {
+        return None;
+    }
+    let pid =
+        unsafe { bpf_probe_read_kernel(task.wrapping_add(offsets.pid as usize) as *const i32) }
+            .ok()?;
+    Some(pid as u32)
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn totals(context: u32) -> Option<&'static mut ClassTotals> {
+    CONTEXT_TOTALS
+        .get_ptr_mut(context)
+        .map(|p| unsafe { &mut *p })
+}
+
+/// Adds `ns` spent in `sched` state to `context`'s totals.
+#[inline(always)]
+fn add_time(context: u32, sched: u32, ns: u64) {
+    let Some(t) = totals(context) else { return };
+    match sched {
+        SCHED_ONCPU => t.oncpu_ns += ns,
+        SCHED_BLOCKED => t.blocked_ns += ns,
+        _ => t.runq_ns += ns,
     }
 }
 
+/// Charges the time since the thread's last event to where it was, and restarts the clock.
+#[inline(always)]
+fn charge(state: &mut ThreadState, now: u64) {
+    let ns = now.saturating_sub(state.last_ns);
+    state.last_ns = now;
+    if state.context == CONTEXT_UNKNOWN {
+        if let Some(slot) = state.pending_ns.get_mut(state.sched as usize) {
+            *slot += ns;
+        }
+    } else {
+        add_time(state.context, state.sched, ns);
+    }
+}
+
+/// Settles time gathered while the context was unknown, now that it is known to be `context`.
+#[inline(always)]
+fn resolve(state: &mut ThreadState, context: u32) {
+    if state.context != CONTEXT_UNKNOWN {
+        return;
+    }
+    for sched in [SCHED_ONCPU, SCHED_BLOCKED, SCHED_RUNQ] {
+        let ns = state.pending_ns[sched as usize];
+        if ns > 0 {
+            add_time(context, sched, ns);
+        }
+    }
+    state.pending_ns = [0; 3];
+    state.context = context;
+}
+
+#[inline(always)]
+fn new_state(now: u64, context: u32, sched: u32) -> ThreadState {
+    ThreadState {
+        last_ns: now,
+        sys_start_ns: now,
+        pending_ns: [0; 3],
+        context,
+        sched,
+    }
+}
+
+#[inline(always)]
+fn thread(tid: u32) -> Option<&'static mut ThreadState> {
+    THREADS.get_ptr_mut(tid).map(|p| unsafe { &mut *p })
+}
+
+/// The current target thread enters a syscall of `class`.
+#[inline(always)]
+fn on_enter(tid: u32, class: u32) {
+    let now = now();
+    match thread(tid) {
+        Some(state) => {
+            charge(state, now);
+            // No syscall nests in another: whatever came before was user space.
+            resolve(state, CONTEXT_USER);
+            state.context = class;
+            state.sched = SCHED_ONCPU;
+            state.sys_start_ns = now;
+        }
+        None => {
+            let _ = THREADS.insert(tid, new_state(now, class, SCHED_ONCPU), 0);
+        }
+    }
+}
+
+/// The current target thread leaves a syscall of `class` with `ret`.
+#[inline(always)]
+fn on_exit(tid: u32, class: u32, ret: i64) {
+    let now = now();
+    let Some(state) = thread(tid) else {
+        // Entered before we attached: from here on the thread is in user space.
+        let _ = THREADS.insert(tid, new_state(now, CONTEXT_USER, SCHED_ONCPU), 0);
+        return;
+    };
+    charge(state, now);
+    let entered_while_watched = state.context == class;
+    resolve(state, class);
+    if entered_while_watched && let Some(t) = totals(class) {
+        let ns = now.saturating_sub(state.sys_start_ns);
+        t.calls += 1;
+        t.total_ns += ns;
+        if ret < 0 {
+            t.errors += 1;
+        } else if class == SyscallClass::Read as u32 || class == SyscallClass::Write as u32 {
+            // accept returns a descriptor and other calls their own values: only these move bytes.
+            t.bytes += ret as u64;
+        }
+        if let Some(slot) = t.hist.get_mut(hist_bucket(ns)) {
+            *slot += 1;
+        }
+    }
+    state.context = CONTEXT_USER;
+    state.sched = SCHED_ONCPU;
+}
+
+// ---- tracepoint mode: every syscall, classified by number -------------------------------------
+
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
-    let Some(tid) = target_tid() else { return 0 };
+    let Some(tid) = current_target_tid() else {
+        return 0;
+    };
     // TP_PROTO(struct pt_regs *regs, long id)
     let nr: i64 = ctx.arg(1);
-    let entry = InFlight {
-        start_ns: unsafe { bpf_ktime_get_ns() },
-        class: classify(nr) as u32,
-        _pad: 0,
-    };
-    let _ = IN_FLIGHT.insert(tid, entry, 0);
+    on_enter(tid, classify(nr) as u32);
     0
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
-    let Some(tid) = target_tid() else { return 0 };
-    // TP_PROTO(struct pt_regs *regs, long ret)
+    let Some(tid) = current_target_tid() else {
+        return 0;
+    };
+    // TP_PROTO(struct pt_regs *regs, long ret). The class of a call entered before we attached
+    // comes from regs->orig_ax (offset 120 in x86_64's pt_regs).
     let ret: i64 = ctx.arg(1);
-    account_exit(tid, ret);
+    let class = match thread(tid) {
+        Some(state) if state.context < CLASS_COUNT as u32 => state.context,
+        _ => {
+            let regs: *const u8 = ctx.arg(0);
+            let nr = unsafe { bpf_probe_read_kernel(regs.wrapping_add(120) as *const i64) }
+                .unwrap_or(-1);
+            classify(nr) as u32
+        }
+    };
+    on_exit(tid, class, ret);
     0
 }
 
-/// Closes the syscall `tid` is inside: one call, its duration, its bytes or its error.
-#[inline(always)]
-fn account_exit(tid: u32, ret: i64) {
-    let Some(entry) = (unsafe { IN_FLIGHT.get(tid) }).copied() else {
-        // Entered before we attached: its start is unknown, so it is not counted.
-        return;
+// ---- kprobe mode: the architecture's syscall entry points, one program pair per class ---------
+
+macro_rules! kprobe_pair {
+    ($enter:ident, $exit:ident, $class:expr) => {
+        #[kprobe]
+        pub fn $enter(_ctx: ProbeContext) -> u32 {
+            if let Some(tid) = current_target_tid() {
+                on_enter(tid, $class as u32);
+            }
+            0
+        }
+
+        #[kretprobe]
+        pub fn $exit(ctx: RetProbeContext) -> u32 {
+            if let Some(tid) = current_target_tid() {
+                on_exit(tid, $class as u32, ctx.ret::<i64>());
+            }
+            0
+        }
     };
-    let _ = IN_FLIGHT.remove(tid);
-    let Some(totals) = CLASS_TOTALS.get_ptr_mut(entry.class) else {
-        return;
-    };
-    let totals = unsafe { &mut *totals };
-    let now = unsafe { bpf_ktime_get_ns() };
-    let dur = now.saturating_sub(entry.start_ns);
-    totals.calls += 1;
-    totals.total_ns += dur;
-    if ret < 0 {
-        totals.errors += 1;
-    } else if entry.class == SyscallClass::Read as u32 || entry.class == SyscallClass::Write as u32
+}
+
+kprobe_pair!(kprobe_accept, kretprobe_accept, SyscallClass::Accept);
+kprobe_pair!(kprobe_read, kretprobe_read, SyscallClass::Read);
+kprobe_pair!(kprobe_write, kretprobe_write, SyscallClass::Write);
+kprobe_pair!(kprobe_other, kretprobe_other, SyscallClass::Other);
+
+// ---- the scheduler, in every eBPF mode ---------------------------------------------------------
+
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next,
+    //          unsigned int prev_state); prev is the current task.
+    let now = now();
+    if let Some(tid) = current_target_tid() {
+        let preempt: u64 = ctx.arg(0);
+        let prev_state: u64 = ctx.arg(3);
+        // Preempted, or yielded while runnable (TASK_RUNNING == 0): it waits in the run queue.
+        let involuntary = preempt & 1 != 0 || prev_state as u32 == 0;
+        let sched = if involuntary {
+            SCHED_RUNQ
+        } else {
+            SCHED_BLOCKED
+        };
+        match thread(tid) {
+            Some(state) => {
+                charge(state, now);
+                state.sched = sched;
+            }
+            None => {
+                let _ = THREADS.insert(tid, new_state(now, CONTEXT_UNKNOWN, sched), 0);
+            }
+        }
+        if let Some(s) = SCHED_TOTALS.get_ptr_mut(0) {
+            let s = unsafe { &mut *s };
+            if involuntary {
+                s.involuntary += 1;
+            } else {
+                s.voluntary += 1;
+            }
+        }
+    }
+    let next: *const u8 = ctx.arg(2);
+    if let Some(tid) = task_target_tid(next) {
+        match thread(tid) {
+            Some(state) => {
+                charge(state, now);
+                state.sched = SCHED_ONCPU;
+            }
+            None => {
+                let _ = THREADS.insert(tid, new_state(now, CONTEXT_UNKNOWN, SCHED_ONCPU), 0);
+            }
+        }
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_wakeup")]
+pub fn sched_wakeup(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct task_struct *p): p is runnable from now on, though not yet running.
+    let task: *const u8 = ctx.arg(0);
+    if let Some(tid) = task_target_tid(task)
+        && let Some(state) = thread(tid)
+        && state.sched == SCHED_BLOCKED
     {
-        // accept returns a descriptor and other calls their own values: only these move bytes.
-        totals.bytes += ret as u64;
+        charge(state, now());
+        state.sched = SCHED_RUNQ;
     }
-    let bucket = hist_bucket(dur);
-    if let Some(slot) = totals.hist.get_mut(bucket) {
-        *slot += 1;
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
+    // The exiting thread is the current task.
+    let Some(tid) = current_target_tid() else {
+        return 0;
+    };
+    if let Some(state) = thread(tid) {
+        charge(state, now());
     }
+    let _ = THREADS.remove(tid);
+    if let Some(s) = SCHED_TOTALS.get_ptr_mut(0) {
+        unsafe { (*s).exits += 1 };
+    }
+    0
 }
 
 // Only for the BPF target: a host check of this crate links std, which has its own.

@@ -1,69 +1,257 @@
-//! Loading the embedded eBPF object and attaching it to one target process.
+//! Loading the embedded eBPF object and attaching it to one target process, in kprobe or
+//! tracepoint mode, falling back from one to the next and keeping why.
 use anyhow::{Context, Result, bail};
-use aya::{Ebpf, EbpfLoader, programs::RawTracePoint};
-use profiler_common::names;
+use aya::programs::{KProbe, RawTracePoint};
+use aya::{Ebpf, EbpfLoader};
+use profiler_common::{SyscallClass, names};
 use std::fmt;
+use std::str::FromStr;
 
 /// The eBPF object profiler-ebpf's build produced (see build.rs).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
 
-/// How the syscalls of the target are observed.
+/// How the target's syscalls are observed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// `raw_syscalls` raw tracepoints (`sys_enter` / `sys_exit`): one pair of programs for every
-    /// syscall, classified in the kernel by syscall number.
+    /// kprobe/kretprobe on the architecture's syscall entry points (`__x64_sys_*`).
+    Kprobe,
+    /// The `sys_enter` / `sys_exit` raw tracepoints: every syscall, classified by number.
     Tracepoint,
+    /// No eBPF: the server times its own calls (wall clock), or /proc for a foreign process.
+    Userspace,
+}
+
+/// What the caller asked for: one mode, or the first that works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requested {
+    Auto,
+    Only(Mode),
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Kprobe => "kprobe",
+            Mode::Tracepoint => "tracepoint",
+            Mode::Userspace => "userspace",
+        }
+    }
 }
 
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mode::Tracepoint => "tracepoint",
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Requested {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "auto" => Requested::Auto,
+            "kprobe" => Requested::Only(Mode::Kprobe),
+            "tracepoint" => Requested::Only(Mode::Tracepoint),
+            "userspace" => Requested::Only(Mode::Userspace),
+            other => {
+                return Err(format!(
+                    "unknown mode {other:?}: expected auto, kprobe, tracepoint or userspace"
+                ));
+            }
         })
     }
 }
 
+/// The syscalls kprobe mode probes, per class (`__x64_sys_<name>`). Unlike the raw tracepoints,
+/// kprobes see only the calls they are attached to: a syscall outside these lists counts as
+/// process time in kprobe mode.
+pub const KPROBE_SYSCALLS: [&[&str]; 4] = [
+    &["accept", "accept4"],
+    &["read", "readv", "recvfrom", "recvmsg", "recvmmsg"],
+    &[
+        "write",
+        "writev",
+        "sendto",
+        "sendmsg",
+        "sendmmsg",
+        "sendfile64",
+    ],
+    &[
+        "epoll_wait",
+        "epoll_pwait",
+        "epoll_pwait2",
+        "epoll_ctl",
+        "poll",
+        "ppoll",
+        "select",
+        "pselect6",
+        "futex",
+        "nanosleep",
+        "clock_nanosleep",
+        "sched_yield",
+        "close",
+        "shutdown",
+        "socket",
+        "bind",
+        "listen",
+        "connect",
+        "setsockopt",
+        "getsockopt",
+        "fcntl",
+        "ioctl",
+        "getrusage",
+        "mmap",
+        "munmap",
+        "mprotect",
+        "madvise",
+        "brk",
+        "rt_sigprocmask",
+        "io_uring_enter",
+    ],
+];
+
 /// Programs loaded and attached to one process. Dropping it detaches and unloads them: the
-/// kernel frees programs and links when their last file descriptor closes, which also happens
-/// when this process dies.
+/// kernel frees programs and links when their last descriptor closes, which also happens when
+/// this process dies.
 pub struct Session {
     pub(crate) ebpf: Ebpf,
     pub tgid: u32,
     pub mode: Mode,
+    /// Why the modes tried before this one failed, in order.
+    pub fallback_reasons: Vec<String>,
 }
 
 impl Session {
-    /// Loads the programs with `tgid` as the target and attaches them.
-    pub fn attach(tgid: u32) -> Result<Session> {
-        if tgid == 0 {
-            bail!("pid 0 cannot be profiled");
+    /// Attaches in the requested eBPF mode, or with `Auto` kprobe then tracepoint, keeping the
+    /// reason each failed step failed. Userspace mode is the caller's to run: asking for it, or
+    /// `Auto` with both eBPF modes failing, is an error carrying the reasons.
+    pub fn attach(tgid: u32, requested: Requested) -> Result<Session, AttachError> {
+        let modes: &[Mode] = match requested {
+            Requested::Auto => &[Mode::Kprobe, Mode::Tracepoint],
+            Requested::Only(Mode::Userspace) => &[],
+            Requested::Only(mode) => &[mode][..],
+        };
+        let mut reasons = Vec::new();
+        for &mode in modes {
+            match attach_mode(tgid, mode) {
+                Ok(ebpf) => {
+                    return Ok(Session {
+                        ebpf,
+                        tgid,
+                        mode,
+                        fallback_reasons: reasons,
+                    });
+                }
+                Err(e) => reasons.push(format!("{mode}: {e:#}")),
+            }
         }
-        raise_memlock_limit();
-        let mut ebpf = EbpfLoader::new()
-            .override_global(names::TARGET_TGID, &tgid, true)
-            .load(EBPF_OBJECT)
-            .context(
-                "loading the eBPF object into the kernel (needs root or CAP_BPF + CAP_PERFMON)",
-            )?;
-        for (program, tracepoint) in [
-            (names::SYS_ENTER, "sys_enter"),
-            (names::SYS_EXIT, "sys_exit"),
-        ] {
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut(program)
-                .with_context(|| format!("program {program} missing from the eBPF object"))?
-                .try_into()?;
-            prog.load()
-                .with_context(|| format!("verifier rejected {program}"))?;
-            prog.attach(tracepoint)
-                .with_context(|| format!("attaching {program} to raw tracepoint {tracepoint}"))?;
-        }
-        Ok(Session {
-            ebpf,
-            tgid,
-            mode: Mode::Tracepoint,
-        })
+        Err(AttachError { reasons })
     }
+}
+
+/// No eBPF mode could attach; `reasons` says why for each one tried.
+#[derive(Debug)]
+pub struct AttachError {
+    pub reasons: Vec<String>,
+}
+
+impl fmt::Display for AttachError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.reasons.is_empty() {
+            return f.write_str("no eBPF mode was requested");
+        }
+        write!(f, "no eBPF mode could attach: {}", self.reasons.join("; "))
+    }
+}
+
+impl std::error::Error for AttachError {}
+
+fn attach_mode(tgid: u32, mode: Mode) -> Result<Ebpf> {
+    if tgid == 0 {
+        bail!("pid 0 cannot be profiled");
+    }
+    if mode == Mode::Kprobe && !kernel_has_kprobes() {
+        // CONFIG_KPROBES unset: nothing below could attach, so say so plainly.
+        bail!(
+            "this kernel has no kprobes (no kprobe PMU in /sys/bus/event_source/devices, no kprobe_events in tracefs)"
+        );
+    }
+    raise_memlock_limit();
+    let offsets = crate::btf::task_offsets()?;
+    let mut ebpf = EbpfLoader::new()
+        .override_global(names::TARGET_TGID, &tgid, true)
+        .override_global(names::TASK_OFFSETS, &offsets, true)
+        .load(EBPF_OBJECT)
+        .context(
+            "loading the eBPF object into the kernel (needs root, or CAP_BPF and CAP_PERFMON)",
+        )?;
+    for program in [
+        names::SCHED_SWITCH,
+        names::SCHED_WAKEUP,
+        names::SCHED_PROCESS_EXIT,
+    ] {
+        attach_raw_tracepoint(&mut ebpf, program)?;
+    }
+    match mode {
+        Mode::Tracepoint => {
+            attach_raw_tracepoint(&mut ebpf, names::SYS_ENTER)?;
+            attach_raw_tracepoint(&mut ebpf, names::SYS_EXIT)?;
+        }
+        Mode::Kprobe => attach_kprobes(&mut ebpf)?,
+        Mode::Userspace => bail!("userspace mode loads no eBPF"),
+    }
+    Ok(ebpf)
+}
+
+fn kernel_has_kprobes() -> bool {
+    [
+        "/sys/bus/event_source/devices/kprobe",
+        "/sys/kernel/tracing/kprobe_events",
+        "/sys/kernel/debug/tracing/kprobe_events",
+    ]
+    .iter()
+    .any(|p| std::path::Path::new(p).exists())
+}
+
+/// Program names equal their raw tracepoint's name.
+fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str) -> Result<()> {
+    let prog: &mut RawTracePoint = program(ebpf, name)?.try_into()?;
+    prog.load()
+        .with_context(|| format!("verifier rejected {name}"))?;
+    prog.attach(name)
+        .with_context(|| format!("attaching {name} to raw tracepoint {name}"))?;
+    Ok(())
+}
+
+fn attach_kprobes(ebpf: &mut Ebpf) -> Result<()> {
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
+    let present = |symbol: &str| {
+        kallsyms
+            .lines()
+            .any(|line| line.split_whitespace().nth(2) == Some(symbol))
+    };
+    for class in SyscallClass::ALL {
+        let (enter, exit) = names::KPROBES[class as usize];
+        for (name, is_return) in [(enter, false), (exit, true)] {
+            let prog: &mut KProbe = program(ebpf, name)?.try_into()?;
+            prog.load()
+                .with_context(|| format!("verifier rejected {name}"))?;
+            for syscall in KPROBE_SYSCALLS[class as usize] {
+                let symbol = format!("__x64_sys_{syscall}");
+                if !present(&symbol) {
+                    continue; // e.g. io_uring_enter on a kernel without io_uring
+                }
+                let what = if is_return { "kretprobe" } else { "kprobe" };
+                prog.attach(&symbol, 0)
+                    .with_context(|| format!("attaching {what} {name} to {symbol}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so loading does not fail there.

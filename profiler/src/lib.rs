@@ -1,8 +1,12 @@
-//! Loads tcpprof's eBPF programs, attaches them to one process, and reads back what the kernel
-//! counted.
+//! Loads tcpprof's eBPF programs, attaches them to one process, reads back what the kernel
+//! counted and turns it into a breakdown of where the process's time went.
 pub mod attach;
+pub mod breakdown;
+mod btf;
+pub mod report;
 pub mod totals;
 pub mod workload;
 
-pub use attach::{Mode, Session};
+pub use attach::{AttachError, Mode, Requested, Session};
+pub use breakdown::Breakdown;
 pub use totals::Totals;

@@ -1,7 +1,7 @@
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use clap::{Parser, Subcommand};
-use profiler::{Session, Totals, workload};
-use std::time::Duration;
+use profiler::{Breakdown, Requested, Session, report, workload};
+use std::time::{Duration, Instant};
 
 /// tcpprof's profiler: where a TCP server's time goes, from inside the kernel.
 #[derive(Parser)]
@@ -19,15 +19,23 @@ enum Command {
         connections: u64,
         #[arg(long, default_value_t = 100)]
         messages: u64,
+        /// auto, kprobe or tracepoint.
+        #[arg(long, default_value = "auto")]
+        mode: Requested,
     },
-    /// Profile a running process for a while and print its syscalls per class.
+    /// Profile a running process (all its threads) for a while and print where its time went.
     Profile {
-        /// The process to profile (all its threads).
         #[arg(long)]
         pid: u32,
         /// How long to watch, in seconds.
         #[arg(long, default_value_t = 5.0)]
         duration: f64,
+        /// auto (kprobe, then tracepoint), kprobe or tracepoint.
+        #[arg(long, default_value = "auto")]
+        mode: Requested,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// The workload `demo` profiles (run as its child process).
     #[command(hide = true)]
@@ -44,33 +52,62 @@ fn main() -> Result<()> {
         Command::Demo {
             connections,
             messages,
+            mode,
         } => {
             let exe = std::env::current_exe().context("locating the profiler binary")?;
-            let (totals, mode) = workload::profile(&exe, connections, messages)?;
+            let start = Instant::now();
+            let (totals, session) = workload::profile(&exe, connections, messages, mode)?;
             let expected = workload::expected(connections, messages);
-            println!("mode: {mode} (raw_syscalls sys_enter/sys_exit)");
             println!(
-                "workload: {connections} connections x {messages} messages of {} bytes; it makes \
-                 {} accept, {} read, {} write calls itself",
+                "workload: {connections} connections x {messages} messages of {} bytes, making {} accept, \
+                 {} read and {} write calls itself",
                 workload::MESSAGE,
                 expected.accept,
                 expected.read,
                 expected.write
             );
-            print_table(&totals);
+            let breakdown = Breakdown::new(
+                &totals,
+                session.mode,
+                session.fallback_reasons,
+                start.elapsed(),
+            );
+            print!("{}", report::table(&breakdown));
         }
-        Command::Profile { pid, duration } => {
-            anyhow::ensure!(
+        Command::Profile {
+            pid,
+            duration,
+            mode,
+            json,
+        } => {
+            ensure!(
                 duration.is_finite() && duration > 0.0 && duration <= 86_400.0,
                 "--duration must be between 0 and 86400 seconds, got {duration}"
             );
-            let session = Session::attach(pid).with_context(|| format!("profiling pid {pid}"))?;
+            ensure!(
+                std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "no process with pid {pid}"
+            );
+            let session =
+                Session::attach(pid, mode).with_context(|| format!("profiling pid {pid}"))?;
             eprintln!(
                 "profiling pid {pid} for {duration} s (mode {})",
                 session.mode
             );
+            let start = Instant::now();
             std::thread::sleep(Duration::from_secs_f64(duration));
-            print_table(&session.read_totals()?);
+            let totals = session.read_totals()?;
+            let breakdown = Breakdown::new(
+                &totals,
+                session.mode,
+                session.fallback_reasons.clone(),
+                start.elapsed(),
+            );
+            if json {
+                println!("{}", serde_json::to_string(&breakdown)?);
+            } else {
+                print!("{}", report::table(&breakdown));
+            }
         }
         Command::Workload {
             connections,
@@ -78,22 +115,4 @@ fn main() -> Result<()> {
         } => workload::run_as_child(connections, messages)?,
     }
     Ok(())
-}
-
-fn print_table(totals: &Totals) {
-    println!(
-        "{:<8} {:>10} {:>8} {:>14} {:>12}",
-        "class", "calls", "errors", "in-syscall ms", "bytes"
-    );
-    for class in profiler_common::SyscallClass::ALL {
-        let t = totals.class(class);
-        println!(
-            "{:<8} {:>10} {:>8} {:>14.3} {:>12}",
-            class.name(),
-            t.calls,
-            t.errors,
-            t.total_ns as f64 / 1e6,
-            t.bytes
-        );
-    }
 }

@@ -1,40 +1,60 @@
-//! Reading the kernel's per-CPU totals and summing them per class.
+//! Reading the kernel's per-CPU totals and summing them.
 use crate::Session;
 use anyhow::{Context, Result};
 use aya::maps::PerCpuArray;
-use profiler_common::{CLASS_COUNT, ClassTotals, HIST_BUCKETS, SyscallClass, names};
+use profiler_common::{
+    CONTEXT_COUNT, CONTEXT_USER, ClassTotals, HIST_BUCKETS, SchedTotals, SyscallClass, names,
+};
 
 /// What the kernel counted for the target since attach, summed over CPUs.
 #[derive(Clone, Debug, Default)]
 pub struct Totals {
-    pub classes: [ClassTotals; CLASS_COUNT],
+    /// Indexed by context: the syscall classes, then user space ([`CONTEXT_USER`]).
+    pub contexts: [ClassTotals; CONTEXT_COUNT],
+    pub sched: SchedTotals,
 }
 
 impl Totals {
     pub fn class(&self, class: SyscallClass) -> &ClassTotals {
-        &self.classes[class as usize]
+        &self.contexts[class as usize]
+    }
+
+    pub fn user(&self) -> &ClassTotals {
+        &self.contexts[CONTEXT_USER as usize]
+    }
+
+    /// On-CPU time of the target's threads in every context.
+    pub fn oncpu_ns(&self) -> u64 {
+        self.contexts.iter().map(|c| c.oncpu_ns).sum()
     }
 }
 
 impl Session {
     /// Sums the per-CPU totals. Can be called while the programs keep counting.
     pub fn read_totals(&self) -> Result<Totals> {
-        let map = self
-            .ebpf
-            .map(names::CLASS_TOTALS)
-            .context("map CLASS_TOTALS missing from the eBPF object")?;
-        let array: PerCpuArray<_, ClassTotals> = PerCpuArray::try_from(map)?;
         let mut totals = Totals::default();
-        for class in SyscallClass::ALL {
-            let per_cpu = array
-                .get(&(class as u32), 0)
-                .with_context(|| format!("reading CLASS_TOTALS[{}]", class.name()))?;
-            let sum = &mut totals.classes[class as usize];
-            for cpu in per_cpu.iter() {
-                add(sum, cpu);
-            }
+        let contexts: PerCpuArray<_, ClassTotals> =
+            PerCpuArray::try_from(self.map(names::CONTEXT_TOTALS)?)?;
+        for (i, sum) in totals.contexts.iter_mut().enumerate() {
+            let per_cpu = contexts
+                .get(&(i as u32), 0)
+                .with_context(|| format!("reading CONTEXT_TOTALS[{i}]"))?;
+            per_cpu.iter().for_each(|cpu| add(sum, cpu));
+        }
+        let sched: PerCpuArray<_, SchedTotals> =
+            PerCpuArray::try_from(self.map(names::SCHED_TOTALS)?)?;
+        for cpu in sched.get(&0, 0).context("reading SCHED_TOTALS")?.iter() {
+            totals.sched.voluntary += cpu.voluntary;
+            totals.sched.involuntary += cpu.involuntary;
+            totals.sched.exits += cpu.exits;
         }
         Ok(totals)
+    }
+
+    fn map(&self, name: &str) -> Result<&aya::maps::Map> {
+        self.ebpf
+            .map(name)
+            .with_context(|| format!("map {name} missing from the eBPF object"))
     }
 }
 
@@ -42,6 +62,9 @@ fn add(sum: &mut ClassTotals, x: &ClassTotals) {
     sum.calls += x.calls;
     sum.errors += x.errors;
     sum.total_ns += x.total_ns;
+    sum.oncpu_ns += x.oncpu_ns;
+    sum.blocked_ns += x.blocked_ns;
+    sum.runq_ns += x.runq_ns;
     sum.bytes += x.bytes;
     for i in 0..HIST_BUCKETS {
         sum.hist[i] += x.hist[i];

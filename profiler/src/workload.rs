@@ -135,17 +135,18 @@ impl Drop for Child {
     }
 }
 
-/// Runs the workload in a child of `exe` with the programs attached to it, and returns what the
-/// kernel counted and the mode that ran.
+/// Runs the workload in a child of `exe` with the programs attached to it in `mode`, and
+/// returns what the kernel counted and the session (its mode and fallback reasons).
 pub fn profile(
     exe: &std::path::Path,
     connections: u64,
     messages: u64,
-) -> Result<(crate::Totals, crate::Mode)> {
+    mode: crate::Requested,
+) -> Result<(crate::Totals, crate::Session)> {
     let mut child = Child::spawn(exe, connections, messages)?;
-    let session = crate::Session::attach(child.pid())?;
+    let session = crate::Session::attach(child.pid(), mode)?;
     child.run_to_done()?;
     let totals = session.read_totals()?;
     child.finish()?;
-    Ok((totals, session.mode))
+    Ok((totals, session))
 }

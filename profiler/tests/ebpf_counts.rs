@@ -1,10 +1,12 @@
 //! Loads the real eBPF programs into this kernel and checks what they count against a child
 //! process whose calls are known. Needs root; without it these tests fail, never pass silently.
 use profiler::workload::{self, Expected};
+use profiler::{Mode, Requested, Session};
 use profiler_common::SyscallClass;
 use std::path::Path;
 
 const PROFILER: &str = env!("CARGO_BIN_EXE_profiler");
+const TRACEPOINT: Requested = Requested::Only(Mode::Tracepoint);
 
 /// Calls a Rust process makes beside the workload's own (runtime start-up, the go/done handshake
 /// on stdin/stdout): a bound on double counting, far below what a leak from another process
@@ -39,9 +41,10 @@ fn assert_counts(counted: &profiler::Totals, expected: Expected) {
 fn counts_a_known_workload() {
     require_root();
     let (connections, messages) = (20, 50);
-    let (totals, mode) = workload::profile(Path::new(PROFILER), connections, messages).unwrap();
-    eprintln!("mode {mode}: {totals:?}");
-    assert_eq!(mode, profiler::Mode::Tracepoint);
+    let (totals, session) =
+        workload::profile(Path::new(PROFILER), connections, messages, TRACEPOINT).unwrap();
+    eprintln!("mode {}: {totals:?}", session.mode);
+    assert_eq!(session.mode, Mode::Tracepoint);
     assert_counts(&totals, workload::expected(connections, messages));
 
     let read = totals.class(SyscallClass::Read);
@@ -86,7 +89,7 @@ fn ignores_another_busy_process() {
     // A bystander making 20x the target's calls at the same time.
     let mut bystander = workload::Child::spawn(exe, 20, 100).unwrap();
     let mut target = workload::Child::spawn(exe, connections, messages).unwrap();
-    let session = profiler::Session::attach(target.pid()).unwrap();
+    let session = Session::attach(target.pid(), TRACEPOINT).unwrap();
     let bystander_run = std::thread::spawn(move || {
         bystander.run_to_done().unwrap();
         bystander
@@ -104,7 +107,7 @@ fn programs_are_gone_after_the_session() {
     require_root();
     let before = bpf_objects();
     let target = workload::Child::spawn(Path::new(PROFILER), 1, 1).unwrap();
-    let session = profiler::Session::attach(target.pid()).unwrap();
+    let session = Session::attach(target.pid(), TRACEPOINT).unwrap();
     assert!(
         bpf_objects() > before,
         "attached programs hold bpf descriptors"
@@ -120,10 +123,13 @@ fn programs_are_gone_after_the_session() {
 
 #[test]
 fn refuses_pid_zero() {
-    let err = profiler::Session::attach(0)
+    let err = Session::attach(0, Requested::Auto)
         .err()
         .expect("pid 0 must be refused");
-    assert!(err.to_string().contains("pid 0"), "{err}");
+    assert!(
+        !err.reasons.is_empty() && err.reasons.iter().all(|r| r.contains("pid 0")),
+        "{err}"
+    );
 }
 
 /// bpf-prog, bpf-map and bpf-link descriptors this process holds.
