@@ -1,0 +1,43 @@
+//! `bench-server --model epoll --addr 127.0.0.1:0 [--cpus 0,1]`: serves the benchmark line
+//! protocol until killed. Prints exactly one line, `listening on ADDR`, once it accepts
+//! connections, so that a parent can start it on port 0 and learn the port.
+
+use anyhow::{Context, Result};
+use bench::server::{self, Model};
+use clap::Parser;
+use std::io::Write;
+use std::net::SocketAddr;
+
+#[derive(Parser, Debug)]
+#[command(about = "Serves the benchmark line protocol (PING, ECHO, WAIT, BURN, STREAM).")]
+struct Args {
+    /// Concurrency model.
+    #[arg(long, default_value_t = Model::Epoll)]
+    model: Model,
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    addr: SocketAddr,
+    /// Pin the server (every thread it starts) to these CPUs, e.g. `0` or `0,1`.
+    #[arg(long, value_delimiter = ',')]
+    cpus: Vec<usize>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    // Not fatal: the server still works, just for fewer connections.
+    if let Err(e) = bench::raise_nofile_limit() {
+        eprintln!("warning: {e:#}");
+    }
+    if !args.cpus.is_empty() {
+        bench::sys::pin_current_thread(&args.cpus)?;
+    }
+    let listener = server::bind(args.addr)?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {addr}").context("writing the listening line")?;
+    stdout.flush().context("flushing stdout")?;
+    drop(stdout);
+    args.model
+        .serve(listener)
+        .with_context(|| format!("{} server on {addr}", args.model))
+}

@@ -1,0 +1,457 @@
+//! What to run: target, command, connection handling, how much and how fast.
+
+use crate::protocol::{self, Expected, MAX_BURN, MAX_ECHO_PAYLOAD, MAX_WAIT_MS, Request};
+use anyhow::{Result, bail, ensure};
+use serde::Serialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Per-request timeout when none is configured (a `WAIT` request gets its wait on top).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a count-bounded run may take when no `max_time` is configured.
+pub const DEFAULT_MAX_RUN: Duration = Duration::from_secs(60);
+/// Most connections one run may ask for (the fd and port limits bite well before).
+pub const MAX_CONCURRENCY: usize = 1_000_000;
+/// Slowest open-loop rate, requests/s: keeps every scheduled time within a few decades.
+pub const MIN_RATE: f64 = 0.001;
+/// Added to the run's expected length for the hard limit, so draining the last requests and
+/// connecting 10,000 sockets fit.
+const HARD_LIMIT_SLACK: Duration = Duration::from_secs(5);
+
+/// The request every connection sends, over and over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    /// `ECHO` with a payload of `payload_size` bytes of `a..z`.
+    Echo {
+        payload_size: usize,
+    },
+    Ping,
+    /// `BURN n`.
+    Burn(u64),
+    /// `STREAM n`.
+    Stream(u64),
+    /// `WAIT ms`.
+    Wait(u64),
+    /// Any request, for any line server: `request` is sent as is and exactly `response` must
+    /// come back.
+    Custom {
+        request: Vec<u8>,
+        response: Vec<u8>,
+    },
+}
+
+impl Command {
+    /// Parses `ECHO`, `PING`, `BURN n`, `STREAM n`, `WAIT ms` (case-insensitive); `ECHO` uses
+    /// `payload_size`.
+    pub fn parse(spec: &str, payload_size: usize) -> Result<Command> {
+        let words: Vec<&str> = spec.split_whitespace().collect();
+        let number = |name: &str, max: u64| -> Result<u64> {
+            let [_, n] = words[..] else {
+                bail!("expected `{name} <n>`, got {spec:?}")
+            };
+            let n: u64 = n
+                .parse()
+                .map_err(|_| anyhow::anyhow!("bad number in {spec:?}"))?;
+            ensure!(n <= max, "{name} {n} is above the limit of {max}");
+            Ok(n)
+        };
+        let verb = words
+            .first()
+            .map(|w| w.to_ascii_uppercase())
+            .unwrap_or_default();
+        let command = match verb.as_str() {
+            "ECHO" if words.len() == 1 => Command::Echo { payload_size },
+            "PING" if words.len() == 1 => Command::Ping,
+            "BURN" => Command::Burn(number("BURN", MAX_BURN)?),
+            "STREAM" => Command::Stream(number("STREAM", u64::MAX)?),
+            "WAIT" => Command::Wait(number("WAIT", MAX_WAIT_MS)?),
+            _ => bail!("unknown command {spec:?} (ECHO, PING, BURN n, STREAM n or WAIT ms)"),
+        };
+        command.validate()?;
+        Ok(command)
+    }
+
+    fn validate(&self) -> Result<()> {
+        match self {
+            Command::Echo { payload_size } => ensure!(
+                *payload_size <= MAX_ECHO_PAYLOAD,
+                "payload size {payload_size} is above the limit of {MAX_ECHO_PAYLOAD} bytes"
+            ),
+            Command::Burn(n) => ensure!(*n <= MAX_BURN, "BURN {n} is above {MAX_BURN}"),
+            Command::Wait(ms) => ensure!(*ms <= MAX_WAIT_MS, "WAIT {ms} is above {MAX_WAIT_MS}"),
+            Command::Custom { request, response } => {
+                ensure!(!request.is_empty(), "the custom request is empty");
+                ensure!(!response.is_empty(), "the custom response is empty");
+            }
+            Command::Ping | Command::Stream(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The bytes sent for one request.
+    pub fn request_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Command::Echo { payload_size } => {
+                let mut payload = Vec::with_capacity(*payload_size);
+                protocol::extend_stream(&mut payload, 0, *payload_size);
+                Request::Echo(&payload).encode(&mut out);
+            }
+            Command::Custom { request, .. } => out.extend_from_slice(request),
+            other => other.request().encode(&mut out),
+        }
+        out
+    }
+
+    /// What a correct server answers.
+    pub fn expected(&self) -> Expected {
+        match self {
+            Command::Custom { response, .. } => Expected::Exact(response.clone()),
+            // Echo's response is its payload; parse the request back to get it.
+            Command::Echo { .. } => {
+                protocol::expected_response(&protocol::parse(&self.request_bytes()))
+            }
+            other => protocol::expected_response(&other.request()),
+        }
+    }
+
+    fn request(&self) -> Request<'static> {
+        match *self {
+            Command::Ping => Request::Ping,
+            Command::Burn(n) => Request::Burn(n),
+            Command::Stream(n) => Request::Stream(n),
+            Command::Wait(ms) => Request::Wait(ms),
+            Command::Echo { .. } | Command::Custom { .. } => unreachable!("built from bytes"),
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Echo { payload_size } => write!(f, "ECHO ({payload_size} bytes)"),
+            Command::Ping => write!(f, "PING"),
+            Command::Burn(n) => write!(f, "BURN {n}"),
+            Command::Stream(n) => write!(f, "STREAM {n}"),
+            Command::Wait(ms) => write!(f, "WAIT {ms}"),
+            Command::Custom { request, .. } => {
+                write!(f, "custom {:?}", String::from_utf8_lossy(request))
+            }
+        }
+    }
+}
+
+/// How connections are used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectionMode {
+    /// `concurrency` connections opened before the clock starts and reused for every request.
+    #[default]
+    Persistent,
+    /// A new connection for every request (connect, send, read the response, close); its
+    /// latency includes the connect.
+    PerRequest,
+}
+
+impl FromStr for ConnectionMode {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<ConnectionMode> {
+        match s {
+            "persistent" => Ok(ConnectionMode::Persistent),
+            "per-request" => Ok(ConnectionMode::PerRequest),
+            _ => bail!("unknown connection mode {s:?} (persistent or per-request)"),
+        }
+    }
+}
+
+impl fmt::Display for ConnectionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConnectionMode::Persistent => "persistent",
+            ConnectionMode::PerRequest => "per-request",
+        })
+    }
+}
+
+/// One load run. Build with [`LoadConfig::new`] and struct update syntax:
+///
+/// ```
+/// # use bench::load::{LoadConfig, Command};
+/// let config = LoadConfig {
+///     concurrency: 10,
+///     requests: Some(1000),
+///     ..LoadConfig::new("127.0.0.1:7000".parse().unwrap(), Command::Ping)
+/// };
+/// ```
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    pub target: SocketAddr,
+    /// Connections (persistent mode) or requests in flight at once (per-request mode).
+    pub concurrency: usize,
+    /// Stop after exactly this many requests in total (each ends as a success or an error).
+    pub requests: Option<u64>,
+    /// Stop sending after this long; requests in flight then still complete. With `requests`
+    /// too, whichever comes first.
+    pub duration: Option<Duration>,
+    pub command: Command,
+    pub connection: ConnectionMode,
+    /// Open loop: this many requests per second in total, each on a fixed schedule, latency
+    /// measured from the scheduled time. `None` is closed loop: each connection sends its next
+    /// request as soon as the previous response is in.
+    pub rate: Option<f64>,
+    /// Pin worker `i` to `client_cpus[i % len]`; also the default worker count.
+    pub client_cpus: Option<Vec<usize>>,
+    /// Worker threads (one event loop each); default: one per `client_cpus` entry, else one per
+    /// core. Never more than `concurrency`.
+    pub threads: Option<usize>,
+    /// A request (including a reconnect) that takes longer is an error and its connection is
+    /// reset. Default [`DEFAULT_REQUEST_TIMEOUT`] plus the `WAIT` time.
+    pub request_timeout: Option<Duration>,
+    /// Hard limit on the whole run, connecting included; requests still in flight then count
+    /// as timeouts. Default: `duration` (or [`DEFAULT_MAX_RUN`]) + request timeout + 5 s.
+    pub max_time: Option<Duration>,
+    /// Targets off the loopback interface are refused unless this is set, so that a typo never
+    /// aims load at someone else's machine.
+    pub allow_non_loopback: bool,
+}
+
+impl LoadConfig {
+    /// One persistent connection, closed loop, no limit set yet (set `requests` or `duration`).
+    pub fn new(target: SocketAddr, command: Command) -> LoadConfig {
+        LoadConfig {
+            target,
+            concurrency: 1,
+            requests: None,
+            duration: None,
+            command,
+            connection: ConnectionMode::Persistent,
+            rate: None,
+            client_cpus: None,
+            threads: None,
+            request_timeout: None,
+            max_time: None,
+            allow_non_loopback: false,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.concurrency >= 1, "concurrency must be at least 1");
+        ensure!(
+            self.concurrency <= MAX_CONCURRENCY,
+            "concurrency {} is above the limit of {MAX_CONCURRENCY}",
+            self.concurrency
+        );
+        ensure!(
+            self.requests.is_some() || self.duration.is_some(),
+            "set a request count or a duration"
+        );
+        ensure!(self.requests != Some(0), "requests must be at least 1");
+        ensure!(
+            self.duration != Some(Duration::ZERO),
+            "duration must be above zero"
+        );
+        if let Some(rate) = self.rate {
+            ensure!(
+                rate.is_finite() && rate >= MIN_RATE,
+                "rate must be a number of requests/s of at least {MIN_RATE}, got {rate}"
+            );
+        }
+        if let Some(cpus) = &self.client_cpus {
+            ensure!(!cpus.is_empty(), "client_cpus is empty");
+        }
+        ensure!(self.threads != Some(0), "threads must be at least 1");
+        ensure!(
+            self.allow_non_loopback || self.target.ip().is_loopback(),
+            "target {} is not a loopback address (set allow_non_loopback to load it)",
+            self.target
+        );
+        self.command.validate()
+    }
+
+    pub fn effective_request_timeout(&self) -> Duration {
+        self.request_timeout.unwrap_or_else(|| match self.command {
+            Command::Wait(ms) => DEFAULT_REQUEST_TIMEOUT + Duration::from_millis(ms),
+            _ => DEFAULT_REQUEST_TIMEOUT,
+        })
+    }
+
+    pub fn effective_max_time(&self) -> Duration {
+        self.max_time.unwrap_or_else(|| {
+            self.duration.unwrap_or(DEFAULT_MAX_RUN)
+                + self.effective_request_timeout()
+                + HARD_LIMIT_SLACK
+        })
+    }
+
+    /// Worker threads: one per client CPU or core, at most one per connection.
+    pub fn effective_threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let wanted = self
+            .threads
+            .or(self.client_cpus.as_ref().map(Vec::len))
+            .unwrap_or(cores);
+        wanted.clamp(1, self.concurrency.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> SocketAddr {
+        "127.0.0.1:9".parse().unwrap()
+    }
+
+    #[test]
+    fn commands_build_matching_requests_and_responses() {
+        let echo = Command::Echo { payload_size: 3 };
+        assert_eq!(echo.request_bytes(), b"ECHO abc\n");
+        assert_eq!(echo.expected(), Expected::Exact(b"abc\n".to_vec()));
+        assert_eq!(
+            Command::Echo { payload_size: 0 }.expected(),
+            Expected::Exact(b"\n".to_vec())
+        );
+        assert_eq!(Command::Ping.request_bytes(), b"PING\n");
+        assert_eq!(
+            Command::Wait(5).expected(),
+            Expected::Exact(b"DONE\n".to_vec())
+        );
+        assert_eq!(Command::Stream(9).request_bytes(), b"STREAM 9\n");
+        assert_eq!(Command::Stream(9).expected(), Expected::Stream(9));
+        let burn = Command::Burn(10).expected();
+        assert_eq!(
+            burn,
+            Expected::Exact(format!("RESULT {}\n", protocol::burn(10)).into_bytes())
+        );
+    }
+
+    #[test]
+    fn parses_command_specs() {
+        assert_eq!(
+            Command::parse("ECHO", 8).unwrap(),
+            Command::Echo { payload_size: 8 }
+        );
+        assert_eq!(Command::parse("ping", 8).unwrap(), Command::Ping);
+        assert_eq!(Command::parse("BURN 100", 8).unwrap(), Command::Burn(100));
+        assert_eq!(
+            Command::parse(" STREAM  7 ", 8).unwrap(),
+            Command::Stream(7)
+        );
+        assert_eq!(Command::parse("WAIT 20", 8).unwrap(), Command::Wait(20));
+        for bad in [
+            "",
+            "BURN",
+            "BURN x",
+            "BURN -1",
+            "WAIT 1 2",
+            "PING 1",
+            "FOO",
+            "WAIT 3600001",
+        ] {
+            assert!(Command::parse(bad, 8).is_err(), "{bad:?}");
+        }
+        assert!(Command::parse("ECHO", MAX_ECHO_PAYLOAD + 1).is_err());
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let ok = LoadConfig {
+            requests: Some(1),
+            ..LoadConfig::new(local(), Command::Ping)
+        };
+        ok.validate().unwrap();
+        let cases = [
+            (
+                LoadConfig {
+                    concurrency: 0,
+                    ..ok.clone()
+                },
+                "concurrency",
+            ),
+            (
+                LoadConfig {
+                    requests: None,
+                    ..ok.clone()
+                },
+                "duration",
+            ),
+            (
+                LoadConfig {
+                    requests: Some(0),
+                    ..ok.clone()
+                },
+                "requests",
+            ),
+            (
+                LoadConfig {
+                    rate: Some(0.0),
+                    ..ok.clone()
+                },
+                "rate",
+            ),
+            (
+                LoadConfig {
+                    rate: Some(f64::NAN),
+                    ..ok.clone()
+                },
+                "rate",
+            ),
+            (
+                LoadConfig {
+                    client_cpus: Some(vec![]),
+                    ..ok.clone()
+                },
+                "client_cpus",
+            ),
+            (
+                LoadConfig {
+                    target: "10.1.2.3:80".parse().unwrap(),
+                    ..ok.clone()
+                },
+                "loopback",
+            ),
+        ];
+        for (config, word) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(word), "{err:?} should mention {word}");
+        }
+    }
+
+    #[test]
+    fn defaults_bound_the_run() {
+        let config = LoadConfig {
+            requests: Some(1),
+            ..LoadConfig::new(local(), Command::Wait(2000))
+        };
+        assert_eq!(config.effective_request_timeout(), Duration::from_secs(12));
+        assert_eq!(
+            config.effective_max_time(),
+            Duration::from_secs(60 + 12 + 5)
+        );
+        assert_eq!(
+            config.effective_threads(),
+            1,
+            "never more threads than connections"
+        );
+        let config = LoadConfig {
+            concurrency: 100,
+            threads: Some(3),
+            ..config
+        };
+        assert_eq!(config.effective_threads(), 3);
+    }
+
+    #[test]
+    fn connection_modes_parse() {
+        assert_eq!(
+            "per-request".parse::<ConnectionMode>().unwrap(),
+            ConnectionMode::PerRequest
+        );
+        assert_eq!(ConnectionMode::PerRequest.to_string(), "per-request");
+        assert!("sometimes".parse::<ConnectionMode>().is_err());
+    }
+}

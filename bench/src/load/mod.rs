@@ -1,0 +1,24 @@
+//! The load generator: `concurrency` connections spread over one epoll worker thread per core,
+//! each request checked byte for byte, every latency in an HdrHistogram.
+//!
+//! Closed loop by default (each connection sends its next request when the previous response is
+//! in); open loop with [`LoadConfig::rate`], where latency counts from each request's scheduled
+//! time so that a stalled server cannot hide its stall (coordinated omission, as wrk2 corrects
+//! it). Runs are always bounded: by a request count or a duration, a per-request timeout, and a
+//! hard limit on the whole run.
+
+mod config;
+mod generator;
+mod histogram;
+mod report;
+mod stats;
+mod worker;
+
+pub use config::{
+    Command, ConnectionMode, DEFAULT_MAX_RUN, DEFAULT_REQUEST_TIMEOUT, LoadConfig, MAX_CONCURRENCY,
+    MIN_RATE,
+};
+pub use generator::run;
+pub use histogram::{Latency, LatencyHistogram};
+pub use report::{LoadReport, WorkerStats};
+pub use stats::{CallStats, ErrorCounts};

@@ -1,0 +1,152 @@
+//! What a run measured, merged over its workers. Every number comes from a counter or a recorded
+//! latency; nothing is estimated.
+
+use super::histogram::{Latency, LatencyHistogram};
+use super::stats::{CallStats, ErrorCounts};
+use super::worker::Outcome;
+use serde::{Serialize, Serializer};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadReport {
+    /// Requests answered correctly.
+    pub requests: u64,
+    /// Failed requests (plus unsolicited data events, see [`ErrorCounts::unsolicited`]).
+    pub errors: u64,
+    pub error_counts: ErrorCounts,
+    /// The first error seen, for a human.
+    pub first_error: Option<String>,
+    /// From the start signal to the last worker's last response.
+    #[serde(rename = "elapsed_ms", serialize_with = "millis")]
+    pub elapsed: Duration,
+    /// `requests / elapsed`.
+    pub throughput_rps: f64,
+    /// Latency of correct responses. Open loop: from each request's scheduled time (corrected,
+    /// includes waiting behind a slow response); closed loop: from its send.
+    pub latency_p50_us: u64,
+    pub latency_p95_us: u64,
+    pub latency_p99_us: u64,
+    pub latency_p999_us: u64,
+    pub latency_max_us: u64,
+    pub latency_mean_us: f64,
+    /// Open loop only: latency from the actual send (what a naive client would report).
+    pub latency_uncorrected: Option<Latency>,
+    /// Open loop: the requested rate in requests/s.
+    pub rate: Option<f64>,
+    pub concurrency: usize,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Connects started (setup included); failed connects count too.
+    pub connections_opened: u64,
+    /// The hard time limit ended the run; requests in flight then are counted as timeouts.
+    pub stopped_early: bool,
+    pub workers: Vec<WorkerStats>,
+    /// All latencies behind the `latency_*` fields, for other quantiles or merging runs.
+    #[serde(skip)]
+    pub histogram: LatencyHistogram,
+    #[serde(skip)]
+    pub histogram_uncorrected: Option<LatencyHistogram>,
+}
+
+/// One worker thread's share of the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkerStats {
+    pub worker: usize,
+    /// The CPU it was pinned to, if any.
+    pub pinned_cpu: Option<usize>,
+    /// The CPU it was running on at the end of the run.
+    pub cpu: Option<usize>,
+    pub connections: usize,
+    pub requests: u64,
+    pub errors: u64,
+    /// Every `write` of a request.
+    pub send: CallStats,
+    /// Every `read` of a response.
+    pub recv: CallStats,
+}
+
+fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1e3)
+}
+
+impl LoadReport {
+    pub(crate) fn merge(
+        outcomes: Vec<Outcome>,
+        rate: Option<f64>,
+        concurrency: usize,
+    ) -> LoadReport {
+        let mut histogram = LatencyHistogram::new();
+        let mut uncorrected = rate.map(|_| LatencyHistogram::new());
+        let mut error_counts = ErrorCounts::default();
+        let (mut requests, mut bytes_sent, mut bytes_received, mut opened) = (0, 0, 0, 0);
+        let mut first_error = None;
+        let mut stopped_early = false;
+        for o in &outcomes {
+            histogram.merge(&o.latency);
+            if let (Some(all), Some(mine)) = (&mut uncorrected, &o.uncorrected) {
+                all.merge(mine);
+            }
+            error_counts.add(&o.errors);
+            requests += o.ok;
+            bytes_sent += o.send.bytes();
+            bytes_received += o.recv.bytes();
+            opened += o.connections_opened;
+            first_error = first_error.or_else(|| o.first_error.clone());
+            stopped_early |= o.stopped_early;
+        }
+        let started = outcomes.iter().map(|o| o.started).min();
+        let finished = outcomes.iter().map(|o| o.finished).max();
+        let elapsed = match (started, finished) {
+            (Some(s), Some(f)) => f.saturating_duration_since(s),
+            _ => Duration::ZERO,
+        };
+        let throughput_rps = if elapsed.is_zero() {
+            0.0
+        } else {
+            requests as f64 / elapsed.as_secs_f64()
+        };
+        let latency = histogram.summary();
+        LoadReport {
+            requests,
+            errors: error_counts.total(),
+            error_counts,
+            first_error,
+            elapsed,
+            throughput_rps,
+            latency_p50_us: latency.p50_us,
+            latency_p95_us: latency.p95_us,
+            latency_p99_us: latency.p99_us,
+            latency_p999_us: latency.p999_us,
+            latency_max_us: latency.max_us,
+            latency_mean_us: latency.mean_us,
+            latency_uncorrected: uncorrected.as_ref().map(LatencyHistogram::summary),
+            rate,
+            concurrency,
+            bytes_sent,
+            bytes_received,
+            connections_opened: opened,
+            stopped_early,
+            workers: outcomes.iter().map(worker_stats).collect(),
+            histogram,
+            histogram_uncorrected: uncorrected,
+        }
+    }
+
+    /// The `latency_*` fields as one value.
+    pub fn latency(&self) -> Latency {
+        self.histogram.summary()
+    }
+}
+
+fn worker_stats(o: &Outcome) -> WorkerStats {
+    WorkerStats {
+        worker: o.index,
+        pinned_cpu: o.pinned_cpu,
+        cpu: o.cpu,
+        connections: o.connections,
+        requests: o.ok,
+        errors: o.errors.total(),
+        send: o.send.stats(),
+        recv: o.recv.stats(),
+    }
+}

@@ -1,0 +1,702 @@
+//! One load worker: a thread with its own level-triggered epoll set over its share of the
+//! connections, each with at most one request in flight.
+//!
+//! The hot path of a persistent closed-loop connection is one `write` of the pre-built request
+//! and, usually, one `read` into the worker's buffer, checked in place against the expected
+//! response: no allocation, no `epoll_ctl`. Level-triggered epoll is what allows the single
+//! read: edge-triggered would need a second read to see `EAGAIN` before waiting again.
+
+use super::config::ConnectionMode;
+use super::histogram::LatencyHistogram;
+use super::stats::{CallTimer, ErrorCounts, ErrorKind};
+use crate::protocol::Expected;
+use crate::sys;
+use anyhow::{Context, Result, anyhow};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fmt::Display;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::ops::Range;
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const EVENTS_PER_WAIT: usize = 1024;
+/// Large enough that a big response arrives in few reads, small enough to stay in L2.
+const READ_BUFFER: usize = 64 * 1024;
+/// How often requests in flight are checked against the request timeout.
+const TIMEOUT_SCAN: Duration = Duration::from_millis(100);
+/// Pause before reconnecting after a failed connect, so that a dead server costs a few hundred
+/// attempts per second per connection rather than a busy loop.
+const CONNECT_RETRY_DELAY: Duration = Duration::from_millis(10);
+
+/// What all workers of a run share.
+pub(crate) struct Job<'a> {
+    pub target: SocketAddr,
+    pub request: &'a [u8],
+    pub expected: &'a Expected,
+    pub mode: ConnectionMode,
+    pub request_timeout: Duration,
+    pub duration: Option<Duration>,
+    /// Open loop: requests per second over all `concurrency` connections.
+    pub rate: Option<f64>,
+    pub concurrency: usize,
+    pub hard_deadline: Instant,
+    /// Releases the workers together once every one has connected.
+    pub start: &'a Barrier,
+    pub connected: &'a AtomicUsize,
+    /// Set by a worker that could not get ready, so that the others stand down.
+    pub failed: &'a AtomicBool,
+}
+
+/// One worker's part of the run.
+pub(crate) struct Share {
+    pub index: usize,
+    /// Global connection numbers (they fix each connection's place in the open-loop schedule).
+    pub conns: Range<usize>,
+    /// Requests this worker sends, when the run is bounded by a count.
+    pub budget: Option<u64>,
+    pub cpu: Option<usize>,
+}
+
+pub(crate) struct Outcome {
+    pub index: usize,
+    pub ok: u64,
+    pub errors: ErrorCounts,
+    pub first_error: Option<String>,
+    pub latency: LatencyHistogram,
+    pub uncorrected: Option<LatencyHistogram>,
+    pub send: CallTimer,
+    pub recv: CallTimer,
+    pub connections: usize,
+    pub connections_opened: u64,
+    pub started: Instant,
+    pub finished: Instant,
+    pub stopped_early: bool,
+    pub pinned_cpu: Option<usize>,
+    pub cpu: Option<usize>,
+}
+
+/// Runs one worker on the calling thread. `Ok(None)`: another worker failed to get ready, and
+/// its error is the one to report.
+pub(crate) fn run(job: &Job<'_>, share: Share) -> Result<Option<Outcome>> {
+    let prepared = Worker::new(job, &share).and_then(|mut worker| {
+        if job.mode == ConnectionMode::Persistent {
+            worker.connect_all()?;
+        }
+        Ok(worker)
+    });
+    // Every worker must reach the barrier whatever happened, or the others would wait forever.
+    match &prepared {
+        Ok(worker) => {
+            job.connected
+                .fetch_add(worker.open_count(), Ordering::SeqCst);
+        }
+        Err(_) => job.failed.store(true, Ordering::SeqCst),
+    }
+    job.start.wait();
+    let mut worker = prepared?;
+    if job.failed.load(Ordering::SeqCst) {
+        return Ok(None);
+    }
+    if job.mode == ConnectionMode::Persistent && job.connected.load(Ordering::SeqCst) == 0 {
+        let why = worker
+            .setup_error
+            .take()
+            .unwrap_or_else(|| "timed out".into());
+        return Err(anyhow!("could not connect to {}: {why}", job.target));
+    }
+    worker.run_loop();
+    Ok(Some(worker.into_outcome(&share)))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// No request in flight (connected or not).
+    Idle,
+    /// Connecting in order to send a request.
+    Connecting,
+    InFlight,
+}
+
+struct Conn {
+    stream: Option<TcpStream>,
+    /// Bumped on every close, so that events still queued for a closed socket are ignored.
+    generation: u32,
+    /// What the socket is registered for in the epoll set.
+    registered: EpollFlags,
+    state: State,
+    /// When the request was due: the start of the corrected latency.
+    intended: Instant,
+    /// When the request actually started (connect or first write): the start of the
+    /// uncorrected latency and of the request timeout.
+    started: Instant,
+    written: usize,
+    received: u64,
+    /// Open loop: when this connection's next request is due.
+    next_due: Instant,
+}
+
+struct Worker<'a> {
+    job: &'a Job<'a>,
+    epoll: Epoll,
+    events: Vec<EpollEvent>,
+    conns: Vec<Conn>,
+    /// Global number of `conns[0]`.
+    first_conn: usize,
+    buf: Vec<u8>,
+    budget: Option<u64>,
+    stop_at: Option<Instant>,
+    /// Open loop: time between two requests of one connection.
+    interval: Option<Duration>,
+    /// Connections to (re)start at a time: open-loop schedule and retries after errors.
+    wake: BinaryHeap<Reverse<(Instant, usize)>>,
+    due_now: Vec<usize>,
+    /// Connections with a request connecting or in flight.
+    active: usize,
+    next_scan: Instant,
+
+    /// Why the first connection failed to open before the start (not a request error).
+    setup_error: Option<String>,
+    ok: u64,
+    errors: ErrorCounts,
+    first_error: Option<String>,
+    latency: LatencyHistogram,
+    uncorrected: Option<LatencyHistogram>,
+    send: CallTimer,
+    recv: CallTimer,
+    connections_opened: u64,
+    started: Instant,
+    stopped_early: bool,
+}
+
+fn token(index: usize, generation: u32) -> u64 {
+    ((generation as u64) << 32) | index as u64
+}
+
+impl<'a> Worker<'a> {
+    fn new(job: &'a Job<'a>, share: &Share) -> Result<Worker<'a>> {
+        if let Some(cpu) = share.cpu {
+            sys::pin_current_thread(&[cpu])?;
+        }
+        if job.rate.is_some() {
+            sys::precise_timers()?;
+        }
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create1")?;
+        let now = Instant::now();
+        let conns = share
+            .conns
+            .clone()
+            .map(|_| Conn {
+                stream: None,
+                generation: 0,
+                registered: EpollFlags::empty(),
+                state: State::Idle,
+                intended: now,
+                started: now,
+                written: 0,
+                received: 0,
+                next_due: now,
+            })
+            .collect();
+        let interval = job
+            .rate
+            .map(|rate| Duration::from_secs_f64(job.concurrency as f64 / rate));
+        Ok(Worker {
+            job,
+            epoll,
+            events: vec![EpollEvent::empty(); EVENTS_PER_WAIT],
+            conns,
+            first_conn: share.conns.start,
+            buf: vec![0; READ_BUFFER],
+            budget: share.budget,
+            stop_at: None,
+            interval,
+            wake: BinaryHeap::new(),
+            due_now: Vec::new(),
+            active: 0,
+            next_scan: now,
+            setup_error: None,
+            ok: 0,
+            errors: ErrorCounts::default(),
+            first_error: None,
+            latency: LatencyHistogram::new(),
+            uncorrected: job.rate.map(|_| LatencyHistogram::new()),
+            send: CallTimer::default(),
+            recv: CallTimer::default(),
+            connections_opened: 0,
+            started: now,
+            stopped_early: false,
+        })
+    }
+
+    fn open_count(&self) -> usize {
+        self.conns.iter().filter(|c| c.stream.is_some()).count()
+    }
+
+    /// Opens every persistent connection before the clock starts. Failures are not counted as
+    /// errors (no request was lost): the connection retries when it has a request to send.
+    fn connect_all(&mut self) -> Result<()> {
+        let mut pending = 0;
+        for i in 0..self.conns.len() {
+            match self.open(i) {
+                Ok(()) => {
+                    self.conns[i].state = State::Connecting;
+                    pending += 1;
+                }
+                Err(e) => self.note_setup_error(e),
+            }
+        }
+        // A connect slower than a request may be is given up here and retried during the run.
+        let deadline = self
+            .job
+            .hard_deadline
+            .min(Instant::now() + self.job.request_timeout);
+        while pending > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let timeout = Some(deadline - now);
+            let n = sys::wait_precise(&self.epoll, &mut self.events, timeout)
+                .context("epoll_wait while connecting")?;
+            for e in 0..n {
+                let event = self.events[e];
+                let Some(i) = self.conn_of(event.data()) else {
+                    continue;
+                };
+                if self.conns[i].state != State::Connecting {
+                    continue;
+                }
+                pending -= 1;
+                self.conns[i].state = State::Idle;
+                if let Err(e) = self.finish_connect(i) {
+                    self.note_setup_error(e);
+                    self.close(i, true);
+                }
+            }
+        }
+        for i in 0..self.conns.len() {
+            if self.conns[i].state == State::Connecting {
+                self.note_setup_error(format!("connect took over {:?}", self.job.request_timeout));
+                self.conns[i].state = State::Idle;
+                self.close(i, true);
+            }
+        }
+        Ok(())
+    }
+
+    fn run_loop(&mut self) {
+        self.started = Instant::now();
+        let start = self.started;
+        self.stop_at = self.job.duration.map(|d| start + d);
+        self.next_scan = start + TIMEOUT_SCAN;
+        if let Some(rate) = self.job.rate {
+            // Connection g sends at start + g/rate, then every concurrency/rate: together an
+            // evenly spaced schedule at `rate`.
+            for (i, conn) in self.conns.iter_mut().enumerate() {
+                let phase = (self.first_conn + i) as f64 / rate;
+                conn.next_due = start + Duration::from_secs_f64(phase);
+            }
+        }
+        for i in 0..self.conns.len() {
+            self.begin(i, start);
+        }
+        loop {
+            let now = Instant::now();
+            if now >= self.job.hard_deadline {
+                self.abandon();
+                break;
+            }
+            self.start_due(now);
+            if self.active > 0 && now >= self.next_scan {
+                self.expire(now);
+                self.next_scan = now + TIMEOUT_SCAN;
+            }
+            if self.active == 0 && (self.wake.is_empty() || !self.may_issue(now)) {
+                break;
+            }
+            let mut until = self.job.hard_deadline;
+            if let Some(Reverse((due, _))) = self.wake.peek() {
+                until = until.min(*due);
+            }
+            if self.active > 0 {
+                until = until.min(self.next_scan);
+            }
+            let timeout = Some(until.saturating_duration_since(now));
+            let n = match sys::wait_precise(&self.epoll, &mut self.events, timeout) {
+                Ok(n) => n,
+                Err(e) => {
+                    // Cannot happen with a valid epoll fd and buffer; end the run rather than
+                    // spin, and say why.
+                    self.note_error(ErrorKind::Io, format!("epoll_wait: {e}"));
+                    self.abandon();
+                    break;
+                }
+            };
+            for e in 0..n {
+                let event = self.events[e];
+                if let Some(i) = self.conn_of(event.data()) {
+                    self.on_event(i, event.events());
+                }
+            }
+        }
+        // Persistent connections close here, with a FIN: the run is over and nothing is unread.
+        for conn in &mut self.conns {
+            conn.stream = None;
+        }
+    }
+
+    fn conn_of(&self, token: u64) -> Option<usize> {
+        let i = (token & u32::MAX as u64) as usize;
+        let generation = (token >> 32) as u32;
+        self.conns
+            .get(i)
+            .filter(|c| c.generation == generation && c.stream.is_some())
+            .map(|_| i)
+    }
+
+    fn may_issue(&self, now: Instant) -> bool {
+        self.budget != Some(0) && self.stop_at.is_none_or(|stop| now < stop)
+    }
+
+    /// Starts connection `i`'s next request, now or (open loop) when it is due.
+    fn begin(&mut self, i: usize, now: Instant) {
+        if !self.may_issue(now) {
+            return;
+        }
+        let intended = match self.interval {
+            None => now,
+            Some(interval) => {
+                let due = self.conns[i].next_due;
+                if due > now {
+                    if self.stop_at.is_none_or(|stop| due < stop) {
+                        self.wake.push(Reverse((due, i)));
+                    }
+                    return;
+                }
+                self.conns[i].next_due = due + interval;
+                due
+            }
+        };
+        if let Some(budget) = &mut self.budget {
+            *budget -= 1;
+        }
+        self.active += 1;
+        let conn = &mut self.conns[i];
+        conn.intended = intended;
+        conn.started = now;
+        conn.written = 0;
+        conn.received = 0;
+        if conn.stream.is_some() {
+            conn.state = State::InFlight;
+            self.send(i);
+        } else {
+            conn.state = State::Connecting;
+            if let Err(e) = self.open(i) {
+                self.fail(i, ErrorKind::Connect, e);
+            }
+        }
+    }
+
+    fn start_due(&mut self, now: Instant) {
+        // Collected first: a connection that fails again goes back on the heap, possibly due
+        // at once, and must wait for the next turn rather than loop here.
+        let mut due_now = std::mem::take(&mut self.due_now);
+        while let Some(&Reverse((due, i))) = self.wake.peek() {
+            if due > now {
+                break;
+            }
+            self.wake.pop();
+            due_now.push(i);
+        }
+        for i in due_now.drain(..) {
+            if self.conns[i].state == State::Idle {
+                self.begin(i, now);
+            }
+        }
+        self.due_now = due_now;
+    }
+
+    /// Starts a non-blocking connect; the socket reports writable when it completes.
+    fn open(&mut self, i: usize) -> io::Result<()> {
+        let target = self.job.target;
+        let socket = Socket::new(
+            Domain::for_address(target),
+            Type::STREAM.nonblocking().cloexec(),
+            Some(Protocol::TCP),
+        )?;
+        socket.set_tcp_nodelay(true)?;
+        if self.job.mode == ConnectionMode::PerRequest {
+            // Close with RST rather than FIN: a connection per request would otherwise leave
+            // one TIME_WAIT socket per request and run out of ephemeral ports within seconds.
+            socket.set_linger(Some(Duration::ZERO))?;
+        }
+        match socket.connect(&target.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        self.connections_opened += 1;
+        let conn = &mut self.conns[i];
+        let interest = EpollFlags::EPOLLOUT;
+        self.epoll.add(
+            &socket,
+            EpollEvent::new(interest, token(i, conn.generation)),
+        )?;
+        conn.registered = interest;
+        conn.stream = Some(socket.into());
+        Ok(())
+    }
+
+    /// Checks the outcome of a connect that reported writable, and waits for responses from now on.
+    fn finish_connect(&mut self, i: usize) -> io::Result<()> {
+        let stream = self.conns[i].stream.as_ref().expect("connecting socket");
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+        self.set_interest(i, EpollFlags::EPOLLIN)
+    }
+
+    fn set_interest(&mut self, i: usize, interest: EpollFlags) -> io::Result<()> {
+        let conn = &mut self.conns[i];
+        if conn.registered != interest {
+            let stream = conn.stream.as_ref().expect("open socket");
+            let mut event = EpollEvent::new(interest, token(i, conn.generation));
+            self.epoll.modify(stream, &mut event)?;
+            conn.registered = interest;
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, i: usize, flags: EpollFlags) {
+        match self.conns[i].state {
+            State::Connecting => match self.finish_connect(i) {
+                Ok(()) => {
+                    self.conns[i].state = State::InFlight;
+                    self.send(i);
+                }
+                Err(e) => self.fail(i, ErrorKind::Connect, e),
+            },
+            State::InFlight => {
+                let unsent = self.conns[i].written < self.job.request.len();
+                if unsent && flags.contains(EpollFlags::EPOLLOUT) {
+                    self.send(i);
+                }
+                let readable = EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+                if self.conns[i].state == State::InFlight && flags.intersects(readable) {
+                    self.receive(i);
+                }
+            }
+            State::Idle => self.on_idle_event(i),
+        }
+    }
+
+    /// One `write` of the rest of the request; the rest waits for EPOLLOUT.
+    fn send(&mut self, i: usize) {
+        let conn = &mut self.conns[i];
+        let stream = conn.stream.as_ref().expect("open socket");
+        let begun = Instant::now();
+        let result = (&*stream).write(&self.job.request[conn.written..]);
+        self.send
+            .record(begun.elapsed(), *result.as_ref().unwrap_or(&0));
+        match result {
+            Ok(n) => conn.written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return self.fail(i, ErrorKind::Io, format!("send: {e}")),
+        }
+        let mut interest = EpollFlags::EPOLLIN;
+        if conn.written < self.job.request.len() {
+            interest |= EpollFlags::EPOLLOUT;
+        }
+        if let Err(e) = self.set_interest(i, interest) {
+            self.fail(i, ErrorKind::Io, format!("epoll_ctl: {e}"));
+        }
+    }
+
+    /// One `read`, checked against the expected response as it arrives.
+    fn receive(&mut self, i: usize) {
+        let conn = &mut self.conns[i];
+        let stream = conn.stream.as_ref().expect("open socket");
+        let begun = Instant::now();
+        let result = (&*stream).read(&mut self.buf);
+        let done = Instant::now();
+        self.recv
+            .record(done - begun, *result.as_ref().unwrap_or(&0));
+        let n = match result {
+            Ok(0) => {
+                let why = format!(
+                    "server closed the connection after {} of {} response bytes",
+                    conn.received,
+                    self.job.expected.len()
+                );
+                return self.fail(i, ErrorKind::Closed, why);
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => return self.fail(i, ErrorKind::Io, format!("recv: {e}")),
+        };
+        let chunk = &self.buf[..n];
+        if !self.job.expected.check(conn.received, chunk) {
+            let why = mismatch(conn.received, chunk, self.job.expected);
+            return self.fail(i, ErrorKind::Mismatch, why);
+        }
+        conn.received += n as u64;
+        if conn.received == self.job.expected.len() {
+            if conn.written < self.job.request.len() {
+                let why = "the whole response came before the request was sent".to_string();
+                return self.fail(i, ErrorKind::Mismatch, why);
+            }
+            self.complete(i, done);
+        }
+    }
+
+    fn complete(&mut self, i: usize, done: Instant) {
+        let conn = &mut self.conns[i];
+        self.latency.record(done - conn.intended);
+        if let Some(uncorrected) = &mut self.uncorrected {
+            uncorrected.record(done - conn.started);
+        }
+        conn.state = State::Idle;
+        self.ok += 1;
+        self.active -= 1;
+        if self.job.mode == ConnectionMode::PerRequest {
+            self.close(i, false);
+        }
+        self.begin(i, done);
+    }
+
+    /// Data or EOF on a connection with no request in flight (open loop between requests, or
+    /// after this worker's last request).
+    fn on_idle_event(&mut self, i: usize) {
+        let stream = self.conns[i].stream.as_ref().expect("open socket");
+        match (&*stream).read(&mut self.buf) {
+            Ok(0) => self.close(i, false),
+            Ok(n) => {
+                let why = format!("{n} bytes with no request in flight");
+                self.note_error(ErrorKind::Unsolicited, why);
+                self.errors.count(ErrorKind::Unsolicited);
+                self.close(i, true);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => self.close(i, true),
+        }
+    }
+
+    /// Counts a failed request, resets its connection and schedules the connection's next one.
+    fn fail(&mut self, i: usize, kind: ErrorKind, why: impl Display) {
+        self.errors.count(kind);
+        self.note_error(kind, why);
+        if self.conns[i].state != State::Idle {
+            self.conns[i].state = State::Idle;
+            self.active -= 1;
+        }
+        self.close(i, true);
+        let delay = match kind {
+            ErrorKind::Connect => CONNECT_RETRY_DELAY,
+            _ => Duration::ZERO,
+        };
+        self.wake.push(Reverse((Instant::now() + delay, i)));
+    }
+
+    fn note_setup_error(&mut self, why: impl Display) {
+        if self.setup_error.is_none() {
+            self.setup_error = Some(why.to_string());
+        }
+    }
+
+    fn note_error(&mut self, kind: ErrorKind, why: impl Display) {
+        if self.first_error.is_none() {
+            self.first_error = Some(format!("{}: {why}", kind.name()));
+        }
+    }
+
+    /// Closes connection `i`, with `reset` by RST so that a half-read response cannot confuse
+    /// anything (and no TIME_WAIT is left behind). Closing also removes it from the epoll set.
+    fn close(&mut self, i: usize, reset: bool) {
+        let conn = &mut self.conns[i];
+        if let Some(stream) = conn.stream.take()
+            && reset
+        {
+            let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        }
+        conn.generation = conn.generation.wrapping_add(1);
+        conn.registered = EpollFlags::empty();
+    }
+
+    /// Fails requests that have been in flight (or connecting) longer than the timeout.
+    fn expire(&mut self, now: Instant) {
+        let timeout = self.job.request_timeout;
+        for i in 0..self.conns.len() {
+            let conn = &self.conns[i];
+            if conn.state != State::Idle && now.duration_since(conn.started) >= timeout {
+                let why = format!("no complete response within {timeout:?}");
+                self.fail(i, ErrorKind::Timeout, why);
+            }
+        }
+    }
+
+    /// The hard limit struck: whatever is still in flight is a timeout, and nothing restarts.
+    fn abandon(&mut self) {
+        self.stopped_early = true;
+        for i in 0..self.conns.len() {
+            if self.conns[i].state != State::Idle {
+                self.conns[i].state = State::Idle;
+                self.active -= 1;
+                self.errors.count(ErrorKind::Timeout);
+                self.note_error(
+                    ErrorKind::Timeout,
+                    "still in flight at the run's hard time limit",
+                );
+                self.close(i, true);
+            }
+        }
+        self.wake.clear();
+    }
+
+    fn into_outcome(self, share: &Share) -> Outcome {
+        Outcome {
+            index: share.index,
+            ok: self.ok,
+            errors: self.errors,
+            first_error: self.first_error,
+            latency: self.latency,
+            uncorrected: self.uncorrected,
+            send: self.send,
+            recv: self.recv,
+            connections: self.conns.len(),
+            connections_opened: self.connections_opened,
+            started: self.started,
+            finished: Instant::now(),
+            stopped_early: self.stopped_early,
+            pinned_cpu: share.cpu,
+            cpu: sys::current_cpu(),
+        }
+    }
+}
+
+/// Says where a response went wrong, with the bytes around it.
+fn mismatch(offset: u64, chunk: &[u8], expected: &Expected) -> String {
+    let bad = (0..chunk.len())
+        .find(|&k| expected.byte_at(offset + k as u64) != Some(chunk[k]))
+        .unwrap_or(chunk.len());
+    let at = offset + bad as u64;
+    let around = &chunk[bad.saturating_sub(16)..chunk.len().min(bad + 16)];
+    let around = String::from_utf8_lossy(around);
+    match expected.byte_at(at) {
+        Some(want) => format!(
+            "response byte {at} of {} is {:?}, expected {:?}, in {around:?}",
+            expected.len(),
+            chunk.get(bad).map(|b| *b as char).unwrap_or('?'),
+            want as char,
+        ),
+        None => format!(
+            "{} bytes past the end of the {}-byte response, in {around:?}",
+            chunk.len() - bad,
+            expected.len()
+        ),
+    }
+}

@@ -1,0 +1,132 @@
+//! Runs a `bench-server` as a child process, so that its threads can be profiled on their own
+//! and so that it is stopped with the benchmark that started it, even when that fails.
+
+use super::Model;
+use anyhow::{Context, Result, anyhow, bail};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a server may take to print its `listening on` line.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running `bench-server`; killed and reaped on drop.
+#[derive(Debug)]
+pub struct ServerChild {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServerChild {
+    /// Where the server listens (always a concrete port, never 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ServerChild {
+    fn drop(&mut self) {
+        // SIGKILL: the servers hold no state worth a graceful stop, and a wedged server must not
+        // outlive the benchmark.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `exe --model <model> --addr 127.0.0.1:0 [--cpus ...]` (the `bench-server` binary) and
+/// waits for it to listen. With `cpus`, the server pins itself (all its threads) to them.
+pub fn spawn_child(exe: &Path, model: Model, cpus: Option<&[usize]>) -> Result<ServerChild> {
+    let mut command = Command::new(exe);
+    command.args(["--model", model.name(), "--addr", "127.0.0.1:0"]);
+    if let Some(cpus) = cpus {
+        let list: Vec<String> = cpus.iter().map(usize::to_string).collect();
+        command.args(["--cpus", &list.join(",")]);
+    }
+    // SAFETY: prctl is async-signal-safe. It makes the kernel kill the server when the thread
+    // that started it dies, so a SIGKILLed benchmark never leaves a server behind; callers start
+    // servers from a thread that outlives them (the node's benchmark thread, a CLI's main).
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    let stdout = child.stdout.take().context("the child's stdout")?;
+    // From here on, dropping `server` stops the child, whatever goes wrong.
+    let mut server = ServerChild {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    server.addr = read_listening_line(stdout)
+        .with_context(|| format!("waiting for {} --model {model} to listen", exe.display()))?;
+    Ok(server)
+}
+
+/// Reads the first stdout line on a helper thread (a pipe read cannot time out), then keeps
+/// draining stdout there so that the server never blocks on a full pipe.
+fn read_listening_line(stdout: std::process::ChildStdout) -> Result<SocketAddr> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("server-stdout".into())
+        .spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let first = reader.read_line(&mut line).map(|_| line);
+            let _ = tx.send(first);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        })
+        .context("starting the stdout reader thread")?;
+    let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
+        Ok(line) => line.context("reading the server's stdout")?,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            bail!("no `listening on` line in {STARTUP_TIMEOUT:?}")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the stdout reader thread died"),
+    };
+    parse_listening_line(&line)
+}
+
+fn parse_listening_line(line: &str) -> Result<SocketAddr> {
+    let addr = line
+        .trim_end()
+        .strip_prefix("listening on ")
+        .ok_or_else(|| anyhow!("expected `listening on ADDR`, got {line:?}"))?;
+    addr.parse()
+        .with_context(|| format!("bad address in {line:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_listening_line() {
+        let addr = parse_listening_line("listening on 127.0.0.1:4242\n").unwrap();
+        assert_eq!(addr, SocketAddr::from(([127, 0, 0, 1], 4242)));
+        assert!(parse_listening_line("").is_err());
+        assert!(parse_listening_line("listening on nowhere\n").is_err());
+    }
+
+    #[test]
+    fn a_child_that_never_listens_is_an_error() {
+        // `true` exits at once without printing: EOF, not a hang.
+        let err = spawn_child(Path::new("true"), Model::Epoll, None).unwrap_err();
+        assert!(format!("{err:#}").contains("listening on"), "{err:#}");
+    }
+}

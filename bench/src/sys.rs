@@ -1,0 +1,148 @@
+//! The few OS calls that std does not offer: file descriptor limits, CPU pinning and a
+//! sub-millisecond epoll wait.
+
+use anyhow::{Context, Result, ensure};
+use nix::sched::{CpuSet, sched_getcpu, sched_setaffinity};
+use nix::sys::epoll::{Epoll, EpollEvent, EpollTimeout};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::unistd::Pid;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+/// Descriptors asked for when the process may raise its hard limit (root): room for 10,000
+/// connections on both ends of a loopback benchmark, and then some.
+const WANTED_NOFILE: u64 = 1 << 17;
+
+/// Raises `RLIMIT_NOFILE` as far as allowed and returns the new soft limit: 10,000 connections
+/// need more than the usual soft 1024 descriptors. Root may raise the hard limit too (up to
+/// `fs.nr_open`); anyone else gets the soft limit raised to the hard one.
+pub fn raise_nofile_limit() -> Result<u64> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit(RLIMIT_NOFILE)")?;
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(hard);
+    let wanted = WANTED_NOFILE.min(nr_open);
+    if hard < wanted && setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted).is_ok() {
+        return Ok(wanted);
+    }
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+            .with_context(|| format!("raising RLIMIT_NOFILE from {soft} to {hard}"))?;
+    }
+    Ok(hard)
+}
+
+/// Pins the calling thread (and the threads it starts later) to `cpus`.
+pub fn pin_current_thread(cpus: &[usize]) -> Result<()> {
+    ensure!(!cpus.is_empty(), "no CPU to pin to");
+    let mut set = CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu)
+            .with_context(|| format!("CPU {cpu} is out of range"))?;
+    }
+    // Pid 0 is the calling thread, not the whole process.
+    sched_setaffinity(Pid::from_raw(0), &set).with_context(|| format!("pinning to CPUs {cpus:?}"))
+}
+
+/// The CPU the calling thread is running on right now.
+pub fn current_cpu() -> Option<usize> {
+    sched_getcpu().ok()
+}
+
+/// Asks the kernel to fire this thread's timers on time: by default it may delay them by up to
+/// 50 us to batch wakeups, which an open-loop client would report as latency.
+pub(crate) fn precise_timers() -> Result<()> {
+    nix::sys::prctl::set_timerslack(1).context("prctl(PR_SET_TIMERSLACK)")
+}
+
+/// `epoll_wait` with a nanosecond timeout (`epoll_pwait2`, Linux 5.11+), so that an open-loop
+/// client can send on schedule rather than in 1 ms bursts; falls back to `epoll_wait` with the
+/// timeout rounded up to whole milliseconds. `None` waits without limit. EINTR counts as zero
+/// events.
+pub(crate) fn wait_precise(
+    epoll: &Epoll,
+    events: &mut [EpollEvent],
+    timeout: Option<Duration>,
+) -> std::io::Result<usize> {
+    let Some(timeout) = timeout else {
+        return wait_ms(epoll, events, None);
+    };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: EpollEvent is repr(transparent) over libc::epoll_event, the buffer is valid for
+    // events.len() entries for the duration of the call, and ts outlives it.
+    let n = unsafe {
+        libc::epoll_pwait2(
+            epoll.0.as_raw_fd(),
+            events.as_mut_ptr().cast(),
+            events.len().min(i32::MAX as usize) as libc::c_int,
+            &ts,
+            std::ptr::null(),
+        )
+    };
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINTR) => Ok(0),
+        Some(libc::ENOSYS) => wait_ms(epoll, events, Some(timeout)),
+        _ => Err(err),
+    }
+}
+
+/// `epoll_wait` with the timeout rounded up to whole milliseconds (never early, so a timer that
+/// is due in 0.3 ms does not turn into a busy loop). EINTR counts as zero events.
+pub(crate) fn wait_ms(
+    epoll: &Epoll,
+    events: &mut [EpollEvent],
+    timeout: Option<Duration>,
+) -> std::io::Result<usize> {
+    let timeout = match timeout {
+        None => EpollTimeout::NONE,
+        Some(t) => {
+            let ms = t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+            EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
+        }
+    };
+    match epoll.wait(events, timeout) {
+        Ok(n) => Ok(n),
+        Err(nix::errno::Errno::EINTR) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::epoll::EpollCreateFlags;
+    use std::time::Instant;
+
+    #[test]
+    fn precise_wait_times_out_on_time() {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+        let mut events = [EpollEvent::empty(); 4];
+        let start = Instant::now();
+        assert_eq!(
+            wait_precise(&epoll, &mut events, Some(Duration::from_micros(300))).unwrap(),
+            0
+        );
+        assert_eq!(
+            wait_ms(&epoll, &mut events, Some(Duration::from_micros(300))).unwrap(),
+            0
+        );
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_micros(1300), "{waited:?}");
+        assert!(waited < Duration::from_millis(500), "{waited:?}");
+    }
+
+    #[test]
+    fn nofile_limit_is_raised_to_the_hard_limit() {
+        let raised = raise_nofile_limit().unwrap();
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!((soft, hard), (raised, raised));
+    }
+}

@@ -1,0 +1,265 @@
+//! bench_run, bench_sweep and bench_profile: checked on the read loop (so a bad field is
+//! answered at once), then run one at a time on the benchmark thread, each against a fresh
+//! bench-server child process that is stopped when the job ends, however it ends.
+use crate::fields::{self, Body};
+use crate::message::{Outbox, Request, code};
+use anyhow::Context;
+use bench::load::{Command, ConnectionMode, LoadConfig, LoadReport};
+use bench::server::Model;
+use profiler::Requested;
+use profiler::benchmark::{Benchmark, ProfileError, default_cpus};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Caps on request fields (DESIGN.md: "payloads above a stated cap" are errors).
+pub const MAX_REQUESTS: u64 = 10_000_000;
+pub const MAX_PAYLOAD: u64 = 1 << 20;
+pub const MAX_DURATION_MS: u64 = 600_000;
+pub const MAX_RATE: f64 = 10_000_000.0;
+pub const MAX_SWEEP_LEVELS: usize = 32;
+/// Descriptors the node keeps for itself beside one per connection.
+const RESERVED_FDS: u64 = 64;
+
+pub enum Job {
+    Run(Benchmark),
+    Sweep(Benchmark, Vec<usize>),
+    Profile(Benchmark, Requested),
+}
+
+impl Job {
+    pub fn parse(kind: &str, body: &Body) -> Result<Job, String> {
+        let default_requests = if kind == "bench_profile" { 100 } else { 1000 };
+        let benchmark = benchmark(body, default_requests)?;
+        Ok(match kind {
+            "bench_sweep" => {
+                let levels = fields::integer_list(
+                    body,
+                    "concurrency_levels",
+                    1..=max_concurrency(),
+                    MAX_SWEEP_LEVELS,
+                )?
+                .map_or_else(
+                    || vec![1, 5, 10, 50, 100],
+                    |l| l.into_iter().map(|c| c as usize).collect(),
+                );
+                Job::Sweep(benchmark, levels)
+            }
+            "bench_profile" => {
+                if benchmark.target.is_some() {
+                    return Err(
+                        "target: bench_profile profiles its own bench-server, not a target".into(),
+                    );
+                }
+                let mode = fields::string_opt(body, "mode")?.unwrap_or("auto");
+                Job::Profile(benchmark, mode.parse().map_err(|e| format!("mode: {e}"))?)
+            }
+            _ => Job::Run(benchmark),
+        })
+    }
+}
+
+/// The benchmark a bench_* request describes, every field checked.
+fn benchmark(body: &Body, default_requests: u64) -> Result<Benchmark, String> {
+    let payload = fields::integer(body, "payload_size_bytes", 64, 1..=MAX_PAYLOAD)?;
+    let command_text = fields::string_opt(body, "command")?.unwrap_or("ECHO");
+    let mut command =
+        Command::parse(command_text, payload as usize).map_err(|e| format!("command: {e:#}"))?;
+    let duration_ms = fields::integer_opt(body, "duration_ms", 1..=MAX_DURATION_MS)?;
+    let requests = fields::integer_opt(body, "num_requests", 1..=MAX_REQUESTS)?;
+    // A duration alone bounds the run by time; otherwise the count (or its default) does.
+    let requests = if duration_ms.is_some() {
+        requests
+    } else {
+        Some(requests.unwrap_or(default_requests))
+    };
+    let target = match fields::string_opt(body, "target")? {
+        None => None,
+        Some(text) => {
+            let addr: SocketAddr = text
+                .parse()
+                .map_err(|_| format!("target: expected ip:port, got {text:?}"))?;
+            if !addr.ip().is_loopback() {
+                return Err(format!(
+                    "target: {addr} is not a loopback address; only 127.0.0.0/8 and ::1 may be loaded"
+                ));
+            }
+            let with_target = |e: String| format!("{e} (required with target)");
+            let request = fields::string(body, "request").map_err(with_target)?;
+            let response = fields::string(body, "response").map_err(with_target)?;
+            command = Command::Custom {
+                request: request.as_bytes().to_vec(),
+                response: response.as_bytes().to_vec(),
+            };
+            Some(addr)
+        }
+    };
+    let server = match fields::string_opt(body, "server")? {
+        None => Model::Epoll,
+        Some(name) => name.parse().map_err(|e| format!("server: {e}"))?,
+    };
+    let connection = match fields::string_opt(body, "connection")? {
+        None => ConnectionMode::Persistent,
+        Some(text) => text.parse().map_err(|e| format!("connection: {e}"))?,
+    };
+    let cpus = |name: &str| -> Result<Option<Vec<usize>>, String> {
+        let list = fields::integer_list(body, name, 0..=cpu_count() as u64 - 1, 1024)?;
+        Ok(list.map(|l| l.into_iter().map(|c| c as usize).collect()))
+    };
+    let (server_cpus, client_cpus) = default_cpus(cpus("server_cpus")?, cpus("client_cpus")?);
+    let placeholder = SocketAddr::from(([127, 0, 0, 1], 0));
+    Ok(Benchmark {
+        server,
+        target,
+        server_cpus,
+        load: LoadConfig {
+            concurrency: fields::integer(body, "concurrency", 10, 1..=max_concurrency())? as usize,
+            requests,
+            duration: duration_ms.map(Duration::from_millis),
+            connection,
+            rate: fields::number_opt(body, "rate", f64::MIN_POSITIVE..=MAX_RATE)?,
+            client_cpus,
+            ..LoadConfig::new(placeholder, command)
+        },
+    })
+}
+
+fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The most connections one run may open: what RLIMIT_NOFILE allows (raised to its hard limit
+/// at start) less the node's own descriptors, and no more than the ephemeral ports.
+pub fn max_concurrency() -> u64 {
+    static MAX: OnceLock<u64> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        let nofile = bench::raise_nofile_limit().unwrap_or(1024);
+        nofile
+            .saturating_sub(RESERVED_FDS)
+            .min(ephemeral_ports())
+            .max(1)
+    })
+}
+
+fn ephemeral_ports() -> u64 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut it = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+            Some(it.next()??.abs_diff(it.next()??) + 1)
+        })
+        .unwrap_or(28_232)
+}
+
+/// The benchmark thread and its queue.
+pub struct Runner {
+    queue: mpsc::Sender<(Request, Job)>,
+    thread: JoinHandle<()>,
+}
+
+impl Runner {
+    pub fn start(outbox: Arc<Outbox>) -> Runner {
+        let (queue, jobs) = mpsc::channel::<(Request, Job)>();
+        let thread = std::thread::spawn(move || {
+            for (request, job) in jobs {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()));
+                match result {
+                    Ok(Ok(body)) => outbox.reply(&request, body),
+                    Ok(Err(ProfileError::Unavailable(text))) => {
+                        outbox.error(&request, code::TEMPORARILY_UNAVAILABLE, &text)
+                    }
+                    Ok(Err(ProfileError::Failed(e))) => {
+                        outbox.error(&request, code::CRASH, &format!("{e:#}"))
+                    }
+                    Err(_) => {
+                        outbox.error(&request, code::CRASH, "the benchmark panicked; see stderr")
+                    }
+                }
+            }
+        });
+        Runner { queue, thread }
+    }
+
+    pub fn submit(&self, request: Request, job: Job) {
+        self.queue
+            .send((request, job))
+            .expect("the benchmark thread outlives the read loop");
+    }
+
+    /// Waits for every queued job to be answered.
+    pub fn finish(self) {
+        drop(self.queue);
+        let _ = self.thread.join();
+    }
+}
+
+impl Job {
+    fn run(self) -> Result<Value, ProfileError> {
+        match self {
+            Job::Run(benchmark) => Ok(reply("bench_run_ok", &benchmark, &benchmark.run()?)),
+            Job::Sweep(benchmark, levels) => {
+                let reports = benchmark.sweep(&levels, |_, _| {})?;
+                let rows: Vec<Value> = reports.iter().map(sweep_row).collect();
+                Ok(json!({
+                    "type": "bench_sweep_ok",
+                    "saturation": saturation(&rows),
+                    "results": rows,
+                    "server": server_name(&benchmark),
+                }))
+            }
+            Job::Profile(benchmark, requested) => {
+                let (report, breakdown) = benchmark.profile(requested)?;
+                let mut body = reply("bench_profile_ok", &benchmark, &report);
+                let profile =
+                    serde_json::to_value(&breakdown).context("serialising the breakdown")?;
+                if let (Some(body), Value::Object(profile)) = (body.as_object_mut(), profile) {
+                    body.extend(profile);
+                }
+                Ok(body)
+            }
+        }
+    }
+}
+
+fn server_name(b: &Benchmark) -> String {
+    b.target
+        .map_or_else(|| b.server.name().to_string(), |t| t.to_string())
+}
+
+/// bench_run_ok's fields (also the load half of bench_profile_ok).
+fn reply(kind: &str, b: &Benchmark, r: &LoadReport) -> Value {
+    let mut body = serde_json::to_value(r).unwrap_or_else(|_| json!({}));
+    body["type"] = json!(kind);
+    body["server"] = json!(server_name(b));
+    body["command"] = json!(b.load.command.to_string());
+    body["connection"] = json!(b.load.connection.to_string());
+    body
+}
+
+fn sweep_row(r: &LoadReport) -> Value {
+    json!({
+        "concurrency": r.concurrency,
+        "throughput_rps": r.throughput_rps,
+        "latency_p50_us": r.latency_p50_us,
+        "latency_p95_us": r.latency_p95_us,
+        "latency_p99_us": r.latency_p99_us,
+        "latency_max_us": r.latency_max_us,
+        "requests": r.requests,
+        "errors": r.errors,
+    })
+}
+
+/// The first level after which throughput grows by less than 10% while p99 still grows: more
+/// clients only queue. None when every step still pays off.
+fn saturation(rows: &[Value]) -> Option<u64> {
+    rows.windows(2).find_map(|pair| {
+        let get = |row: &Value, key: &str| row[key].as_f64().unwrap_or(0.0);
+        let (a, b) = (&pair[0], &pair[1]);
+        let flat = get(b, "throughput_rps") < get(a, "throughput_rps") * 1.10;
+        let slower = get(b, "latency_p99_us") > get(a, "latency_p99_us");
+        (flat && slower).then(|| a["concurrency"].as_u64().unwrap_or(0))
+    })
+}

@@ -1,0 +1,202 @@
+//! bench_run and bench_sweep with real load on real sockets (127.0.0.1).
+mod common;
+use common::{Node, ms};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::time::Instant;
+
+fn assert_run_ok(reply: &Value, requests: u64) {
+    assert_eq!(reply["type"], "bench_run_ok", "{reply}");
+    assert_eq!(reply["requests"], requests, "{reply}");
+    assert_eq!(reply["errors"], 0, "{reply}");
+    let p = |k: &str| {
+        reply[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} missing: {reply}"))
+    };
+    assert!(p("throughput_rps") > 0.0);
+    assert!(p("latency_p50_us") <= p("latency_p95_us"));
+    assert!(p("latency_p95_us") <= p("latency_p99_us"));
+    assert!(p("latency_p99_us") <= p("latency_p999_us"));
+    assert!(p("latency_p999_us") <= p("latency_max_us"));
+    assert!(p("elapsed_ms") >= 0.0 && p("bytes_sent") > 0.0 && p("bytes_received") > 0.0);
+    assert!(!reply["workers"].as_array().unwrap().is_empty(), "{reply}");
+}
+
+#[test]
+fn seed_bench_run() {
+    let mut node = Node::start();
+    node.send_line(r#"{"src":"c1","dest":"n1","body":{"type":"bench_run","msg_id":2,"num_requests":100,"payload_size_bytes":64,"concurrency":1}}"#);
+    let reply = node.recv(ms(5000));
+    assert_eq!(reply["body"]["in_reply_to"], 2);
+    assert_eq!(reply["body"]["msg_id"], 1);
+    assert_run_ok(&reply["body"], 100);
+    // Each request moved "ECHO " + 64 bytes + "\n" out and 64 + "\n" back.
+    assert_eq!(reply["body"]["bytes_sent"], 100 * 70);
+    assert_eq!(reply["body"]["bytes_received"], 100 * 65);
+}
+
+#[test]
+fn bench_run_at_several_concurrencies() {
+    let mut node = Node::start();
+    for concurrency in [1, 10, 100] {
+        let reply = node.call(
+            json!({"type": "bench_run", "num_requests": 2000, "concurrency": concurrency}),
+            ms(20_000),
+        );
+        assert_run_ok(&reply, 2000);
+        assert_eq!(reply["concurrency"], concurrency);
+    }
+}
+
+#[test]
+fn per_request_connections() {
+    let mut node = Node::start();
+    let reply = node.call(
+        json!({"type": "bench_run", "num_requests": 500, "concurrency": 10, "connection": "per-request"}),
+        ms(20_000),
+    );
+    assert_run_ok(&reply, 500);
+    assert_eq!(reply["connection"], "per-request");
+}
+
+#[test]
+fn every_command() {
+    let mut node = Node::start();
+    for command in ["ECHO", "PING", "BURN 1000", "STREAM 100000", "WAIT 5"] {
+        let reply = node.call(
+            json!({"type": "bench_run", "num_requests": 200, "concurrency": 4, "command": command}),
+            ms(20_000),
+        );
+        assert_run_ok(&reply, 200);
+    }
+    let wait = node.call(
+        json!({"type": "bench_run", "num_requests": 20, "concurrency": 1, "command": "WAIT 20"}),
+        ms(20_000),
+    );
+    assert!(
+        wait["latency_p50_us"].as_u64().unwrap() >= 20_000,
+        "WAIT 20 must take 20 ms: {wait}"
+    );
+}
+
+#[test]
+fn duration_and_rate() {
+    let mut node = Node::start();
+    let reply = node.call(
+        json!({"type": "bench_run", "duration_ms": 500, "concurrency": 2, "rate": 1000}),
+        ms(20_000),
+    );
+    assert_eq!(reply["type"], "bench_run_ok", "{reply}");
+    let n = reply["requests"].as_u64().unwrap();
+    assert!(
+        (350..=650).contains(&n),
+        "1000/s for 0.5 s made {n} requests: {reply}"
+    );
+    assert_eq!(reply["errors"], 0);
+}
+
+#[test]
+fn sweep_rows_in_order() {
+    let mut node = Node::start();
+    let reply = node.call(
+        json!({"type": "bench_sweep", "concurrency_levels": [1, 5, 20], "num_requests": 500}),
+        ms(30_000),
+    );
+    assert_eq!(reply["type"], "bench_sweep_ok", "{reply}");
+    let rows = reply["results"].as_array().unwrap();
+    let levels: Vec<u64> = rows
+        .iter()
+        .map(|r| r["concurrency"].as_u64().unwrap())
+        .collect();
+    assert_eq!(levels, [1, 5, 20]);
+    for row in rows {
+        assert!(row["throughput_rps"].as_f64().unwrap() > 0.0, "{row}");
+        assert_eq!(row["errors"], 0, "{row}");
+        assert!(
+            row["latency_p50_us"].is_u64() && row["latency_p99_us"].is_u64(),
+            "{row}"
+        );
+    }
+    assert!(
+        reply.get("saturation").is_some(),
+        "saturation must be present (null or a level)"
+    );
+}
+
+#[test]
+fn echo_is_answered_during_a_long_run() {
+    let mut node = Node::start();
+    let run = node.send(json!({"type": "bench_run", "duration_ms": 3000, "concurrency": 10}));
+    std::thread::sleep(ms(500));
+    let sent = Instant::now();
+    let echo = node.send(json!({"type": "echo", "echo": "hi"}));
+    let reply = node.recv(ms(2000));
+    let waited = sent.elapsed();
+    assert_eq!(
+        reply["body"]["in_reply_to"], echo,
+        "the echo must overtake the run: {reply}"
+    );
+    assert!(waited < ms(50), "echo took {waited:?} during a run");
+    let done = node.recv(ms(15_000));
+    assert_eq!(done["body"]["in_reply_to"], run);
+    assert_eq!(done["body"]["type"], "bench_run_ok");
+}
+
+#[test]
+fn eof_answers_what_is_in_flight_then_exits_zero() {
+    let mut node = Node::start();
+    let run = node.send(json!({"type": "bench_run", "num_requests": 2000, "concurrency": 5}));
+    let (status, rest) = node.close(ms(20_000));
+    assert!(status.success(), "{status}");
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0]["body"]["in_reply_to"], run);
+    assert_eq!(rest[0]["body"]["type"], "bench_run_ok");
+}
+
+/// A line server on loopback that answers `+PONG\r\n` but corrupts its 10th response.
+fn corrupting_server() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut served = 0u64;
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                served += 1;
+                let answer: &[u8] = if served == 10 {
+                    b"+PONF\r\n"
+                } else {
+                    b"+PONG\r\n"
+                };
+                if writer.write_all(answer).is_err() {
+                    break;
+                }
+                line.clear();
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_corrupted_response_is_counted_in_errors() {
+    let addr = corrupting_server();
+    let mut node = Node::start();
+    let reply = node.call(
+        json!({"type": "bench_run", "num_requests": 100, "concurrency": 1, "target": addr.to_string(),
+               "request": "PING\r\n", "response": "+PONG\r\n"}),
+        ms(20_000),
+    );
+    assert_eq!(reply["type"], "bench_run_ok", "{reply}");
+    assert_eq!(reply["errors"], 1, "{reply}");
+    assert_eq!(
+        reply["requests"].as_u64().unwrap() + reply["errors"].as_u64().unwrap(),
+        100,
+        "{reply}"
+    );
+}

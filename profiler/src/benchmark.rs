@@ -1,0 +1,147 @@
+//! A benchmark session: a bench-server child (or a loopback target), the load generator against
+//! it, and optionally the profiler attached to the server process alone. The node and the
+//! `profiler bench` command are two front ends to these functions.
+use crate::{Breakdown, Requested, Session};
+use anyhow::{Context, Result};
+use bench::load::{LoadConfig, LoadReport};
+use bench::server::{Model, ServerChild};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// What to load and how.
+#[derive(Clone, Debug)]
+pub struct Benchmark {
+    pub server: Model,
+    /// Load this loopback address instead of starting a bench-server.
+    pub target: Option<SocketAddr>,
+    pub server_cpus: Option<Vec<usize>>,
+    /// The load; its `target` is filled in with the server's address.
+    pub load: LoadConfig,
+}
+
+/// Why a profiled run could not happen.
+#[derive(Debug)]
+pub enum ProfileError {
+    /// No requested mode could run here (the reasons are in the text).
+    Unavailable(String),
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for ProfileError {
+    fn from(e: anyhow::Error) -> Self {
+        ProfileError::Failed(e)
+    }
+}
+
+impl Benchmark {
+    /// One load run.
+    pub fn run(&self) -> Result<LoadReport> {
+        let (_server, addr) = self.start_server()?;
+        bench::load::run(&self.load_at(addr, self.load.concurrency))
+    }
+
+    /// One run per concurrency level, in order, against the same server.
+    pub fn sweep(
+        &self,
+        levels: &[usize],
+        mut progress: impl FnMut(usize, &LoadReport),
+    ) -> Result<Vec<LoadReport>> {
+        let (_server, addr) = self.start_server()?;
+        let mut reports = Vec::with_capacity(levels.len());
+        for &level in levels {
+            let report = bench::load::run(&self.load_at(addr, level))
+                .with_context(|| format!("at concurrency {level}"))?;
+            progress(level, &report);
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    /// One load run with the server's threads profiled over exactly the run.
+    pub fn profile(&self, requested: Requested) -> Result<(LoadReport, Breakdown), ProfileError> {
+        if self.target.is_some() {
+            return Err(ProfileError::Failed(anyhow::anyhow!(
+                "a target is not our child: profile it with `profiler profile --pid`"
+            )));
+        }
+        let (server, addr) = self.start_server()?;
+        let pid = server
+            .as_ref()
+            .map(ServerChild::pid)
+            .expect("started above");
+        let session = Session::attach(pid, requested)
+            .map_err(|e| ProfileError::Unavailable(e.to_string()))?;
+        let start = Instant::now();
+        let report = bench::load::run(&self.load_at(addr, self.load.concurrency))?;
+        let totals = session.read_totals()?;
+        let window = start.elapsed();
+        let breakdown = Breakdown::new(
+            &totals,
+            session.mode,
+            session.fallback_reasons.clone(),
+            window,
+        );
+        Ok((report, breakdown))
+    }
+
+    fn load_at(&self, target: SocketAddr, concurrency: usize) -> LoadConfig {
+        LoadConfig {
+            target,
+            concurrency,
+            ..self.load.clone()
+        }
+    }
+
+    /// A new bench-server child (stopped when the returned value drops), or the target.
+    fn start_server(&self) -> Result<(Option<ServerChild>, SocketAddr)> {
+        if let Some(target) = self.target {
+            return Ok((None, target));
+        }
+        let child = bench::server::spawn_child(
+            &bench_server_exe()?,
+            self.server,
+            self.server_cpus.as_deref(),
+        )?;
+        let addr = child.addr();
+        Ok((Some(child), addr))
+    }
+}
+
+/// By default the server gets core 0 and the load generator the others, so that they do not take
+/// turns on one core; with one core they share it.
+pub fn default_cpus(
+    server: Option<Vec<usize>>,
+    client: Option<Vec<usize>>,
+) -> (Option<Vec<usize>>, Option<Vec<usize>>) {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if n < 2 || (server.is_some() && client.is_some()) {
+        return (server, client);
+    }
+    let server = server.unwrap_or_else(|| vec![0]);
+    let client = client.or_else(|| {
+        let rest: Vec<usize> = (0..n).filter(|c| !server.contains(c)).collect();
+        (!rest.is_empty()).then_some(rest)
+    });
+    (Some(server), client)
+}
+
+/// bench-server sits beside the running binary (cargo builds every binary of the workspace into
+/// one directory); TCPPROF_BENCH_SERVER overrides.
+pub fn bench_server_exe() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("TCPPROF_BENCH_SERVER") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe().context("locating the running binary")?;
+    // Test binaries live one level down, in target/<profile>/deps.
+    let dir = exe.parent().context("binary has no directory")?;
+    for candidate in [dir.join("bench-server"), dir.join("../bench-server")] {
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    anyhow::bail!(
+        "bench-server not found beside {}: build it with `cargo build -p bench`",
+        exe.display()
+    )
+}
