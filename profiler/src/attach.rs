@@ -202,7 +202,8 @@ fn attach_mode(tgid: u32, mode: Mode) -> Result<Ebpf> {
     Ok(ebpf)
 }
 
-fn kernel_has_kprobes() -> bool {
+/// Whether this kernel can attach kprobes at all (CONFIG_KPROBES).
+pub fn kernel_has_kprobes() -> bool {
     [
         "/sys/bus/event_source/devices/kprobe",
         "/sys/kernel/tracing/kprobe_events",

@@ -1,0 +1,216 @@
+//! The breakdown against workloads whose answer is known, on the real kernel with a real
+//! bench-server child and the real load generator. Needs root (eBPF).
+use bench::load::{Command, ConnectionMode, LoadConfig};
+use bench::server::Model;
+use profiler::benchmark::{Benchmark, bench_server_exe};
+use profiler::{Breakdown, Mode, Requested, Session};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const TRACEPOINT: Requested = Requested::Only(Mode::Tracepoint);
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "these tests load eBPF programs and need root"
+    );
+}
+
+/// Server on CPU 0 and load on CPU 1, as the node does by default.
+fn benchmark(command: Command, requests: u64, concurrency: usize) -> Benchmark {
+    let (server_cpus, client_cpus) = profiler::benchmark::default_cpus(None, None);
+    Benchmark {
+        server: Model::Epoll,
+        target: None,
+        server_cpus,
+        load: LoadConfig {
+            concurrency,
+            requests: Some(requests),
+            client_cpus,
+            ..LoadConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), command)
+        },
+    }
+}
+
+fn profile(b: &Benchmark) -> Breakdown {
+    let (report, breakdown) = b.profile(TRACEPOINT).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(report.errors, 0, "{report:?}");
+    let sum: f64 = [
+        breakdown.breakdown.accept_pct,
+        breakdown.breakdown.read_pct,
+        breakdown.breakdown.process_pct,
+        breakdown.breakdown.write_pct,
+        breakdown.breakdown.overhead_pct,
+    ]
+    .iter()
+    .sum();
+    assert!(
+        (sum - 100.0).abs() <= 0.1,
+        "percentages sum to {sum}: {:?}",
+        breakdown.breakdown
+    );
+    eprintln!("{}", profiler::report::table(&breakdown));
+    breakdown
+}
+
+#[test]
+fn burn_is_process() {
+    require_root();
+    let b = profile(&benchmark(Command::Burn(20_000), 300, 4));
+    assert_eq!(b.bottleneck, "process", "{:?}", b.breakdown);
+    assert!(b.breakdown.process_pct > 60.0, "{:?}", b.breakdown);
+}
+
+#[test]
+fn large_stream_is_write() {
+    require_root();
+    let b = profile(&benchmark(Command::Stream(4 << 20), 40, 2));
+    assert_eq!(b.bottleneck, "write", "{:?}", b.breakdown);
+    assert!(
+        b.classes.write.bytes >= 40 * (4 << 20),
+        "{:?}",
+        b.classes.write
+    );
+}
+
+#[test]
+fn small_echo_is_io_more_than_process() {
+    require_root();
+    let b = profile(&benchmark(Command::Echo { payload_size: 64 }, 20_000, 10));
+    let io = b.breakdown.read_pct + b.breakdown.write_pct;
+    assert!(
+        io > b.breakdown.process_pct,
+        "read + write {io} <= process: {:?}",
+        b.breakdown
+    );
+}
+
+#[test]
+fn per_request_connections_push_accept_up() {
+    require_root();
+    let persistent = profile(&benchmark(Command::Ping, 3000, 10));
+    let mut per_request = benchmark(Command::Ping, 3000, 10);
+    per_request.load.connection = ConnectionMode::PerRequest;
+    let per_request = profile(&per_request);
+    assert!(
+        per_request.classes.accept.calls >= 3000,
+        "{:?}",
+        per_request.classes.accept
+    );
+    let (a, b) = (
+        persistent.breakdown.accept_pct,
+        per_request.breakdown.accept_pct,
+    );
+    assert!(
+        b > 1.0 && b > 5.0 * a.max(0.1),
+        "accept share: persistent {a}%, per-request {b}%"
+    );
+}
+
+#[test]
+fn load_generator_calls_are_not_counted() {
+    require_root();
+    // Closed loop on one connection: the server writes exactly one response per request, and
+    // the client writes one request per request. Counting the client would double the writes.
+    let requests = 5000;
+    let b = profile(&benchmark(Command::Ping, requests, 1));
+    let writes = b.classes.write.calls;
+    assert!(
+        (requests..requests + 50).contains(&writes),
+        "server write calls {writes} for {requests} requests"
+    );
+    assert_eq!(b.classes.write.bytes, requests * 5, "PONG\\n per request");
+    // The server drains accept until EAGAIN: one connection, one failed call.
+    let accept = b.classes.accept;
+    assert_eq!(
+        accept.calls - accept.errors,
+        1,
+        "one persistent connection: {accept:?}"
+    );
+}
+
+#[test]
+fn oncpu_agrees_with_schedstat() {
+    require_root();
+    let b = benchmark(Command::Echo { payload_size: 64 }, 30_000, 10);
+    let server = bench::server::spawn_child(
+        &bench_server_exe().unwrap(),
+        Model::Epoll,
+        b.server_cpus.as_deref(),
+    )
+    .unwrap();
+    let session = Session::attach(server.pid(), TRACEPOINT).unwrap();
+    let before = schedstat_oncpu_ns(server.pid());
+    let report = bench::load::run(&LoadConfig {
+        target: server.addr(),
+        ..b.load.clone()
+    })
+    .unwrap();
+    assert_eq!(report.errors, 0);
+    // Let the server finish closing the connections before both sides stop counting.
+    std::thread::sleep(Duration::from_millis(200));
+    let after = schedstat_oncpu_ns(server.pid());
+    let ebpf = session.read_totals().unwrap().oncpu_ns();
+    let kernel = after - before;
+    let diff = (ebpf as f64 - kernel as f64).abs() / kernel as f64;
+    eprintln!(
+        "on-CPU: eBPF {ebpf} ns, schedstat {kernel} ns, {:.2}% apart",
+        diff * 100.0
+    );
+    assert!(
+        kernel > 10_000_000,
+        "the server should have worked for more than 10 ms, got {kernel} ns"
+    );
+    assert!(
+        diff <= 0.05,
+        "eBPF on-CPU {ebpf} ns vs schedstat {kernel} ns: {:.1}% apart",
+        diff * 100.0
+    );
+}
+
+/// Sum of the first field of /proc/<pid>/task/*/schedstat: time on CPU, ns.
+fn schedstat_oncpu_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn kprobe_mode_attaches_or_fails_cleanly_and_auto_falls_back() {
+    require_root();
+    let b = benchmark(Command::Ping, 500, 2);
+    let kprobes = profiler::attach::kernel_has_kprobes();
+    match b.profile(Requested::Only(Mode::Kprobe)) {
+        Ok((_, breakdown)) => {
+            assert!(
+                kprobes,
+                "kprobe mode attached on a kernel said to have none"
+            );
+            assert_eq!(breakdown.mode, "kprobe");
+            assert!(breakdown.classes.write.calls >= 500);
+        }
+        Err(profiler::benchmark::ProfileError::Unavailable(reason)) => {
+            assert!(
+                !kprobes,
+                "kprobe mode failed on a kernel with kprobes: {reason}"
+            );
+            assert!(reason.contains("kprobe"), "{reason}");
+            let (_, auto) = b
+                .profile(Requested::Auto)
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(auto.mode, "tracepoint");
+            assert!(
+                auto.fallback_reasons
+                    .first()
+                    .is_some_and(|r| r.starts_with("kprobe:")),
+                "{:?}",
+                auto.fallback_reasons
+            );
+        }
+        Err(e) => panic!("{e:?}"),
+    }
+}
