@@ -1,0 +1,181 @@
+//! bench_profile through the node: the reply's shape, forced modes, and that no eBPF program or
+//! server outlives the node. Needs root (eBPF).
+mod common;
+use common::{Node, ms};
+use serde_json::json;
+
+const PARTS: [&str; 5] = ["accept", "read", "process", "write", "overhead"];
+
+#[test]
+fn seed_profile_breakdown_sums_to_100() {
+    let mut node = Node::start();
+    node.send_line(
+        r#"{"src":"c1","dest":"n1","body":{"type":"bench_profile","msg_id":2,"num_requests":50}}"#,
+    );
+    let reply = node.recv(ms(5000));
+    let body = &reply["body"];
+    assert_eq!(body["type"], "bench_profile_ok", "{body}");
+    assert_eq!(body["in_reply_to"], 2);
+    let sum: f64 = PARTS
+        .iter()
+        .map(|p| body["breakdown"][format!("{p}_pct")].as_f64().unwrap())
+        .sum();
+    assert!(
+        (sum - 100.0).abs() <= 0.1,
+        "breakdown sums to {sum}: {body}"
+    );
+    assert!(
+        PARTS.contains(&body["bottleneck"].as_str().unwrap()),
+        "{body}"
+    );
+    assert!(
+        ["kprobe", "tracepoint"].contains(&body["mode"].as_str().unwrap()),
+        "{body}"
+    );
+    assert!(
+        body["fallback_reasons"].is_array() && body["window_ms"].is_u64(),
+        "{body}"
+    );
+    assert!(
+        body["context_switches"]["voluntary"].is_u64()
+            && body["context_switches"]["involuntary"].is_u64()
+    );
+    for class in ["accept", "read", "write", "other"] {
+        for field in [
+            "calls",
+            "total_ns",
+            "oncpu_ns",
+            "blocked_ns",
+            "bytes",
+            "errors",
+            "p50_ns",
+            "p99_ns",
+        ] {
+            assert!(
+                body["classes"][class][field].is_u64(),
+                "classes.{class}.{field} missing: {body}"
+            );
+        }
+    }
+    // The bench_run half of the reply.
+    assert_eq!(body["requests"], 50, "{body}");
+    assert_eq!(body["errors"], 0, "{body}");
+    assert!(
+        body["classes"]["write"]["calls"].as_u64().unwrap() >= 50,
+        "{body}"
+    );
+}
+
+#[test]
+fn a_forced_mode_that_cannot_run_is_error_11_with_the_reason() {
+    let mut node = Node::start();
+    let reply = node.call(
+        json!({"type": "bench_profile", "num_requests": 20, "mode": "userspace"}),
+        ms(10_000),
+    );
+    // userspace is answered by the server itself; until then this must not pretend.
+    if reply["type"] == "error" {
+        assert_eq!(reply["code"], 11, "{reply}");
+    }
+    let reply = node.call(
+        json!({"type": "bench_profile", "num_requests": 20, "mode": "kprobe"}),
+        ms(10_000),
+    );
+    if profiler_kernel_has_kprobes() {
+        assert_eq!(reply["mode"], "kprobe", "{reply}");
+    } else {
+        assert_eq!(reply["type"], "error", "{reply}");
+        assert_eq!(reply["code"], 11, "{reply}");
+        assert!(
+            reply["text"].as_str().unwrap().contains("kprobe"),
+            "{reply}"
+        );
+    }
+    let reply = node.call(
+        json!({"type": "bench_profile", "num_requests": 20, "mode": "tracepoint"}),
+        ms(10_000),
+    );
+    assert_eq!(reply["mode"], "tracepoint", "{reply}");
+    assert_eq!(reply["fallback_reasons"], json!([]), "{reply}");
+}
+
+fn profiler_kernel_has_kprobes() -> bool {
+    [
+        "/sys/bus/event_source/devices/kprobe",
+        "/sys/kernel/tracing/kprobe_events",
+        "/sys/kernel/debug/tracing/kprobe_events",
+    ]
+    .iter()
+    .any(|p| std::path::Path::new(p).exists())
+}
+
+/// Our programs loaded in the kernel right now, by name (the kernel keeps 15 characters).
+fn our_programs() -> usize {
+    const OURS: [&str; 6] = [
+        "sys_enter",
+        "sys_exit",
+        "sched_switch",
+        "sched_wakeup",
+        "sched_process_e",
+        "kprobe_",
+    ];
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| {
+            p.name_as_str()
+                .is_some_and(|n| OURS.iter().any(|o| n.starts_with(o)))
+        })
+        .count()
+}
+
+fn bench_servers() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|cmd| {
+            cmd.split(|&b| b == 0)
+                .next()
+                .is_some_and(|exe| exe.ends_with(b"bench-server"))
+        })
+        .count()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(ms(50));
+    }
+    panic!("{what} within 10 s");
+}
+
+#[test]
+fn programs_and_server_are_gone_after_a_profile_and_after_the_node_is_killed() {
+    let (programs, servers) = (our_programs(), bench_servers());
+    let mut node = Node::start();
+    let reply = node.call(
+        json!({"type": "bench_profile", "num_requests": 200}),
+        ms(10_000),
+    );
+    assert_eq!(reply["type"], "bench_profile_ok", "{reply}");
+    wait_until("programs unloaded after the profile", || {
+        our_programs() == programs
+    });
+
+    node.send(json!({"type": "bench_profile", "duration_ms": 5000, "concurrency": 2}));
+    wait_until("programs attached during the profile", || {
+        our_programs() > programs
+    });
+    assert!(bench_servers() > servers, "the profiled server runs");
+    let pid = node.pid();
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    drop(node);
+    wait_until("programs unloaded after SIGKILL", || {
+        our_programs() == programs
+    });
+    wait_until("bench-server stopped after SIGKILL", || {
+        bench_servers() == servers
+    });
+}
