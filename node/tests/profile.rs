@@ -152,7 +152,10 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn programs_and_server_are_gone_after_a_profile_and_after_the_node_is_killed() {
-    let (programs, servers) = (our_programs(), bench_servers());
+    // The kernel frees programs a little after their last descriptor closes (RCU), so an earlier
+    // test's may still be on their way out: start from none.
+    wait_until("programs of earlier tests gone", || our_programs() == 0);
+    let (programs, servers) = (0, bench_servers());
     let mut node = Node::start();
     let reply = node.call(
         json!({"type": "bench_profile", "num_requests": 200}),
