@@ -54,3 +54,63 @@ pub fn table(b: &Breakdown) -> String {
     let _ = writeln!(out, "bottleneck: {}", b.bottleneck);
     out
 }
+
+/// A load run's figures as a table, with the per-worker send/recv statistics seed 002 prints.
+pub fn load_table(r: &bench::load::LoadReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} requests, {} errors in {:.3} s: {:.0} requests/s, {} connections opened",
+        r.requests,
+        r.errors,
+        r.elapsed.as_secs_f64(),
+        r.throughput_rps,
+        r.connections_opened
+    );
+    if let Some(first) = &r.first_error {
+        let _ = writeln!(out, "first error: {first}");
+    }
+    let corrected = if r.rate.is_some() {
+        " (from the intended send time)"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "latency us{corrected}: p50 {}  p95 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
+        r.latency_p50_us,
+        r.latency_p95_us,
+        r.latency_p99_us,
+        r.latency_p999_us,
+        r.latency_max_us,
+        r.latency_mean_us
+    );
+    if let Some(u) = &r.latency_uncorrected {
+        let _ = writeln!(
+            out,
+            "latency us (from the actual send): p50 {}  p95 {}  p99 {}  p99.9 {}  max {}",
+            u.p50_us, u.p95_us, u.p99_us, u.p999_us, u.max_us
+        );
+    }
+    let _ = writeln!(
+        out,
+        "bytes: {} sent, {} received",
+        r.bytes_sent, r.bytes_received
+    );
+    for w in &r.workers {
+        let cpu = w.cpu.map_or("?".into(), |c| c.to_string());
+        let _ = writeln!(
+            out,
+            "worker {} on CPU {cpu}: {} connections, {} requests",
+            w.worker, w.connections, w.requests
+        );
+        for (name, s) in [("send", &w.send), ("recv", &w.recv)] {
+            let _ = writeln!(
+                out,
+                "  {name}: {} calls, mean {:.3} us, min {:.3} us, max {:.3} us, stddev {:.3} us, {} bytes",
+                s.calls, s.mean_us, s.min_us, s.max_us, s.stddev_us, s.bytes
+            );
+        }
+    }
+    out
+}

@@ -71,7 +71,7 @@ const STEPS: &[Step] = &[
     Step {
         name: "LLVM 22 development packages",
         present: || LLVM_PACKAGES.iter().all(|p| deb_installed(p)),
-        install: install_llvm,
+        install: || apt_install(LLVM_PACKAGES),
         manual: "sudo apt-get update && sudo apt-get install -y llvm-22-dev libpolly-22-dev libzstd-dev libxml2-dev",
     },
     Step {
@@ -111,14 +111,23 @@ pub fn setup() -> Result<()> {
     Ok(())
 }
 
-pub fn is_root() -> bool {
-    output(Command::new("id").arg("-u")).is_some_and(|uid| uid.trim() == "0")
-}
-
-fn install_llvm() -> Result<()> {
-    if !is_root() {
-        bail!("apt-get needs root");
+/// Installs Debian packages that are missing (benchmark peers such as redis-server).
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !deb_installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
     }
+    if !is_root() {
+        bail!(
+            "missing packages {missing:?}: run `sudo apt-get install -y {}`",
+            missing.join(" ")
+        );
+    }
+    eprintln!("setup: installing {}", missing.join(" "));
     let apt = |args: &[&str]| {
         run(Command::new("apt-get")
             .args(args)
@@ -127,9 +136,13 @@ fn install_llvm() -> Result<()> {
     apt(&["update", "-q"])?;
     apt(&[
         &["install", "-y", "-q", "--no-install-recommends"],
-        LLVM_PACKAGES,
+        &missing[..],
     ]
     .concat())
+}
+
+pub fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_some_and(|uid| uid.trim() == "0")
 }
 
 fn bpf_linker_present() -> bool {

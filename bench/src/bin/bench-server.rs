@@ -1,9 +1,14 @@
 //! `bench-server --model epoll --addr 127.0.0.1:0 [--cpus 0,1]`: serves the benchmark line
 //! protocol until killed. Prints exactly one line, `listening on ADDR`, once it accepts
-//! connections, so that a parent can start it on port 0 and learn the port.
+//! connections, so that a parent can start it on port 0 and learn the port (one line and one
+//! port for every model, `epoll-workers` and `prefork` included).
+//!
+//! Models (`--model`): iterative, threads, select, poll, epoll, epoll-et, epoll-workers,
+//! prefork, async; see `bench::server`. With `prefork`, the process started is the parent of
+//! the worker processes that serve.
 
 use anyhow::{Context, Result};
-use bench::server::{self, Model};
+use bench::server::Model;
 use clap::Parser;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -11,7 +16,8 @@ use std::net::SocketAddr;
 #[derive(Parser, Debug)]
 #[command(about = "Serves the benchmark line protocol (PING, ECHO, WAIT, BURN, STREAM).")]
 struct Args {
-    /// Concurrency model.
+    /// Concurrency model: iterative, threads, select, poll, epoll, epoll-et, epoll-workers,
+    /// prefork or async.
     #[arg(long, default_value_t = Model::Epoll)]
     model: Model,
     /// Address to listen on; port 0 picks a free one.
@@ -31,7 +37,8 @@ fn main() -> Result<()> {
     if !args.cpus.is_empty() {
         bench::sys::pin_current_thread(&args.cpus)?;
     }
-    let listener = server::bind(args.addr)?;
+    // Before any thread exists: prefork forks its workers from this (single) thread.
+    let listener = args.model.bind(args.addr)?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {addr}").context("writing the listening line")?;

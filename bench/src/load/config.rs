@@ -6,6 +6,8 @@ use serde::Serialize;
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// Per-request timeout when none is configured (a `WAIT` request gets its wait on top).
@@ -217,6 +219,9 @@ pub struct LoadConfig {
     /// Targets off the loopback interface are refused unless this is set, so that a typo never
     /// aims load at someone else's machine.
     pub allow_non_loopback: bool,
+    /// Requests finished so far (answered or failed), for a progress display. Workers add to it
+    /// in batches, so it lags by at most a few thousand requests.
+    pub progress: Option<Arc<AtomicU64>>,
 }
 
 impl LoadConfig {
@@ -235,6 +240,7 @@ impl LoadConfig {
             request_timeout: None,
             max_time: None,
             allow_non_loopback: false,
+            progress: None,
         }
     }
 

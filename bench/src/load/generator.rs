@@ -35,6 +35,7 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport> {
         start: &start,
         connected: &connected,
         failed: &failed,
+        progress: config.progress.as_deref(),
     };
     let shares = (0..threads).map(|index| Share {
         index,

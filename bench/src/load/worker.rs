@@ -21,7 +21,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::ops::Range;
 use std::sync::Barrier;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const EVENTS_PER_WAIT: usize = 1024;
@@ -50,6 +50,7 @@ pub(crate) struct Job<'a> {
     pub connected: &'a AtomicUsize,
     /// Set by a worker that could not get ready, so that the others stand down.
     pub failed: &'a AtomicBool,
+    pub progress: Option<&'a AtomicU64>,
 }
 
 /// One worker's part of the run.
@@ -162,6 +163,8 @@ struct Worker<'a> {
     /// Why the first connection failed to open before the start (not a request error).
     setup_error: Option<String>,
     ok: u64,
+    /// Of `ok` and the errors, how many were added to `job.progress`.
+    reported: u64,
     errors: ErrorCounts,
     first_error: Option<String>,
     latency: LatencyHistogram,
@@ -221,6 +224,7 @@ impl<'a> Worker<'a> {
             next_scan: now,
             setup_error: None,
             ok: 0,
+            reported: 0,
             errors: ErrorCounts::default(),
             first_error: None,
             latency: LatencyHistogram::new(),
@@ -563,6 +567,7 @@ impl<'a> Worker<'a> {
         conn.state = State::Idle;
         self.ok += 1;
         self.active -= 1;
+        self.report_progress(false);
         if self.job.mode == ConnectionMode::PerRequest {
             self.close(i, false);
         }
@@ -586,9 +591,23 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// Adds finished requests to the shared progress counter, every 1024 (one shared cache line
+    /// touched per request would cost more than the request's own bookkeeping).
+    fn report_progress(&mut self, flush: bool) {
+        let Some(progress) = self.job.progress else {
+            return;
+        };
+        let finished = self.ok + self.errors.total();
+        if flush || finished - self.reported >= 1024 {
+            progress.fetch_add(finished - self.reported, Ordering::Relaxed);
+            self.reported = finished;
+        }
+    }
+
     /// Counts a failed request, resets its connection and schedules the connection's next one.
     fn fail(&mut self, i: usize, kind: ErrorKind, why: impl Display) {
         self.errors.count(kind);
+        self.report_progress(false);
         self.note_error(kind, why);
         if self.conns[i].state != State::Idle {
             self.conns[i].state = State::Idle;
@@ -657,7 +676,8 @@ impl<'a> Worker<'a> {
         self.wake.clear();
     }
 
-    fn into_outcome(self, share: &Share) -> Outcome {
+    fn into_outcome(mut self, share: &Share) -> Outcome {
+        self.report_progress(true);
         Outcome {
             index: share.index,
             ok: self.ok,

@@ -185,6 +185,13 @@ impl Conn {
         }
     }
 
+    /// The error reply is flushed and the input is being read and discarded until
+    /// [`Conn::deadline`]. A blocking driver reads (with a timeout) in this state, where during a
+    /// `WAIT` it sleeps.
+    pub fn is_lingering(&self) -> bool {
+        self.linger_until.is_some()
+    }
+
     /// Nothing left to do: the error was delivered (the peer closed, or the linger ran out), or
     /// the peer finished sending and every complete request it sent has been answered. An
     /// incomplete last line is dropped.

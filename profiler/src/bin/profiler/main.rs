@@ -1,3 +1,5 @@
+mod bench;
+
 use anyhow::{Context, Result, ensure};
 use clap::{Parser, Subcommand};
 use profiler::{Breakdown, Requested, Session, report, workload};
@@ -37,6 +39,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load a bench-server (or a loopback target) and print throughput and latency; with
+    /// --profile, also where the server's time went.
+    Bench(Box<bench::BenchArgs>),
     /// The workload `demo` profiles (run as its child process).
     #[command(hide = true)]
     Workload {
@@ -109,6 +114,7 @@ fn main() -> Result<()> {
                 print!("{}", report::table(&breakdown));
             }
         }
+        Command::Bench(args) => bench::run(*args)?,
         Command::Workload {
             connections,
             messages,

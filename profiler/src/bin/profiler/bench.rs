@@ -1,0 +1,257 @@
+//! `profiler bench`: the node's bench_run / bench_sweep / bench_profile from the shell, printed
+//! as tables (or JSON), with a progress bar on runs longer than a second.
+use anyhow::{Context, Result, bail};
+use bench::load::{Command, ConnectionMode, LoadConfig, LoadReport};
+use bench::server::Model;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use profiler::benchmark::{Benchmark, ProfileError, default_cpus};
+use profiler::{Requested, report};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Server model to start (bench-server --model).
+    #[arg(long, default_value = "epoll")]
+    server: Model,
+    /// Load a running server on loopback instead (with --request and --response).
+    #[arg(long, requires_all = ["request", "response"])]
+    target: Option<SocketAddr>,
+    /// Bytes to send per request to --target; \r and \n are understood.
+    #[arg(long)]
+    request: Option<String>,
+    /// The exact bytes a correct --target answers; \r and \n are understood.
+    #[arg(long)]
+    response: Option<String>,
+    /// ECHO, PING, "BURN n", "STREAM n" or "WAIT ms".
+    #[arg(long, default_value = "ECHO")]
+    command: String,
+    /// ECHO payload size in bytes.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    #[arg(short, long, default_value_t = 10)]
+    concurrency: usize,
+    /// Total requests (default 10000, or unlimited with --duration).
+    #[arg(short = 'n', long)]
+    requests: Option<u64>,
+    /// Run for this many seconds.
+    #[arg(short, long)]
+    duration: Option<f64>,
+    /// persistent or per-request.
+    #[arg(long, default_value = "persistent")]
+    connection: ConnectionMode,
+    /// Open loop at this many requests/s in total (latency from the intended send time).
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long, value_delimiter = ',')]
+    server_cpus: Option<Vec<usize>>,
+    #[arg(long, value_delimiter = ',')]
+    client_cpus: Option<Vec<usize>>,
+    /// Run once per concurrency level, e.g. --sweep 1,10,100.
+    #[arg(long, value_delimiter = ',', conflicts_with = "profile")]
+    sweep: Option<Vec<usize>>,
+    /// Profile the server while it is loaded.
+    #[arg(long)]
+    profile: bool,
+    /// auto, kprobe, tracepoint (with --profile).
+    #[arg(long, default_value = "auto")]
+    mode: Requested,
+    /// One JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let benchmark = benchmark(&args)?;
+    let progress = Progress::start(&benchmark.load);
+    if let Some(levels) = &args.sweep {
+        let reports = benchmark.sweep(levels, |_, _| progress.reset())?;
+        progress.finish();
+        return print_sweep(&reports, args.json);
+    }
+    if args.profile {
+        let (report, breakdown) = benchmark.profile(args.mode).map_err(|e| match e {
+            ProfileError::Unavailable(reason) => anyhow::anyhow!("cannot profile: {reason}"),
+            ProfileError::Failed(e) => e,
+        })?;
+        progress.finish();
+        if args.json {
+            let mut value = serde_json::to_value(&report)?;
+            if let (Some(v), serde_json::Value::Object(b)) =
+                (value.as_object_mut(), serde_json::to_value(&breakdown)?)
+            {
+                v.extend(b);
+            }
+            println!("{value}");
+        } else {
+            print!(
+                "{}\n{}",
+                report::load_table(&report),
+                report::table(&breakdown)
+            );
+        }
+        return Ok(());
+    }
+    let report = benchmark.run()?;
+    progress.finish();
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report::load_table(&report));
+    }
+    Ok(())
+}
+
+fn benchmark(args: &BenchArgs) -> Result<Benchmark> {
+    let command = match (&args.request, &args.response) {
+        (Some(request), Some(response)) => Command::Custom {
+            request: unescape(request).into_bytes(),
+            response: unescape(response).into_bytes(),
+        },
+        _ => Command::parse(&args.command, args.payload).context("--command")?,
+    };
+    let duration = match args.duration {
+        Some(d) if !(d > 0.0 && d <= 86_400.0) => {
+            bail!("--duration must be between 0 and 86400 seconds, got {d}")
+        }
+        d => d.map(Duration::from_secs_f64),
+    };
+    let requests = args.requests.or(if duration.is_some() {
+        None
+    } else {
+        Some(10_000)
+    });
+    let (server_cpus, client_cpus) =
+        default_cpus(args.server_cpus.clone(), args.client_cpus.clone());
+    let progress = Some(Arc::new(AtomicU64::new(0)));
+    Ok(Benchmark {
+        server: args.server,
+        target: args.target,
+        server_cpus,
+        load: LoadConfig {
+            concurrency: args.concurrency,
+            requests,
+            duration,
+            connection: args.connection,
+            rate: args.rate,
+            client_cpus,
+            progress,
+            ..LoadConfig::new(
+                args.target.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+                command,
+            )
+        },
+    })
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\r", "\r")
+        .replace("\\n", "\n")
+        .replace("\\t", "\t")
+}
+
+fn print_sweep(reports: &[LoadReport], json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(reports)?);
+        return Ok(());
+    }
+    println!(
+        "{:>11} {:>12} {:>9} {:>9} {:>9} {:>7}",
+        "concurrency", "requests/s", "p50 us", "p99 us", "max us", "errors"
+    );
+    for r in reports {
+        println!(
+            "{:>11} {:>12.0} {:>9} {:>9} {:>9} {:>7}",
+            r.concurrency,
+            r.throughput_rps,
+            r.latency_p50_us,
+            r.latency_p99_us,
+            r.latency_max_us,
+            r.errors
+        );
+    }
+    Ok(())
+}
+
+/// A progress bar fed by the load generator's counter; it appears only once a run has lasted a
+/// second, so short runs print nothing but their result.
+struct Progress {
+    counter: Option<Arc<AtomicU64>>,
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(load: &LoadConfig) -> Progress {
+        let done = Arc::new(AtomicBool::new(false));
+        let (Some(counter), Some(total)) = (load.progress.clone(), load.requests) else {
+            // Time-bounded: the bar shows seconds instead of requests.
+            return Progress::by_time(load.duration, done);
+        };
+        let thread = {
+            let (counter, done) = (counter.clone(), done.clone());
+            std::thread::spawn(move || {
+                show(&done, total, "requests", || counter.load(Ordering::Relaxed))
+            })
+        };
+        Progress {
+            counter: Some(counter),
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    fn by_time(duration: Option<Duration>, done: Arc<AtomicBool>) -> Progress {
+        let thread = duration.map(|d| {
+            let done = done.clone();
+            let start = std::time::Instant::now();
+            std::thread::spawn(move || {
+                show(&done, d.as_millis() as u64, "ms", || {
+                    start.elapsed().as_millis() as u64
+                })
+            })
+        });
+        Progress {
+            counter: None,
+            done,
+            thread,
+        }
+    }
+
+    /// Between sweep levels: the counter starts over.
+    fn reset(&self) {
+        if let Some(c) = &self.counter {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn finish(mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn show(done: &AtomicBool, total: u64, unit: &str, position: impl Fn() -> u64) {
+    let tick = Duration::from_millis(100);
+    for _ in 0..10 {
+        if done.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep(tick);
+    }
+    let bar = ProgressBar::new(total);
+    let template = format!("{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit} {{per_sec}}");
+    bar.set_style(
+        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    while !done.load(Ordering::Relaxed) {
+        bar.set_position(position().min(total));
+        std::thread::sleep(tick);
+    }
+    bar.finish_and_clear();
+}
