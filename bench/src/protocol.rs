@@ -220,9 +220,7 @@ impl Expected {
     /// Response byte `offset`, or `None` past the end.
     pub fn byte_at(&self, offset: u64) -> Option<u8> {
         match self {
-            Expected::Exact(bytes) => usize::try_from(offset)
-                .ok()
-                .and_then(|i| bytes.get(i).copied()),
+            Expected::Exact(bytes) => usize::try_from(offset).ok().and_then(|i| bytes.get(i).copied()),
             Expected::Stream(n) if offset < *n => Some(stream_byte(offset)),
             Expected::Stream(n) => DONE.get((offset - n) as usize).copied(),
         }
@@ -262,10 +260,7 @@ mod tests {
         assert_eq!(parse(b"ECHO  two\r\n"), Request::Echo(b" two"));
         assert_eq!(parse(b"WAIT 250\n"), Request::Wait(250));
         assert_eq!(parse(b"BURN 0"), Request::Burn(0));
-        assert_eq!(
-            parse(b"STREAM 18446744073709551615"),
-            Request::Stream(u64::MAX)
-        );
+        assert_eq!(parse(b"STREAM 18446744073709551615"), Request::Stream(u64::MAX));
     }
 
     #[test]
@@ -291,12 +286,7 @@ mod tests {
             b"STREAM 1\r\r",
             b"HELLO",
         ] {
-            assert_eq!(
-                parse(line),
-                Request::Unknown,
-                "{:?}",
-                String::from_utf8_lossy(line)
-            );
+            assert_eq!(parse(line), Request::Unknown, "{:?}", String::from_utf8_lossy(line));
         }
     }
 
@@ -354,11 +344,7 @@ mod tests {
         assert_eq!(out, b"yzabc");
         let mut long = Vec::new();
         extend_stream(&mut long, 3, 100_000);
-        assert!(
-            long.iter()
-                .enumerate()
-                .all(|(i, b)| *b == stream_byte(3 + i as u64))
-        );
+        assert!(long.iter().enumerate().all(|(i, b)| *b == stream_byte(3 + i as u64)));
         assert!(!long.contains(&b'\n'));
         assert!(stream_matches(3, &long));
         assert!(!stream_matches(4, &long));
@@ -391,10 +377,7 @@ mod tests {
         whole.extend_from_slice(DONE);
         for split in 0..whole.len() {
             assert!(expected.check(0, &whole[..split]));
-            assert!(
-                expected.check(split as u64, &whole[split..]),
-                "split at {split}"
-            );
+            assert!(expected.check(split as u64, &whole[split..]), "split at {split}");
         }
         assert!(!expected.check(28, b"cdDONX"));
         assert!(!expected.check(28, b"cdDONE\n\n"));

@@ -38,8 +38,7 @@ pub fn pin_current_thread(cpus: &[usize]) -> Result<()> {
     ensure!(!cpus.is_empty(), "no CPU to pin to");
     let mut set = CpuSet::new();
     for &cpu in cpus {
-        set.set(cpu)
-            .with_context(|| format!("CPU {cpu} is out of range"))?;
+        set.set(cpu).with_context(|| format!("CPU {cpu} is out of range"))?;
     }
     // Pid 0 is the calling thread, not the whole process.
     sched_setaffinity(Pid::from_raw(0), &set).with_context(|| format!("pinning to CPUs {cpus:?}"))
@@ -96,11 +95,7 @@ pub(crate) fn wait_precise(
 
 /// `epoll_wait` with the timeout rounded up to whole milliseconds (never early, so a timer that
 /// is due in 0.3 ms does not turn into a busy loop). EINTR counts as zero events.
-pub(crate) fn wait_ms(
-    epoll: &Epoll,
-    events: &mut [EpollEvent],
-    timeout: Option<Duration>,
-) -> std::io::Result<usize> {
+pub(crate) fn wait_ms(epoll: &Epoll, events: &mut [EpollEvent], timeout: Option<Duration>) -> std::io::Result<usize> {
     let timeout = match timeout {
         None => EpollTimeout::NONE,
         Some(t) => {

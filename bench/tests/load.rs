@@ -42,10 +42,7 @@ fn assert_clean(report: &LoadReport, config: &LoadConfig) {
     assert!(report.latency_p99_us <= report.latency_max_us);
     for w in &report.workers {
         if w.requests > 0 {
-            assert!(
-                w.send.calls >= w.requests && w.recv.calls >= w.requests,
-                "{w:?}"
-            );
+            assert!(w.send.calls >= w.requests && w.recv.calls >= w.requests, "{w:?}");
             assert!(w.send.min_us <= w.send.mean_us && w.send.mean_us <= w.send.max_us);
         }
     }
@@ -55,12 +52,7 @@ fn assert_clean(report: &LoadReport, config: &LoadConfig) {
 fn echo_at_concurrency_1_10_100() {
     let server = server();
     for (concurrency, requests) in [(1, 300), (10, 1000), (100, 2000)] {
-        let config = config(
-            server.addr(),
-            Command::Echo { payload_size: 64 },
-            concurrency,
-            requests,
-        );
+        let config = config(server.addr(), Command::Echo { payload_size: 64 }, concurrency, requests);
         let report = load::run(&config).unwrap();
         assert_clean(&report, &config);
         assert_eq!(report.connections_opened, concurrency as u64);
@@ -71,14 +63,7 @@ fn echo_at_concurrency_1_10_100() {
 #[test]
 fn large_echo_payloads() {
     let server = server();
-    let config = config(
-        server.addr(),
-        Command::Echo {
-            payload_size: 1 << 20,
-        },
-        2,
-        10,
-    );
+    let config = config(server.addr(), Command::Echo { payload_size: 1 << 20 }, 2, 10);
     assert_clean(&load::run(&config).unwrap(), &config);
 }
 
@@ -103,11 +88,7 @@ fn ping_burn_stream_wait() {
         "WAIT 20 took {} us",
         report.latency_p50_us
     );
-    assert!(
-        report.elapsed >= Duration::from_millis(100),
-        "{:?}",
-        report.elapsed
-    );
+    assert!(report.elapsed >= Duration::from_millis(100), "{:?}", report.elapsed);
 }
 
 #[test]
@@ -136,11 +117,7 @@ fn a_duration_bounded_run_stops_on_time() {
     assert_eq!(report.errors, 0, "{:?}", report.first_error);
     assert!(report.requests > 0);
     assert_eq!(report.histogram.len(), report.requests);
-    assert!(
-        report.elapsed >= Duration::from_millis(300),
-        "{:?}",
-        report.elapsed
-    );
+    assert!(report.elapsed >= Duration::from_millis(300), "{:?}", report.elapsed);
     assert!(took < Duration::from_millis(1500), "{took:?}");
 }
 
@@ -154,16 +131,8 @@ fn an_open_loop_run_keeps_its_schedule() {
     let report = load::run(&config).unwrap();
     assert_clean(&report, &config);
     // 300 requests at 1000/s: the last one is due at 299 ms.
-    assert!(
-        report.elapsed >= Duration::from_millis(290),
-        "{:?}",
-        report.elapsed
-    );
-    assert!(
-        report.elapsed < Duration::from_millis(1000),
-        "{:?}",
-        report.elapsed
-    );
+    assert!(report.elapsed >= Duration::from_millis(290), "{:?}", report.elapsed);
+    assert!(report.elapsed < Duration::from_millis(1000), "{:?}", report.elapsed);
     let uncorrected = report.latency_uncorrected.expect("open loop reports both");
     assert_eq!(report.histogram_uncorrected.as_ref().unwrap().len(), 300);
     assert!(report.latency_max_us >= uncorrected.max_us);
@@ -184,11 +153,7 @@ fn open_loop_latency_counts_from_the_schedule() {
     let uncorrected = report.latency_uncorrected.unwrap();
     assert!(uncorrected.max_us < 100_000, "{uncorrected:?}");
     // The 20th request was due at 190 ms and answered at about 400 ms.
-    assert!(
-        report.latency_max_us >= 150_000,
-        "{}",
-        report.latency_max_us
-    );
+    assert!(report.latency_max_us >= 150_000, "{}", report.latency_max_us);
 }
 
 #[test]
@@ -200,10 +165,7 @@ fn a_wrong_byte_is_an_error_and_the_run_goes_on() {
     assert_eq!(report.errors, 1);
     assert_eq!(report.error_counts.mismatch, 1);
     assert_eq!(report.histogram.len(), 19);
-    assert_eq!(
-        report.connections_opened, 2,
-        "reconnected after the bad response"
-    );
+    assert_eq!(report.connections_opened, 2, "reconnected after the bad response");
     let why = report.first_error.unwrap();
     assert!(why.contains("mismatch") && why.contains("PONX"), "{why}");
 }
@@ -219,11 +181,7 @@ fn a_silent_server_times_out() {
     let report = load::run(&config).unwrap();
     assert_eq!(report.requests, 0);
     assert_eq!(report.error_counts.timeout, 4);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }
 
 #[test]
@@ -235,11 +193,7 @@ fn the_hard_limit_ends_a_run() {
     };
     let started = Instant::now();
     let report = load::run(&config).unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     assert!(report.stopped_early);
     assert_eq!(report.requests, 0);
     assert_eq!(report.error_counts.timeout, 2);
@@ -269,11 +223,7 @@ fn a_long_wait_does_not_slow_pings_on_another_connection() {
     std::thread::sleep(Duration::from_millis(100));
     let pings = load::run(&config(addr, Command::Ping, 1, 50)).unwrap();
     assert_eq!(pings.requests, 50);
-    assert!(
-        pings.latency_max_us < 100_000,
-        "PING max {} us",
-        pings.latency_max_us
-    );
+    assert!(pings.latency_max_us < 100_000, "PING max {} us", pings.latency_max_us);
     let wait = waiter.join().unwrap().unwrap();
     assert_eq!(wait.requests, 1);
     assert!(wait.latency_max_us >= 2_000_000, "{}", wait.latency_max_us);
@@ -344,9 +294,7 @@ fn corrupting_server(bad: usize) -> SocketAddr {
             let Ok(stream) = stream else { return };
             let count = Arc::clone(&count);
             std::thread::spawn(move || {
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(5)))
-                    .unwrap();
+                stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                 let mut writer = stream.try_clone().unwrap();
                 for line in BufReader::new(stream).lines().take(100) {
                     let Ok(_) = line else { return };

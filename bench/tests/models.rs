@@ -31,24 +31,14 @@ fn answers_every_command(model: Model) {
     let addr = server.addr();
     assert_eq!(ask(model, addr, b"PING\n", 5), b"PONG\n");
     assert_eq!(ask(model, addr, b"PING\r\n", 5), b"PONG\n");
-    assert_eq!(
-        ask(model, addr, b"ECHO hello there\n", 12),
-        b"hello there\n"
-    );
+    assert_eq!(ask(model, addr, b"ECHO hello there\n", 12), b"hello there\n");
     let burn = format!("RESULT {}\n", protocol::burn(1000));
-    assert_eq!(
-        ask(model, addr, b"BURN 1000\n", burn.len()),
-        burn.as_bytes()
-    );
+    assert_eq!(ask(model, addr, b"BURN 1000\n", burn.len()), burn.as_bytes());
     assert_eq!(
         ask(model, addr, b"STREAM 30\n", 35),
         b"abcdefghijklmnopqrstuvwxyzabcdDONE\n"
     );
-    assert_eq!(
-        ask(model, addr, b"HELLO\n", 16),
-        b"UNKNOWN_COMMAND\n",
-        "{model}"
-    );
+    assert_eq!(ask(model, addr, b"HELLO\n", 16), b"UNKNOWN_COMMAND\n", "{model}");
     let started = Instant::now();
     assert_eq!(ask(model, addr, b"WAIT 100\n", 5), b"DONE\n");
     let waited = started.elapsed();
@@ -59,9 +49,7 @@ fn answers_every_command(model: Model) {
     // A big stream arrives whole and exact.
     let n = 3_000_000;
     let mut stream = connect(model, addr);
-    stream
-        .write_all(format!("STREAM {n}\n").as_bytes())
-        .unwrap();
+    stream.write_all(format!("STREAM {n}\n").as_bytes()).unwrap();
     stream.shutdown(Shutdown::Write).unwrap();
     let body = read_to_end(model, &mut stream, "STREAM 3000000");
     assert_eq!(body.len(), n + 5, "{model}: STREAM {n} length");
@@ -196,8 +184,7 @@ fn load_200_connections(model: Model) {
     }
     for (connection, requests) in runs {
         let config = load_config(server.addr(), connection, requests);
-        let report =
-            load::run(&config).unwrap_or_else(|e| panic!("{model}, {connection}: load: {e:#}"));
+        let report = load::run(&config).unwrap_or_else(|e| panic!("{model}, {connection}: load: {e:#}"));
         assert_eq!(
             report.errors, 0,
             "{model}, {connection}: {:?}, first error: {:?}",
@@ -206,11 +193,7 @@ fn load_200_connections(model: Model) {
         assert_eq!(report.requests, requests, "{model}, {connection}");
         assert!(!report.stopped_early, "{model}, {connection}");
         let response_len = config.command.expected().len();
-        assert_eq!(
-            report.bytes_received,
-            requests * response_len,
-            "{model}, {connection}"
-        );
+        assert_eq!(report.bytes_received, requests * response_len, "{model}, {connection}");
     }
 }
 
@@ -255,11 +238,7 @@ fn select_closes_connections_beyond_fd_setsize() {
     );
     assert_eq!(served + refused, total);
     drop(streams);
-    assert_eq!(
-        ask(model, addr, b"PING\n", 5),
-        b"PONG\n",
-        "select after refusing"
-    );
+    assert_eq!(ask(model, addr, b"PING\n", 5), b"PONG\n", "select after refusing");
 }
 
 /// The names of `pid`'s threads.
@@ -297,10 +276,7 @@ fn epoll_workers_run_one_thread_per_core_on_one_port() {
     assert_eq!(workers, cores(), "one epoll-worker thread per core");
     // Every connection lands on one of the listeners of the one printed port.
     for _ in 0..20 {
-        assert_eq!(
-            ask(Model::EpollWorkers, server.addr(), b"PING\n", 5),
-            b"PONG\n"
-        );
+        assert_eq!(ask(Model::EpollWorkers, server.addr(), b"PING\n", 5), b"PONG\n");
     }
 }
 
@@ -316,11 +292,7 @@ fn async_runs_one_tokio_worker_per_core() {
 fn children_of(pid: u32) -> Vec<u32> {
     let mut children = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(child) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         let Ok(status) = std::fs::read_to_string(format!("/proc/{child}/status")) else {

@@ -17,10 +17,7 @@ fn answers_every_command() {
     assert_eq!(ask(addr, b"ECHO hello there\n", 12), b"hello there\n");
     let burn = format!("RESULT {}\n", protocol::burn(1000));
     assert_eq!(ask(addr, b"BURN 1000\n", burn.len()), burn.as_bytes());
-    assert_eq!(
-        ask(addr, b"STREAM 30\n", 35),
-        b"abcdefghijklmnopqrstuvwxyzabcdDONE\n"
-    );
+    assert_eq!(ask(addr, b"STREAM 30\n", 35), b"abcdefghijklmnopqrstuvwxyzabcdDONE\n");
     assert_eq!(ask(addr, b"WAIT 10\n", 5), b"DONE\n");
     assert_eq!(ask(addr, b"HELLO\n", 16), b"UNKNOWN_COMMAND\n");
 }
@@ -29,9 +26,7 @@ fn answers_every_command() {
 fn pipelined_requests_come_back_in_order() {
     let server = server();
     let mut stream = connect(server.addr());
-    stream
-        .write_all(b"WAIT 50\nPING\nSTREAM 3\nECHO x\nNOPE\n")
-        .unwrap();
+    stream.write_all(b"WAIT 50\nPING\nSTREAM 3\nECHO x\nNOPE\n").unwrap();
     let expected = b"DONE\nPONG\nabcDONE\nx\nUNKNOWN_COMMAND\n";
     assert_eq!(read_n(&mut stream, expected.len()), expected);
 }
@@ -57,10 +52,7 @@ fn wait_does_not_block_other_clients() {
     let ping_started = Instant::now();
     assert_eq!(ask(server.addr(), b"PING\n", 5), b"PONG\n");
     let ping = ping_started.elapsed();
-    assert!(
-        ping < Duration::from_millis(100),
-        "PING took {ping:?} during a WAIT"
-    );
+    assert!(ping < Duration::from_millis(100), "PING took {ping:?} during a WAIT");
     assert_eq!(read_n(&mut waiting, 5), b"DONE\n");
     let waited = started.elapsed();
     assert!(
@@ -113,9 +105,7 @@ fn stream_delivers_exactly_n_bytes() {
     let server = server();
     let mut stream = connect(server.addr());
     let n = 5_000_000;
-    stream
-        .write_all(format!("STREAM {n}\n").as_bytes())
-        .unwrap();
+    stream.write_all(format!("STREAM {n}\n").as_bytes()).unwrap();
     stream.shutdown(Shutdown::Write).unwrap();
     let body = read_to_end(&mut stream);
     assert_eq!(body.len(), n + 5);

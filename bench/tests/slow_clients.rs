@@ -36,9 +36,7 @@ fn wait_then_ping(model: Model) {
     let addr = server.addr();
     let mut waiting = connect(model, addr);
     let waited_from = Instant::now();
-    waiting
-        .write_all(format!("WAIT {WAIT_MS}\n").as_bytes())
-        .unwrap();
+    waiting.write_all(format!("WAIT {WAIT_MS}\n").as_bytes()).unwrap();
     // Let the server start the WAIT before the second client shows up.
     std::thread::sleep(Duration::from_millis(100));
 
@@ -46,12 +44,7 @@ fn wait_then_ping(model: Model) {
         timed_ping(model, addr, RESPONSIVE, "during another client's WAIT 5000");
         // The WAIT goes on; closing its client must not upset the server.
         drop(waiting);
-        timed_ping(
-            model,
-            addr,
-            RESPONSIVE,
-            "after a client left in the middle of a WAIT",
-        );
+        timed_ping(model, addr, RESPONSIVE, "after a client left in the middle of a WAIT");
         return;
     }
 
@@ -88,24 +81,15 @@ fn slow_reader_then_ping(model: Model) {
     let server = start(model);
     let addr = server.addr();
     let mut hog = connect(model, addr);
-    hog.write_all(format!("STREAM {STREAM_BYTES}\n").as_bytes())
-        .unwrap();
+    hog.write_all(format!("STREAM {STREAM_BYTES}\n").as_bytes()).unwrap();
     let head = read_n(model, &mut hog, 1000, "the start of the stream");
-    assert!(
-        protocol::stream_matches(0, &head),
-        "{model}: malformed stream"
-    );
+    assert!(protocol::stream_matches(0, &head), "{model}: malformed stream");
     // Stop reading: the server fills the socket buffers and has to hold the rest back.
     std::thread::sleep(Duration::from_millis(200));
 
     if !model.stalls_other_clients() {
         timed_ping(model, addr, RESPONSIVE, "while another client reads slowly");
-        timed_ping(
-            model,
-            addr,
-            RESPONSIVE,
-            "while another client still reads slowly",
-        );
+        timed_ping(model, addr, RESPONSIVE, "while another client still reads slowly");
         // The stream is parked, not dropped: it goes on where the reader left off.
         let more = read_n(model, &mut hog, 1000, "more of the stream");
         assert!(
@@ -171,8 +155,5 @@ fn slowloris_then_ping(model: Model) {
     release.send(()).unwrap();
     let pong = slowloris.join().expect("the slowloris client");
     assert_eq!(pong, b"PONG\n", "{model}: the slowloris's own request");
-    assert_eq!(
-        read_n(model, &mut pinger, 5, "PONG once the slowloris left"),
-        b"PONG\n"
-    );
+    assert_eq!(read_n(model, &mut pinger, 5, "PONG once the slowloris left"), b"PONG\n");
 }

@@ -5,12 +5,7 @@ use std::ops::RangeInclusive;
 pub type Body = Map<String, Value>;
 
 /// An integer field within `range`, or `default` when absent.
-pub fn integer(
-    body: &Body,
-    name: &str,
-    default: u64,
-    range: RangeInclusive<u64>,
-) -> Result<u64, String> {
+pub fn integer(body: &Body, name: &str, default: u64, range: RangeInclusive<u64>) -> Result<u64, String> {
     match body.get(name) {
         None | Some(Value::Null) => Ok(default),
         Some(value) => integer_value(name, value, &range),
@@ -18,11 +13,7 @@ pub fn integer(
 }
 
 /// An optional integer field within `range`.
-pub fn integer_opt(
-    body: &Body,
-    name: &str,
-    range: RangeInclusive<u64>,
-) -> Result<Option<u64>, String> {
+pub fn integer_opt(body: &Body, name: &str, range: RangeInclusive<u64>) -> Result<Option<u64>, String> {
     match body.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(value) => integer_value(name, value, &range).map(Some),
@@ -38,19 +29,11 @@ fn integer_value(name: &str, value: &Value, range: &RangeInclusive<u64>) -> Resu
         )
     };
     let n = value.as_u64().ok_or_else(expected)?;
-    if range.contains(&n) {
-        Ok(n)
-    } else {
-        Err(expected())
-    }
+    if range.contains(&n) { Ok(n) } else { Err(expected()) }
 }
 
 /// An optional number field within `range` (fractions allowed).
-pub fn number_opt(
-    body: &Body,
-    name: &str,
-    range: RangeInclusive<f64>,
-) -> Result<Option<f64>, String> {
+pub fn number_opt(body: &Body, name: &str, range: RangeInclusive<f64>) -> Result<Option<f64>, String> {
     match body.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(value) => match value.as_f64() {
@@ -91,10 +74,7 @@ pub fn integer_list(
         Some(value) => return Err(format!("{name}: must be a list of integers, got {value}")),
     };
     if items.is_empty() || items.len() > max_len {
-        return Err(format!(
-            "{name}: must hold 1 to {max_len} entries, got {}",
-            items.len()
-        ));
+        return Err(format!("{name}: must hold 1 to {max_len} entries, got {}", items.len()));
     }
     items
         .iter()
@@ -122,11 +102,7 @@ mod tests {
             let err = integer(&b, field, 1, 1..=10).unwrap_err();
             assert!(err.starts_with(&format!("{field}:")), "{err}");
         }
-        assert!(
-            integer(&b, "n", 1, 1..=4)
-                .unwrap_err()
-                .contains("from 1 to 4")
-        );
+        assert!(integer(&b, "n", 1, 1..=4).unwrap_err().contains("from 1 to 4"));
     }
 
     #[test]
@@ -136,11 +112,7 @@ mod tests {
             integer_list(&b, "levels", 1..=10, 8).unwrap_err(),
             "levels[1]: must be an integer from 1 to 10, got 0"
         );
-        assert!(
-            integer_list(&b, "empty", 1..=10, 8)
-                .unwrap_err()
-                .starts_with("empty:")
-        );
+        assert!(integer_list(&b, "empty", 1..=10, 8).unwrap_err().starts_with("empty:"));
         assert!(
             integer_list(&b, "scalar", 1..=10, 8)
                 .unwrap_err()
@@ -153,11 +125,7 @@ mod tests {
     fn numbers_and_strings() {
         let b = body(json!({"rate": 100.5, "bad": "x", "s": "hi", "n": 1}));
         assert_eq!(number_opt(&b, "rate", 1.0..=1e6), Ok(Some(100.5)));
-        assert!(
-            number_opt(&b, "bad", 1.0..=1e6)
-                .unwrap_err()
-                .starts_with("bad:")
-        );
+        assert!(number_opt(&b, "bad", 1.0..=1e6).unwrap_err().starts_with("bad:"));
         assert_eq!(string(&b, "s"), Ok("hi"));
         assert!(string(&b, "n").unwrap_err().starts_with("n:"));
         assert_eq!(string(&b, "absent").unwrap_err(), "absent: missing");

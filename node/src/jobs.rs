@@ -36,23 +36,16 @@ impl Job {
         let benchmark = benchmark(body, default_requests)?;
         Ok(match kind {
             "bench_sweep" => {
-                let levels = fields::integer_list(
-                    body,
-                    "concurrency_levels",
-                    1..=max_concurrency(),
-                    MAX_SWEEP_LEVELS,
-                )?
-                .map_or_else(
-                    || vec![1, 5, 10, 50, 100],
-                    |l| l.into_iter().map(|c| c as usize).collect(),
-                );
+                let levels = fields::integer_list(body, "concurrency_levels", 1..=max_concurrency(), MAX_SWEEP_LEVELS)?
+                    .map_or_else(
+                        || vec![1, 5, 10, 50, 100],
+                        |l| l.into_iter().map(|c| c as usize).collect(),
+                    );
                 Job::Sweep(benchmark, levels)
             }
             "bench_profile" => {
                 if benchmark.target.is_some() {
-                    return Err(
-                        "target: bench_profile profiles its own bench-server, not a target".into(),
-                    );
+                    return Err("target: bench_profile profiles its own bench-server, not a target".into());
                 }
                 let mode = fields::string_opt(body, "mode")?.unwrap_or("auto");
                 Job::Profile(benchmark, mode.parse().map_err(|e| format!("mode: {e}"))?)
@@ -66,8 +59,7 @@ impl Job {
 fn benchmark(body: &Body, default_requests: u64) -> Result<Benchmark, String> {
     let payload = fields::integer(body, "payload_size_bytes", 64, 1..=MAX_PAYLOAD)?;
     let command_text = fields::string_opt(body, "command")?.unwrap_or("ECHO");
-    let mut command =
-        Command::parse(command_text, payload as usize).map_err(|e| format!("command: {e:#}"))?;
+    let mut command = Command::parse(command_text, payload as usize).map_err(|e| format!("command: {e:#}"))?;
     let duration_ms = fields::integer_opt(body, "duration_ms", 1..=MAX_DURATION_MS)?;
     let requests = fields::integer_opt(body, "num_requests", 1..=MAX_REQUESTS)?;
     // A duration alone bounds the run by time; otherwise the count (or its default) does.
@@ -137,10 +129,7 @@ pub fn max_concurrency() -> u64 {
     static MAX: OnceLock<u64> = OnceLock::new();
     *MAX.get_or_init(|| {
         let nofile = bench::raise_nofile_limit().unwrap_or(1024);
-        nofile
-            .saturating_sub(RESERVED_FDS)
-            .min(ephemeral_ports())
-            .max(1)
+        nofile.saturating_sub(RESERVED_FDS).min(ephemeral_ports()).max(1)
     })
 }
 
@@ -171,12 +160,8 @@ impl Runner {
                     Ok(Err(ProfileError::Unavailable(text))) => {
                         outbox.error(&request, code::TEMPORARILY_UNAVAILABLE, &text)
                     }
-                    Ok(Err(ProfileError::Failed(e))) => {
-                        outbox.error(&request, code::CRASH, &format!("{e:#}"))
-                    }
-                    Err(_) => {
-                        outbox.error(&request, code::CRASH, "the benchmark panicked; see stderr")
-                    }
+                    Ok(Err(ProfileError::Failed(e))) => outbox.error(&request, code::CRASH, &format!("{e:#}")),
+                    Err(_) => outbox.error(&request, code::CRASH, "the benchmark panicked; see stderr"),
                 }
             }
         });
@@ -213,8 +198,7 @@ impl Job {
             Job::Profile(benchmark, requested) => {
                 let (report, breakdown) = benchmark.profile(requested)?;
                 let mut body = reply("bench_profile_ok", &benchmark, &report);
-                let profile =
-                    serde_json::to_value(&breakdown).context("serialising the breakdown")?;
+                let profile = serde_json::to_value(&breakdown).context("serialising the breakdown")?;
                 if let (Some(body), Value::Object(profile)) = (body.as_object_mut(), profile) {
                     body.extend(profile);
                 }
@@ -225,8 +209,7 @@ impl Job {
 }
 
 fn server_name(b: &Benchmark) -> String {
-    b.target
-        .map_or_else(|| b.server.name().to_string(), |t| t.to_string())
+    b.target.map_or_else(|| b.server.name().to_string(), |t| t.to_string())
 }
 
 /// bench_run_ok's fields (also the load half of bench_profile_ok).

@@ -65,12 +65,10 @@ fn handle(outbox: &Outbox, jobs: &jobs::Runner, request: Request, kind: &str) {
             outbox.reply(&request, body);
         }
         "bench_stats" => outbox.reply(&request, outbox.stats()),
-        "bench_run" | "bench_sweep" | "bench_profile" => {
-            match jobs::Job::parse(kind, &request.body) {
-                Ok(job) => jobs.submit(request, job),
-                Err(text) => outbox.error(&request, code::MALFORMED_REQUEST, &text),
-            }
-        }
+        "bench_run" | "bench_sweep" | "bench_profile" => match jobs::Job::parse(kind, &request.body) {
+            Ok(job) => jobs.submit(request, job),
+            Err(text) => outbox.error(&request, code::MALFORMED_REQUEST, &text),
+        },
         other => outbox.error(
             &request,
             code::NOT_SUPPORTED,

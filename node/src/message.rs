@@ -36,35 +36,22 @@ pub enum Rejected {
 
 /// Parses one input line into a request with a `type`.
 pub fn parse(line: &str, received: Instant) -> Result<(Request, String), Rejected> {
-    let value: Value = serde_json::from_str(line)
-        .map_err(|e| Rejected::Log(format!("input is not JSON ({e}): {}", clip(line))))?;
+    let value: Value =
+        serde_json::from_str(line).map_err(|e| Rejected::Log(format!("input is not JSON ({e}): {}", clip(line))))?;
     let Value::Object(mut envelope) = value else {
-        return Err(Rejected::Log(format!(
-            "input is not a JSON object: {}",
-            clip(line)
-        )));
+        return Err(Rejected::Log(format!("input is not a JSON object: {}", clip(line))));
     };
-    let text_field = |envelope: &Map<String, Value>, name: &str| {
-        envelope
-            .get(name)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
+    let text_field =
+        |envelope: &Map<String, Value>, name: &str| envelope.get(name).and_then(Value::as_str).map(str::to_owned);
     let src = text_field(&envelope, "src");
     let dest = text_field(&envelope, "dest").unwrap_or_default();
     let body = match envelope.remove("body") {
         Some(Value::Object(body)) => body,
         Some(_) => {
-            return Err(Rejected::Log(format!(
-                "body is not an object: {}",
-                clip(line)
-            )));
+            return Err(Rejected::Log(format!("body is not an object: {}", clip(line))));
         }
         None => {
-            return Err(Rejected::Log(format!(
-                "message has no body: {}",
-                clip(line)
-            )));
+            return Err(Rejected::Log(format!("message has no body: {}", clip(line))));
         }
     };
     let msg_id = body.get("msg_id").and_then(Value::as_u64);
@@ -140,9 +127,7 @@ impl Outbox {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
         // A panic elsewhere must not silence the node.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Sends `body` (an object) in reply to `request`, adding `in_reply_to` and `msg_id`.
@@ -154,10 +139,7 @@ impl Outbox {
         body["in_reply_to"] = json!(request.msg_id);
         body["msg_id"] = json!(msg_id);
         // Before init we answer as whoever the request was addressed to.
-        let src = state
-            .node_id
-            .clone()
-            .unwrap_or_else(|| request.dest.clone());
+        let src = state.node_id.clone().unwrap_or_else(|| request.dest.clone());
         let message = json!({ "src": src, "dest": request.src, "body": body });
         let mut out = std::io::stdout().lock();
         let written = serde_json::to_writer(&mut out, &message)
@@ -172,9 +154,6 @@ impl Outbox {
     }
 
     pub fn error(&self, request: &Request, code: u64, text: &str) {
-        self.reply(
-            request,
-            json!({ "type": "error", "code": code, "text": text }),
-        );
+        self.reply(request, json!({ "type": "error", "code": code, "text": text }));
     }
 }

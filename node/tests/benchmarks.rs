@@ -10,11 +10,7 @@ fn assert_run_ok(reply: &Value, requests: u64) {
     assert_eq!(reply["type"], "bench_run_ok", "{reply}");
     assert_eq!(reply["requests"], requests, "{reply}");
     assert_eq!(reply["errors"], 0, "{reply}");
-    let p = |k: &str| {
-        reply[k]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{k} missing: {reply}"))
-    };
+    let p = |k: &str| reply[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {reply}"));
     assert!(p("throughput_rps") > 0.0);
     assert!(p("latency_p50_us") <= p("latency_p95_us"));
     assert!(p("latency_p95_us") <= p("latency_p99_us"));
@@ -90,10 +86,7 @@ fn duration_and_rate() {
     );
     assert_eq!(reply["type"], "bench_run_ok", "{reply}");
     let n = reply["requests"].as_u64().unwrap();
-    assert!(
-        (350..=650).contains(&n),
-        "1000/s for 0.5 s made {n} requests: {reply}"
-    );
+    assert!((350..=650).contains(&n), "1000/s for 0.5 s made {n} requests: {reply}");
     assert_eq!(reply["errors"], 0);
 }
 
@@ -106,10 +99,7 @@ fn sweep_rows_in_order() {
     );
     assert_eq!(reply["type"], "bench_sweep_ok", "{reply}");
     let rows = reply["results"].as_array().unwrap();
-    let levels: Vec<u64> = rows
-        .iter()
-        .map(|r| r["concurrency"].as_u64().unwrap())
-        .collect();
+    let levels: Vec<u64> = rows.iter().map(|r| r["concurrency"].as_u64().unwrap()).collect();
     assert_eq!(levels, [1, 5, 20]);
     for row in rows {
         assert!(row["throughput_rps"].as_f64().unwrap() > 0.0, "{row}");
@@ -168,11 +158,7 @@ fn corrupting_server() -> std::net::SocketAddr {
             let mut line = String::new();
             while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
                 served += 1;
-                let answer: &[u8] = if served == 10 {
-                    b"+PONF\r\n"
-                } else {
-                    b"+PONG\r\n"
-                };
+                let answer: &[u8] = if served == 10 { b"+PONF\r\n" } else { b"+PONG\r\n" };
                 if writer.write_all(answer).is_err() {
                     break;
                 }

@@ -51,26 +51,10 @@ fn bad_input_gets_errors_naming_the_field_and_the_node_keeps_serving() {
         (json!({"no_type": 1}), 12, "type"),
         (json!({"type": 7}), 12, "type"),
         (json!({"type": "frobnicate"}), 10, "frobnicate"),
-        (
-            json!({"type": "bench_run", "num_requests": "many"}),
-            12,
-            "num_requests",
-        ),
-        (
-            json!({"type": "bench_run", "num_requests": 0}),
-            12,
-            "num_requests",
-        ),
-        (
-            json!({"type": "bench_run", "num_requests": -5}),
-            12,
-            "num_requests",
-        ),
-        (
-            json!({"type": "bench_run", "num_requests": 2.5}),
-            12,
-            "num_requests",
-        ),
+        (json!({"type": "bench_run", "num_requests": "many"}), 12, "num_requests"),
+        (json!({"type": "bench_run", "num_requests": 0}), 12, "num_requests"),
+        (json!({"type": "bench_run", "num_requests": -5}), 12, "num_requests"),
+        (json!({"type": "bench_run", "num_requests": 2.5}), 12, "num_requests"),
         (
             json!({"type": "bench_run", "num_requests": 100_000_000_000u64}),
             12,
@@ -81,52 +65,28 @@ fn bad_input_gets_errors_naming_the_field_and_the_node_keeps_serving() {
             12,
             "payload_size_bytes",
         ),
-        (
-            json!({"type": "bench_run", "concurrency": 0}),
-            12,
-            "concurrency",
-        ),
+        (json!({"type": "bench_run", "concurrency": 0}), 12, "concurrency"),
         (
             json!({"type": "bench_run", "concurrency": 10_000_000}),
             12,
             "concurrency",
         ),
-        (
-            json!({"type": "bench_run", "concurrency": [1]}),
-            12,
-            "concurrency",
-        ),
-        (
-            json!({"type": "bench_run", "command": "DELETE *"}),
-            12,
-            "command",
-        ),
+        (json!({"type": "bench_run", "concurrency": [1]}), 12, "concurrency"),
+        (json!({"type": "bench_run", "command": "DELETE *"}), 12, "command"),
         (
             json!({"type": "bench_run", "connection": "sometimes"}),
             12,
             "connection",
         ),
-        (
-            json!({"type": "bench_run", "server": "fork-bomb"}),
-            12,
-            "server",
-        ),
+        (json!({"type": "bench_run", "server": "fork-bomb"}), 12, "server"),
         (json!({"type": "bench_run", "rate": -1}), 12, "rate"),
-        (
-            json!({"type": "bench_run", "duration_ms": 0}),
-            12,
-            "duration_ms",
-        ),
+        (json!({"type": "bench_run", "duration_ms": 0}), 12, "duration_ms"),
         (
             json!({"type": "bench_run", "target": "10.0.0.1:80", "request": "x", "response": "y"}),
             12,
             "target",
         ),
-        (
-            json!({"type": "bench_run", "target": "127.0.0.1:6379"}),
-            12,
-            "request",
-        ),
+        (json!({"type": "bench_run", "target": "127.0.0.1:6379"}), 12, "request"),
         (
             json!({"type": "bench_sweep", "concurrency_levels": []}),
             12,
@@ -137,11 +97,7 @@ fn bad_input_gets_errors_naming_the_field_and_the_node_keeps_serving() {
             12,
             "concurrency_levels[1]",
         ),
-        (
-            json!({"type": "bench_profile", "mode": "magic"}),
-            12,
-            "mode",
-        ),
+        (json!({"type": "bench_profile", "mode": "magic"}), 12, "mode"),
         (json!({"type": "init"}), 12, "node_id"),
         (json!({"type": "echo"}), 12, "echo"),
     ];

@@ -9,9 +9,7 @@ const PARTS: [&str; 5] = ["accept", "read", "process", "write", "overhead"];
 #[test]
 fn seed_profile_breakdown_sums_to_100() {
     let mut node = Node::start();
-    node.send_line(
-        r#"{"src":"c1","dest":"n1","body":{"type":"bench_profile","msg_id":2,"num_requests":50}}"#,
-    );
+    node.send_line(r#"{"src":"c1","dest":"n1","body":{"type":"bench_profile","msg_id":2,"num_requests":50}}"#);
     let reply = node.recv(ms(5000));
     let body = &reply["body"];
     assert_eq!(body["type"], "bench_profile_ok", "{body}");
@@ -20,14 +18,8 @@ fn seed_profile_breakdown_sums_to_100() {
         .iter()
         .map(|p| body["breakdown"][format!("{p}_pct")].as_f64().unwrap())
         .sum();
-    assert!(
-        (sum - 100.0).abs() <= 0.1,
-        "breakdown sums to {sum}: {body}"
-    );
-    assert!(
-        PARTS.contains(&body["bottleneck"].as_str().unwrap()),
-        "{body}"
-    );
+    assert!((sum - 100.0).abs() <= 0.1, "breakdown sums to {sum}: {body}");
+    assert!(PARTS.contains(&body["bottleneck"].as_str().unwrap()), "{body}");
     assert!(
         ["kprobe", "tracepoint"].contains(&body["mode"].as_str().unwrap()),
         "{body}"
@@ -36,10 +28,7 @@ fn seed_profile_breakdown_sums_to_100() {
         body["fallback_reasons"].is_array() && body["window_ms"].is_u64(),
         "{body}"
     );
-    assert!(
-        body["context_switches"]["voluntary"].is_u64()
-            && body["context_switches"]["involuntary"].is_u64()
-    );
+    assert!(body["context_switches"]["voluntary"].is_u64() && body["context_switches"]["involuntary"].is_u64());
     for class in ["accept", "read", "write", "other"] {
         for field in [
             "calls",
@@ -60,14 +49,11 @@ fn seed_profile_breakdown_sums_to_100() {
     // The bench_run half of the reply.
     assert_eq!(body["requests"], 50, "{body}");
     assert_eq!(body["errors"], 0, "{body}");
-    assert!(
-        body["classes"]["write"]["calls"].as_u64().unwrap() >= 50,
-        "{body}"
-    );
+    assert!(body["classes"]["write"]["calls"].as_u64().unwrap() >= 50, "{body}");
 }
 
 #[test]
-fn a_forced_mode_that_cannot_run_is_error_11_with_the_reason() {
+fn forced_modes_run_or_fail_with_error_11_and_the_reason() {
     let mut node = Node::start();
     let reply = node.call(
         json!({"type": "bench_profile", "num_requests": 20, "mode": "userspace"}),
@@ -86,10 +72,7 @@ fn a_forced_mode_that_cannot_run_is_error_11_with_the_reason() {
     } else {
         assert_eq!(reply["type"], "error", "{reply}");
         assert_eq!(reply["code"], 11, "{reply}");
-        assert!(
-            reply["text"].as_str().unwrap().contains("kprobe"),
-            "{reply}"
-        );
+        assert!(reply["text"].as_str().unwrap().contains("kprobe"), "{reply}");
     }
     let reply = node.call(
         json!({"type": "bench_profile", "num_requests": 20, "mode": "tracepoint"}),
@@ -121,10 +104,7 @@ fn our_programs() -> usize {
     ];
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
-        .filter(|p| {
-            p.name_as_str()
-                .is_some_and(|n| OURS.iter().any(|o| n.starts_with(o)))
-        })
+        .filter(|p| p.name_as_str().is_some_and(|n| OURS.iter().any(|o| n.starts_with(o))))
         .count()
 }
 
@@ -157,28 +137,17 @@ fn programs_and_server_are_gone_after_a_profile_and_after_the_node_is_killed() {
     wait_until("programs of earlier tests gone", || our_programs() == 0);
     let (programs, servers) = (0, bench_servers());
     let mut node = Node::start();
-    let reply = node.call(
-        json!({"type": "bench_profile", "num_requests": 200}),
-        ms(10_000),
-    );
+    let reply = node.call(json!({"type": "bench_profile", "num_requests": 200}), ms(10_000));
     assert_eq!(reply["type"], "bench_profile_ok", "{reply}");
-    wait_until("programs unloaded after the profile", || {
-        our_programs() == programs
-    });
+    wait_until("programs unloaded after the profile", || our_programs() == programs);
 
     node.send(json!({"type": "bench_profile", "duration_ms": 5000, "concurrency": 2}));
-    wait_until("programs attached during the profile", || {
-        our_programs() > programs
-    });
+    wait_until("programs attached during the profile", || our_programs() > programs);
     assert!(bench_servers() > servers, "the profiled server runs");
     let pid = node.pid();
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
     drop(node);
-    wait_until("programs unloaded after SIGKILL", || {
-        our_programs() == programs
-    });
-    wait_until("bench-server stopped after SIGKILL", || {
-        bench_servers() == servers
-    });
+    wait_until("programs unloaded after SIGKILL", || our_programs() == programs);
+    wait_until("bench-server stopped after SIGKILL", || bench_servers() == servers);
 }

@@ -166,11 +166,7 @@ pub fn hist_bucket(ns: u64) -> usize {
         return 0;
     }
     let b = 63 - ns.leading_zeros() as usize;
-    if b >= HIST_BUCKETS {
-        HIST_BUCKETS - 1
-    } else {
-        b
-    }
+    if b >= HIST_BUCKETS { HIST_BUCKETS - 1 } else { b }
 }
 
 /// Names of the maps and programs, shared so the loader cannot misspell them.

@@ -16,9 +16,8 @@ use aya_ebpf::{
     programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use profiler_common::{
-    CLASS_COUNT, CONTEXT_COUNT, CONTEXT_UNKNOWN, CONTEXT_USER, ClassTotals, SCHED_BLOCKED,
-    SCHED_ONCPU, SCHED_RUNQ, SchedTotals, SyscallClass, TaskOffsets, ThreadState, classify,
-    hist_bucket,
+    CLASS_COUNT, CONTEXT_COUNT, CONTEXT_UNKNOWN, CONTEXT_USER, ClassTotals, SCHED_BLOCKED, SCHED_ONCPU, SCHED_RUNQ,
+    SchedTotals, SyscallClass, TaskOffsets, ThreadState, classify, hist_bucket,
 };
 
 /// The process to account; set by the loader before load (0 matches nothing real).
@@ -30,8 +29,7 @@ static TARGET_TGID: u32 = 0;
 static TASK_OFFSETS: TaskOffsets = TaskOffsets { pid: 0, tgid: 0 };
 
 #[map]
-static CONTEXT_TOTALS: PerCpuArray<ClassTotals> =
-    PerCpuArray::with_max_entries(CONTEXT_COUNT as u32, 0);
+static CONTEXT_TOTALS: PerCpuArray<ClassTotals> = PerCpuArray::with_max_entries(CONTEXT_COUNT as u32, 0);
 
 #[map]
 static SCHED_TOTALS: PerCpuArray<SchedTotals> = PerCpuArray::with_max_entries(1, 0);
@@ -57,15 +55,11 @@ fn current_target_tid() -> Option<u32> {
 #[inline(always)]
 fn task_target_tid(task: *const u8) -> Option<u32> {
     let offsets = unsafe { core::ptr::read_volatile(&TASK_OFFSETS) };
-    let tgid =
-        unsafe { bpf_probe_read_kernel(task.wrapping_add(offsets.tgid as usize) as *const i32) }
-            .ok()?;
+    let tgid = unsafe { bpf_probe_read_kernel(task.wrapping_add(offsets.tgid as usize) as *const i32) }.ok()?;
     if tgid as u32 != target() {
         return None;
     }
-    let pid =
-        unsafe { bpf_probe_read_kernel(task.wrapping_add(offsets.pid as usize) as *const i32) }
-            .ok()?;
+    let pid = unsafe { bpf_probe_read_kernel(task.wrapping_add(offsets.pid as usize) as *const i32) }.ok()?;
     Some(pid as u32)
 }
 
@@ -76,9 +70,7 @@ fn now() -> u64 {
 
 #[inline(always)]
 fn totals(context: u32) -> Option<&'static mut ClassTotals> {
-    CONTEXT_TOTALS
-        .get_ptr_mut(context)
-        .map(|p| unsafe { &mut *p })
+    CONTEXT_TOTALS.get_ptr_mut(context).map(|p| unsafe { &mut *p })
 }
 
 /// Adds `ns` spent in `sched` state to `context`'s totals.
@@ -212,8 +204,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         Some(state) if state.context < CLASS_COUNT as u32 => state.context,
         _ => {
             let regs: *const u8 = ctx.arg(0);
-            let nr = unsafe { bpf_probe_read_kernel(regs.wrapping_add(120) as *const i64) }
-                .unwrap_or(-1);
+            let nr = unsafe { bpf_probe_read_kernel(regs.wrapping_add(120) as *const i64) }.unwrap_or(-1);
             classify(nr) as u32
         }
     };
@@ -260,11 +251,7 @@ pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
         let prev_state: u64 = ctx.arg(3);
         // Preempted, or yielded while runnable (TASK_RUNNING == 0): it waits in the run queue.
         let involuntary = preempt & 1 != 0 || prev_state as u32 == 0;
-        let sched = if involuntary {
-            SCHED_RUNQ
-        } else {
-            SCHED_BLOCKED
-        };
+        let sched = if involuntary { SCHED_RUNQ } else { SCHED_BLOCKED };
         match thread(tid) {
             Some(state) => {
                 charge(state, now);

@@ -67,14 +67,7 @@ impl FromStr for Requested {
 pub const KPROBE_SYSCALLS: [&[&str]; 4] = [
     &["accept", "accept4"],
     &["read", "readv", "recvfrom", "recvmsg", "recvmmsg"],
-    &[
-        "write",
-        "writev",
-        "sendto",
-        "sendmsg",
-        "sendmmsg",
-        "sendfile64",
-    ],
+    &["write", "writev", "sendto", "sendmsg", "sendmmsg", "sendfile64"],
     &[
         "epoll_wait",
         "epoll_pwait",
@@ -181,14 +174,8 @@ fn attach_mode(tgid: u32, mode: Mode) -> Result<Ebpf> {
         .override_global(names::TARGET_TGID, &tgid, true)
         .override_global(names::TASK_OFFSETS, &offsets, true)
         .load(EBPF_OBJECT)
-        .context(
-            "loading the eBPF object into the kernel (needs root, or CAP_BPF and CAP_PERFMON)",
-        )?;
-    for program in [
-        names::SCHED_SWITCH,
-        names::SCHED_WAKEUP,
-        names::SCHED_PROCESS_EXIT,
-    ] {
+        .context("loading the eBPF object into the kernel (needs root, or CAP_BPF and CAP_PERFMON)")?;
+    for program in [names::SCHED_SWITCH, names::SCHED_WAKEUP, names::SCHED_PROCESS_EXIT] {
         attach_raw_tracepoint(&mut ebpf, program)?;
     }
     match mode {
@@ -216,8 +203,7 @@ pub fn kernel_has_kprobes() -> bool {
 /// Program names equal their raw tracepoint's name.
 fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str) -> Result<()> {
     let prog: &mut RawTracePoint = program(ebpf, name)?.try_into()?;
-    prog.load()
-        .with_context(|| format!("verifier rejected {name}"))?;
+    prog.load().with_context(|| format!("verifier rejected {name}"))?;
     prog.attach(name)
         .with_context(|| format!("attaching {name} to raw tracepoint {name}"))?;
     Ok(())
@@ -234,8 +220,7 @@ fn attach_kprobes(ebpf: &mut Ebpf) -> Result<()> {
         let (enter, exit) = names::KPROBES[class as usize];
         for (name, is_return) in [(enter, false), (exit, true)] {
             let prog: &mut KProbe = program(ebpf, name)?.try_into()?;
-            prog.load()
-                .with_context(|| format!("verifier rejected {name}"))?;
+            prog.load().with_context(|| format!("verifier rejected {name}"))?;
             for syscall in KPROBE_SYSCALLS[class as usize] {
                 let symbol = format!("__x64_sys_{syscall}");
                 if !present(&symbol) {

@@ -1,13 +1,15 @@
 //! A benchmark session: a bench-server child (or a loopback target), the load generator against
 //! it, and optionally the profiler attached to the server process alone. The node and the
 //! `profiler bench` command are two front ends to these functions.
-use crate::{Breakdown, Requested, Session};
+use crate::{AttachError, Breakdown, Mode, Requested, Session, Totals};
 use anyhow::{Context, Result};
 use bench::load::{LoadConfig, LoadReport};
+use bench::server::selftime::{SelfTimes, StepTotals};
 use bench::server::{Model, ServerChild};
+use profiler_common::{CONTEXT_USER, ClassTotals, SyscallClass};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What to load and how.
 #[derive(Clone, Debug)]
@@ -42,47 +44,65 @@ impl Benchmark {
     }
 
     /// One run per concurrency level, in order, against the same server.
-    pub fn sweep(
-        &self,
-        levels: &[usize],
-        mut progress: impl FnMut(usize, &LoadReport),
-    ) -> Result<Vec<LoadReport>> {
+    pub fn sweep(&self, levels: &[usize], mut progress: impl FnMut(usize, &LoadReport)) -> Result<Vec<LoadReport>> {
         let (_server, addr) = self.start_server()?;
         let mut reports = Vec::with_capacity(levels.len());
         for &level in levels {
-            let report = bench::load::run(&self.load_at(addr, level))
-                .with_context(|| format!("at concurrency {level}"))?;
+            let report =
+                bench::load::run(&self.load_at(addr, level)).with_context(|| format!("at concurrency {level}"))?;
             progress(level, &report);
             reports.push(report);
         }
         Ok(reports)
     }
 
-    /// One load run with the server's threads profiled over exactly the run.
+    /// One load run with the server's threads profiled over exactly the run: in an eBPF mode,
+    /// or in userspace mode (the server times itself) when asked or when no eBPF mode attaches.
     pub fn profile(&self, requested: Requested) -> Result<(LoadReport, Breakdown), ProfileError> {
         if self.target.is_some() {
             return Err(ProfileError::Failed(anyhow::anyhow!(
                 "a target is not our child: profile it with `profiler profile --pid`"
             )));
         }
-        let (server, addr) = self.start_server()?;
-        let pid = server
-            .as_ref()
-            .map(ServerChild::pid)
-            .expect("started above");
-        let session = Session::attach(pid, requested)
-            .map_err(|e| ProfileError::Unavailable(e.to_string()))?;
-        let start = Instant::now();
-        let report = bench::load::run(&self.load_at(addr, self.load.concurrency))?;
-        let totals = session.read_totals()?;
-        let window = start.elapsed();
-        let breakdown = Breakdown::new(
-            &totals,
-            session.mode,
-            session.fallback_reasons.clone(),
-            window,
-        );
-        Ok((report, breakdown))
+        let exe = bench_server_exe()?;
+        // Self-timing stays off until asked for, so it costs an eBPF-profiled run nothing.
+        let self_timed = !self.server.forks_workers();
+        let mut server = if self_timed {
+            bench::server::spawn_self_timed(&exe, self.server, self.server_cpus.as_deref())?
+        } else {
+            bench::server::spawn_child(&exe, self.server, self.server_cpus.as_deref())?
+        };
+        let load = self.load_at(server.addr(), self.load.concurrency);
+        let reasons = match Session::attach(server.pid(), requested) {
+            Ok(session) => {
+                let start = Instant::now();
+                let report = bench::load::run(&load)?;
+                settle();
+                let totals = session.read_totals()?;
+                let breakdown =
+                    Breakdown::new(&totals, session.mode, session.fallback_reasons.clone(), start.elapsed());
+                return Ok((report, breakdown));
+            }
+            Err(AttachError { reasons }) => reasons,
+        };
+        let userspace_allowed = matches!(requested, Requested::Auto | Requested::Only(Mode::Userspace));
+        if !userspace_allowed || !self_timed {
+            let why = if self_timed {
+                String::new()
+            } else {
+                format!("; {} cannot time itself", self.server)
+            };
+            return Err(ProfileError::Unavailable(format!("{}{why}", AttachError { reasons })));
+        }
+        server.reset_self_times()?;
+        let report = bench::load::run(&load)?;
+        settle();
+        let times = server.self_times()?;
+        let window = Duration::from_nanos(times.window_ns);
+        Ok((
+            report,
+            Breakdown::new(&userspace_totals(&times), Mode::Userspace, reasons, window),
+        ))
     }
 
     fn load_at(&self, target: SocketAddr, concurrency: usize) -> LoadConfig {
@@ -98,14 +118,41 @@ impl Benchmark {
         if let Some(target) = self.target {
             return Ok((None, target));
         }
-        let child = bench::server::spawn_child(
-            &bench_server_exe()?,
-            self.server,
-            self.server_cpus.as_deref(),
-        )?;
+        let child = bench::server::spawn_child(&bench_server_exe()?, self.server, self.server_cpus.as_deref())?;
         let addr = child.addr();
         Ok((Some(child), addr))
     }
+}
+
+/// The client can read the last response before the server's write call has returned and been
+/// counted: give the server that moment before reading its totals.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(20));
+}
+
+/// The server's own wall-clock timings in the shape of kernel totals: accept, read and write
+/// steps as their classes, processing as user space, and the rest of the process's CPU time
+/// (getrusage) as other syscalls.
+fn userspace_totals(t: &SelfTimes) -> Totals {
+    let class = |s: &StepTotals| ClassTotals {
+        calls: s.calls,
+        errors: s.errors,
+        total_ns: s.ns,
+        oncpu_ns: s.ns,
+        bytes: s.bytes,
+        hist: s.hist,
+        ..ClassTotals::ZERO
+    };
+    let mut totals = Totals::default();
+    totals.contexts[SyscallClass::Accept as usize] = class(&t.accept);
+    totals.contexts[SyscallClass::Read as usize] = class(&t.read);
+    totals.contexts[SyscallClass::Write as usize] = class(&t.write);
+    totals.contexts[CONTEXT_USER as usize].oncpu_ns = t.process.ns;
+    let timed = t.accept.ns + t.read.ns + t.write.ns + t.process.ns;
+    totals.contexts[SyscallClass::Other as usize].oncpu_ns = t.cpu_ns.saturating_sub(timed);
+    totals.sched.voluntary = t.voluntary_switches;
+    totals.sched.involuntary = t.involuntary_switches;
+    totals
 }
 
 /// By default the server gets core 0 and the load generator the others, so that they do not take

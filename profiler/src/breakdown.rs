@@ -77,12 +77,7 @@ pub struct ClassReport {
 pub const PARTS: [&str; 5] = ["accept", "read", "process", "write", "overhead"];
 
 impl Breakdown {
-    pub fn new(
-        totals: &Totals,
-        mode: Mode,
-        fallback_reasons: Vec<String>,
-        window: Duration,
-    ) -> Breakdown {
+    pub fn new(totals: &Totals, mode: Mode, fallback_reasons: Vec<String>, window: Duration) -> Breakdown {
         let oncpu = |class: SyscallClass| totals.class(class).oncpu_ns;
         let runq_ns: u64 = totals.contexts.iter().map(|c| c.runq_ns).sum();
         let parts_ns = [
@@ -222,10 +217,7 @@ mod tests {
         ] {
             let p = percentages(parts);
             let sum: f64 = p.iter().sum();
-            assert!(
-                (sum - 100.0).abs() < 1e-9,
-                "{parts:?} -> {p:?} sums to {sum}"
-            );
+            assert!((sum - 100.0).abs() < 1e-9, "{parts:?} -> {p:?} sums to {sum}");
         }
         assert_eq!(percentages([0; 5]), [0.0; 5]);
         assert_eq!(percentages([1, 1, 0, 0, 2]), [25.0, 25.0, 0.0, 0.0, 50.0]);
@@ -252,11 +244,7 @@ mod tests {
         let b = Breakdown::new(&totals, Mode::Tracepoint, vec![], Duration::from_millis(5));
         assert_eq!(b.bottleneck, "write");
         assert_eq!(b.breakdown.read_pct, 0.0);
-        assert!(
-            (b.breakdown.overhead_pct - 33.3).abs() < 0.051,
-            "{:?}",
-            b.breakdown
-        );
+        assert!((b.breakdown.overhead_pct - 33.3).abs() < 0.051, "{:?}", b.breakdown);
         let idle = Breakdown::new(&Totals::default(), Mode::Tracepoint, vec![], Duration::ZERO);
         assert_eq!(idle.bottleneck, "none");
     }

@@ -10,26 +10,18 @@ const KIND_STRUCT: u32 = 4;
 /// Reads the offsets from the running kernel's BTF.
 pub fn task_offsets() -> Result<TaskOffsets> {
     let path = "/sys/kernel/btf/vmlinux";
-    let data = std::fs::read(path)
-        .with_context(|| format!("reading {path} (kernel built without BTF?)"))?;
+    let data = std::fs::read(path).with_context(|| format!("reading {path} (kernel built without BTF?)"))?;
     task_offsets_from(&data).with_context(|| format!("finding task_struct.pid/tgid in {path}"))
 }
 
 pub fn task_offsets_from(data: &[u8]) -> Result<TaskOffsets> {
-    let u16_at = |at: usize| {
-        data.get(at..at + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
+    let u16_at = |at: usize| data.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
     let u32_at = |at: usize| {
         data.get(at..at + 4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
     ensure!(u16_at(0) == Some(MAGIC), "not little-endian BTF");
-    let field = |at: usize| {
-        u32_at(at)
-            .map(|v| v as usize)
-            .context("truncated BTF header")
-    };
+    let field = |at: usize| u32_at(at).map(|v| v as usize).context("truncated BTF header");
     let (hdr_len, type_off, type_len, str_off) = (field(4)?, field(8)?, field(12)?, field(16)?);
     let types = hdr_len + type_off;
     let strings = hdr_len + str_off;
@@ -81,7 +73,7 @@ fn extra_len(kind: u32, vlen: usize) -> Result<usize> {
         3 => 12,                      // ARRAY
         4 | 5 | 15 | 19 => 12 * vlen, // STRUCT, UNION, DATASEC, ENUM64
         6 | 13 => 8 * vlen,           // ENUM, FUNC_PROTO
-        2 | 7..=12 | 16 | 18 => 0, // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG
+        2 | 7..=12 | 16 | 18 => 0,    // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG
         other => bail!("unknown BTF kind {other}"),
     })
 }

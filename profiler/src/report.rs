@@ -78,12 +78,7 @@ pub fn load_table(r: &bench::load::LoadReport) -> String {
     let _ = writeln!(
         out,
         "latency us{corrected}: p50 {}  p95 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
-        r.latency_p50_us,
-        r.latency_p95_us,
-        r.latency_p99_us,
-        r.latency_p999_us,
-        r.latency_max_us,
-        r.latency_mean_us
+        r.latency_p50_us, r.latency_p95_us, r.latency_p99_us, r.latency_p999_us, r.latency_max_us, r.latency_mean_us
     );
     if let Some(u) = &r.latency_uncorrected {
         let _ = writeln!(
@@ -92,11 +87,7 @@ pub fn load_table(r: &bench::load::LoadReport) -> String {
             u.p50_us, u.p95_us, u.p99_us, u.p999_us, u.max_us
         );
     }
-    let _ = writeln!(
-        out,
-        "bytes: {} sent, {} received",
-        r.bytes_sent, r.bytes_received
-    );
+    let _ = writeln!(out, "bytes: {} sent, {} received", r.bytes_sent, r.bytes_received);
     for w in &r.workers {
         let cpu = w.cpu.map_or("?".into(), |c| c.to_string());
         let _ = writeln!(

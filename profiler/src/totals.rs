@@ -2,9 +2,7 @@
 use crate::Session;
 use anyhow::{Context, Result};
 use aya::maps::PerCpuArray;
-use profiler_common::{
-    CONTEXT_COUNT, CONTEXT_USER, ClassTotals, HIST_BUCKETS, SchedTotals, SyscallClass, names,
-};
+use profiler_common::{CONTEXT_COUNT, CONTEXT_USER, ClassTotals, HIST_BUCKETS, SchedTotals, SyscallClass, names};
 
 /// What the kernel counted for the target since attach, summed over CPUs.
 #[derive(Clone, Debug, Default)]
@@ -33,16 +31,14 @@ impl Session {
     /// Sums the per-CPU totals. Can be called while the programs keep counting.
     pub fn read_totals(&self) -> Result<Totals> {
         let mut totals = Totals::default();
-        let contexts: PerCpuArray<_, ClassTotals> =
-            PerCpuArray::try_from(self.map(names::CONTEXT_TOTALS)?)?;
+        let contexts: PerCpuArray<_, ClassTotals> = PerCpuArray::try_from(self.map(names::CONTEXT_TOTALS)?)?;
         for (i, sum) in totals.contexts.iter_mut().enumerate() {
             let per_cpu = contexts
                 .get(&(i as u32), 0)
                 .with_context(|| format!("reading CONTEXT_TOTALS[{i}]"))?;
             per_cpu.iter().for_each(|cpu| add(sum, cpu));
         }
-        let sched: PerCpuArray<_, SchedTotals> =
-            PerCpuArray::try_from(self.map(names::SCHED_TOTALS)?)?;
+        let sched: PerCpuArray<_, SchedTotals> = PerCpuArray::try_from(self.map(names::SCHED_TOTALS)?)?;
         for cpu in sched.get(&0, 0).context("reading SCHED_TOTALS")?.iter() {
             totals.sched.voluntary += cpu.voluntary;
             totals.sched.involuntary += cpu.involuntary;

@@ -33,23 +33,13 @@ pub fn run(connections: u64, messages: u64) -> Result<()> {
     let request = [b'x'; MESSAGE];
     let mut buf = [0u8; MESSAGE];
     for _ in 0..connections {
-        let mut client =
-            TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+        let mut client = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
         let (mut server, _) = listener.accept().context("accept")?;
         for _ in 0..messages {
-            ensure!(
-                client.write(&request)? == MESSAGE,
-                "short write to the server"
-            );
-            ensure!(
-                server.read(&mut buf)? == MESSAGE,
-                "short read in the server"
-            );
+            ensure!(client.write(&request)? == MESSAGE, "short write to the server");
+            ensure!(server.read(&mut buf)? == MESSAGE, "short read in the server");
             ensure!(server.write(&buf)? == MESSAGE, "short write to the client");
-            ensure!(
-                client.read(&mut buf)? == MESSAGE,
-                "short read in the client"
-            );
+            ensure!(client.read(&mut buf)? == MESSAGE, "short read in the client");
         }
     }
     Ok(())
@@ -61,9 +51,7 @@ pub fn run(connections: u64, messages: u64) -> Result<()> {
 pub fn run_as_child(connections: u64, messages: u64) -> Result<()> {
     let mut stdin = std::io::stdin().lock();
     let mut line = String::new();
-    stdin
-        .read_line(&mut line)
-        .context("waiting for the go line")?;
+    stdin.read_line(&mut line).context("waiting for the go line")?;
     run(connections, messages)?;
     println!("done");
     std::io::stdout().flush()?;
@@ -92,11 +80,7 @@ impl Child {
             .with_context(|| format!("starting {} workload", exe.display()))?;
         let stdin = child.stdin.take();
         let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
-        Ok(Child {
-            child,
-            stdin,
-            stdout,
-        })
+        Ok(Child { child, stdin, stdout })
     }
 
     pub fn pid(&self) -> u32 {
@@ -108,9 +92,7 @@ impl Child {
         let stdin = self.stdin.as_mut().expect("stdin is open until finish");
         stdin.write_all(b"go\n").context("starting the workload")?;
         let mut line = String::new();
-        self.stdout
-            .read_line(&mut line)
-            .context("waiting for the workload")?;
+        self.stdout.read_line(&mut line).context("waiting for the workload")?;
         ensure!(line.trim() == "done", "workload failed (said {line:?})");
         Ok(())
     }
@@ -118,10 +100,7 @@ impl Child {
     /// Lets the process exit and checks that it succeeded.
     pub fn finish(mut self) -> Result<()> {
         drop(self.stdin.take());
-        let status = self
-            .child
-            .wait()
-            .context("waiting for the workload to exit")?;
+        let status = self.child.wait().context("waiting for the workload to exit")?;
         ensure!(status.success(), "workload exited with {status}");
         Ok(())
     }

@@ -26,10 +26,19 @@ struct Args {
     /// Pin the server (every thread it starts) to these CPUs, e.g. `0` or `0,1`.
     #[arg(long, value_delimiter = ',')]
     cpus: Vec<usize>,
+    /// Answer `reset` (start timing our own accept, read, process and write steps: userspace
+    /// profiling mode) and `stats` lines on stdin.
+    #[arg(long)]
+    self_timing: bool,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    anyhow::ensure!(
+        !(args.self_timing && args.model.forks_workers()),
+        "--self-timing needs a single-process model; {} serves from worker processes",
+        args.model
+    );
     // Not fatal: the server still works, just for fewer connections.
     if let Err(e) = bench::raise_nofile_limit() {
         eprintln!("warning: {e:#}");
@@ -44,6 +53,12 @@ fn main() -> Result<()> {
     writeln!(stdout, "listening on {addr}").context("writing the listening line")?;
     stdout.flush().context("flushing stdout")?;
     drop(stdout);
+    if args.self_timing {
+        std::thread::Builder::new()
+            .name("self-timing".into())
+            .spawn(bench::server::selftime::serve_control)
+            .context("starting the self-timing control thread")?;
+    }
     args.model
         .serve(listener)
         .with_context(|| format!("{} server on {addr}", args.model))

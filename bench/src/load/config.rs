@@ -54,16 +54,11 @@ impl Command {
             let [_, n] = words[..] else {
                 bail!("expected `{name} <n>`, got {spec:?}")
             };
-            let n: u64 = n
-                .parse()
-                .map_err(|_| anyhow::anyhow!("bad number in {spec:?}"))?;
+            let n: u64 = n.parse().map_err(|_| anyhow::anyhow!("bad number in {spec:?}"))?;
             ensure!(n <= max, "{name} {n} is above the limit of {max}");
             Ok(n)
         };
-        let verb = words
-            .first()
-            .map(|w| w.to_ascii_uppercase())
-            .unwrap_or_default();
+        let verb = words.first().map(|w| w.to_ascii_uppercase()).unwrap_or_default();
         let command = match verb.as_str() {
             "ECHO" if words.len() == 1 => Command::Echo { payload_size },
             "PING" if words.len() == 1 => Command::Ping,
@@ -113,9 +108,7 @@ impl Command {
         match self {
             Command::Custom { response, .. } => Expected::Exact(response.clone()),
             // Echo's response is its payload; parse the request back to get it.
-            Command::Echo { .. } => {
-                protocol::expected_response(&protocol::parse(&self.request_bytes()))
-            }
+            Command::Echo { .. } => protocol::expected_response(&protocol::parse(&self.request_bytes())),
             other => protocol::expected_response(&other.request()),
         }
     }
@@ -256,10 +249,7 @@ impl LoadConfig {
             "set a request count or a duration"
         );
         ensure!(self.requests != Some(0), "requests must be at least 1");
-        ensure!(
-            self.duration != Some(Duration::ZERO),
-            "duration must be above zero"
-        );
+        ensure!(self.duration != Some(Duration::ZERO), "duration must be above zero");
         if let Some(rate) = self.rate {
             ensure!(
                 rate.is_finite() && rate >= MIN_RATE,
@@ -287,9 +277,7 @@ impl LoadConfig {
 
     pub fn effective_max_time(&self) -> Duration {
         self.max_time.unwrap_or_else(|| {
-            self.duration.unwrap_or(DEFAULT_MAX_RUN)
-                + self.effective_request_timeout()
-                + HARD_LIMIT_SLACK
+            self.duration.unwrap_or(DEFAULT_MAX_RUN) + self.effective_request_timeout() + HARD_LIMIT_SLACK
         })
     }
 
@@ -322,10 +310,7 @@ mod tests {
             Expected::Exact(b"\n".to_vec())
         );
         assert_eq!(Command::Ping.request_bytes(), b"PING\n");
-        assert_eq!(
-            Command::Wait(5).expected(),
-            Expected::Exact(b"DONE\n".to_vec())
-        );
+        assert_eq!(Command::Wait(5).expected(), Expected::Exact(b"DONE\n".to_vec()));
         assert_eq!(Command::Stream(9).request_bytes(), b"STREAM 9\n");
         assert_eq!(Command::Stream(9).expected(), Expected::Stream(9));
         let burn = Command::Burn(10).expected();
@@ -337,16 +322,10 @@ mod tests {
 
     #[test]
     fn parses_command_specs() {
-        assert_eq!(
-            Command::parse("ECHO", 8).unwrap(),
-            Command::Echo { payload_size: 8 }
-        );
+        assert_eq!(Command::parse("ECHO", 8).unwrap(), Command::Echo { payload_size: 8 });
         assert_eq!(Command::parse("ping", 8).unwrap(), Command::Ping);
         assert_eq!(Command::parse("BURN 100", 8).unwrap(), Command::Burn(100));
-        assert_eq!(
-            Command::parse(" STREAM  7 ", 8).unwrap(),
-            Command::Stream(7)
-        );
+        assert_eq!(Command::parse(" STREAM  7 ", 8).unwrap(), Command::Stream(7));
         assert_eq!(Command::parse("WAIT 20", 8).unwrap(), Command::Wait(20));
         for bad in [
             "",
@@ -434,15 +413,8 @@ mod tests {
             ..LoadConfig::new(local(), Command::Wait(2000))
         };
         assert_eq!(config.effective_request_timeout(), Duration::from_secs(12));
-        assert_eq!(
-            config.effective_max_time(),
-            Duration::from_secs(60 + 12 + 5)
-        );
-        assert_eq!(
-            config.effective_threads(),
-            1,
-            "never more threads than connections"
-        );
+        assert_eq!(config.effective_max_time(), Duration::from_secs(60 + 12 + 5));
+        assert_eq!(config.effective_threads(), 1, "never more threads than connections");
         let config = LoadConfig {
             concurrency: 100,
             threads: Some(3),

@@ -40,13 +40,8 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport> {
     let shares = (0..threads).map(|index| Share {
         index,
         conns: slice(config.concurrency, threads, index),
-        budget: config
-            .requests
-            .map(|n| slice(n as usize, threads, index).len() as u64),
-        cpu: config
-            .client_cpus
-            .as_ref()
-            .map(|cpus| cpus[index % cpus.len()]),
+        budget: config.requests.map(|n| slice(n as usize, threads, index).len() as u64),
+        cpu: config.client_cpus.as_ref().map(|cpus| cpus[index % cpus.len()]),
     });
     let results: Vec<Result<Option<worker::Outcome>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = shares

@@ -51,9 +51,7 @@ impl LatencyHistogram {
 
     pub fn merge(&mut self, other: &LatencyHistogram) {
         // Both auto-resize, so adding cannot run out of range.
-        self.hist
-            .add(&other.hist)
-            .expect("auto-resizing histograms add");
+        self.hist.add(&other.hist).expect("auto-resizing histograms add");
     }
 
     /// Number of recorded latencies.
@@ -98,11 +96,7 @@ impl LatencyHistogram {
     }
 
     pub fn mean_us(&self) -> f64 {
-        if self.is_empty() {
-            0.0
-        } else {
-            self.hist.mean()
-        }
+        if self.is_empty() { 0.0 } else { self.hist.mean() }
     }
 
     pub fn summary(&self) -> Latency {

@@ -15,8 +15,7 @@ mod stats;
 mod worker;
 
 pub use config::{
-    Command, ConnectionMode, DEFAULT_MAX_RUN, DEFAULT_REQUEST_TIMEOUT, LoadConfig, MAX_CONCURRENCY,
-    MIN_RATE,
+    Command, ConnectionMode, DEFAULT_MAX_RUN, DEFAULT_REQUEST_TIMEOUT, LoadConfig, MAX_CONCURRENCY, MIN_RATE,
 };
 pub use generator::run;
 pub use histogram::{Latency, LatencyHistogram};

@@ -70,11 +70,7 @@ fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl LoadReport {
-    pub(crate) fn merge(
-        outcomes: Vec<Outcome>,
-        rate: Option<f64>,
-        concurrency: usize,
-    ) -> LoadReport {
+    pub(crate) fn merge(outcomes: Vec<Outcome>, rate: Option<f64>, concurrency: usize) -> LoadReport {
         let mut histogram = LatencyHistogram::new();
         let mut uncorrected = rate.map(|_| LatencyHistogram::new());
         let mut error_counts = ErrorCounts::default();

@@ -93,8 +93,7 @@ pub(crate) fn run(job: &Job<'_>, share: Share) -> Result<Option<Outcome>> {
     // Every worker must reach the barrier whatever happened, or the others would wait forever.
     match &prepared {
         Ok(worker) => {
-            job.connected
-                .fetch_add(worker.open_count(), Ordering::SeqCst);
+            job.connected.fetch_add(worker.open_count(), Ordering::SeqCst);
         }
         Err(_) => job.failed.store(true, Ordering::SeqCst),
     }
@@ -104,10 +103,7 @@ pub(crate) fn run(job: &Job<'_>, share: Share) -> Result<Option<Outcome>> {
         return Ok(None);
     }
     if job.mode == ConnectionMode::Persistent && job.connected.load(Ordering::SeqCst) == 0 {
-        let why = worker
-            .setup_error
-            .take()
-            .unwrap_or_else(|| "timed out".into());
+        let why = worker.setup_error.take().unwrap_or_else(|| "timed out".into());
         return Err(anyhow!("could not connect to {}: {why}", job.target));
     }
     worker.run_loop();
@@ -255,18 +251,14 @@ impl<'a> Worker<'a> {
             }
         }
         // A connect slower than a request may be is given up here and retried during the run.
-        let deadline = self
-            .job
-            .hard_deadline
-            .min(Instant::now() + self.job.request_timeout);
+        let deadline = self.job.hard_deadline.min(Instant::now() + self.job.request_timeout);
         while pending > 0 {
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
             let timeout = Some(deadline - now);
-            let n = sys::wait_precise(&self.epoll, &mut self.events, timeout)
-                .context("epoll_wait while connecting")?;
+            let n = sys::wait_precise(&self.epoll, &mut self.events, timeout).context("epoll_wait while connecting")?;
             for e in 0..n {
                 let event = self.events[e];
                 let Some(i) = self.conn_of(event.data()) else {
@@ -447,10 +439,8 @@ impl<'a> Worker<'a> {
         self.connections_opened += 1;
         let conn = &mut self.conns[i];
         let interest = EpollFlags::EPOLLOUT;
-        self.epoll.add(
-            &socket,
-            EpollEvent::new(interest, token(i, conn.generation)),
-        )?;
+        self.epoll
+            .add(&socket, EpollEvent::new(interest, token(i, conn.generation)))?;
         conn.registered = interest;
         conn.stream = Some(socket.into());
         Ok(())
@@ -505,8 +495,7 @@ impl<'a> Worker<'a> {
         let stream = conn.stream.as_ref().expect("open socket");
         let begun = Instant::now();
         let result = (&*stream).write(&self.job.request[conn.written..]);
-        self.send
-            .record(begun.elapsed(), *result.as_ref().unwrap_or(&0));
+        self.send.record(begun.elapsed(), *result.as_ref().unwrap_or(&0));
         match result {
             Ok(n) => conn.written += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -528,8 +517,7 @@ impl<'a> Worker<'a> {
         let begun = Instant::now();
         let result = (&*stream).read(&mut self.buf);
         let done = Instant::now();
-        self.recv
-            .record(done - begun, *result.as_ref().unwrap_or(&0));
+        self.recv.record(done - begun, *result.as_ref().unwrap_or(&0));
         let n = match result {
             Ok(0) => {
                 let why = format!(
@@ -666,10 +654,7 @@ impl<'a> Worker<'a> {
                 self.conns[i].state = State::Idle;
                 self.active -= 1;
                 self.errors.count(ErrorKind::Timeout);
-                self.note_error(
-                    ErrorKind::Timeout,
-                    "still in flight at the run's hard time limit",
-                );
+                self.note_error(ErrorKind::Timeout, "still in flight at the run's hard time limit");
                 self.close(i, true);
             }
         }

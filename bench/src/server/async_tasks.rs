@@ -92,9 +92,8 @@ async fn drive(stream: TcpStream) -> io::Result<()> {
     let interest = Interest::READABLE | Interest::WRITABLE;
     // SAFETY: `conn` owns the socket and keeps it open until it is dropped, which is after `fd`
     // on every path: explicitly below, and in reverse order of declaration when unwinding.
-    let fd =
-        unsafe { AsyncFd::register_with_interest(Borrowed(conn.stream().as_raw_fd()), interest) }
-            .map_err(io::Error::from)?;
+    let fd = unsafe { AsyncFd::register_with_interest(Borrowed(conn.stream().as_raw_fd()), interest) }
+        .map_err(io::Error::from)?;
     let result = run(&fd, &mut conn).await;
     // Deregister while the descriptor is still open (the Conn closes it when dropped).
     drop(fd);
@@ -112,8 +111,7 @@ async fn run(fd: &AsyncFd<Borrowed>, conn: &mut Conn) -> io::Result<()> {
         let wants_write = conn.wants_write();
         let deadline = conn.deadline();
         // Evaluated even when its branch is disabled, so it needs some instant.
-        let until =
-            tokio::time::Instant::from_std(deadline.unwrap_or_else(std::time::Instant::now));
+        let until = tokio::time::Instant::from_std(deadline.unwrap_or_else(std::time::Instant::now));
         tokio::select! {
             guard = fd.readable(), if wants_read => {
                 // A WouldBlock clears tokio's readiness (and we wait again); anything else

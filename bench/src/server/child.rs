@@ -2,12 +2,13 @@
 //! and so that it is stopped with the benchmark that started it, even when that fails.
 
 use super::Model;
+use super::selftime::SelfTimes;
 use anyhow::{Context, Result, anyhow, bail};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ServerChild {
     child: Child,
     addr: SocketAddr,
+    /// With self-timing: the server's stdin, and its stdout lines after `listening on`.
+    control: Option<(ChildStdin, mpsc::Receiver<String>)>,
 }
 
 impl ServerChild {
@@ -29,6 +32,30 @@ impl ServerChild {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Starts, or restarts from zero, the server's self-timing (started with [`spawn_self_timed`]).
+    pub fn reset_self_times(&mut self) -> Result<()> {
+        let answer = self.control("reset")?;
+        anyhow::ensure!(answer == "ok", "server answered {answer:?} to reset");
+        Ok(())
+    }
+
+    /// What the server measured of itself since the last reset.
+    pub fn self_times(&mut self) -> Result<SelfTimes> {
+        let answer = self.control("stats")?;
+        serde_json::from_str(&answer).with_context(|| format!("server answered {answer:?} to stats"))
+    }
+
+    fn control(&mut self, command: &str) -> Result<String> {
+        let (stdin, lines) = self
+            .control
+            .as_mut()
+            .context("the server was not started with self-timing")?;
+        writeln!(stdin, "{command}").context("writing to the server's stdin")?;
+        lines
+            .recv_timeout(STARTUP_TIMEOUT)
+            .with_context(|| format!("no answer to {command:?} from the server"))
     }
 }
 
@@ -44,8 +71,25 @@ impl Drop for ServerChild {
 /// Starts `exe --model <model> --addr 127.0.0.1:0 [--cpus ...]` (the `bench-server` binary) and
 /// waits for it to listen. With `cpus`, the server pins itself (all its threads) to them.
 pub fn spawn_child(exe: &Path, model: Model, cpus: Option<&[usize]>) -> Result<ServerChild> {
+    spawn(exe, model, cpus, false)
+}
+
+/// [`spawn_child`] with `--self-timing`: after [`ServerChild::reset_self_times`] the server
+/// times its own steps (userspace profiling mode) and answers [`ServerChild::self_times`].
+pub fn spawn_self_timed(exe: &Path, model: Model, cpus: Option<&[usize]>) -> Result<ServerChild> {
+    anyhow::ensure!(
+        !model.forks_workers(),
+        "{model} serves from worker processes, which cannot report self-timing"
+    );
+    spawn(exe, model, cpus, true)
+}
+
+fn spawn(exe: &Path, model: Model, cpus: Option<&[usize]>, self_timing: bool) -> Result<ServerChild> {
     let mut command = Command::new(exe);
     command.args(["--model", model.name(), "--addr", "127.0.0.1:0"]);
+    if self_timing {
+        command.arg("--self-timing");
+    }
     if let Some(cpus) = cpus {
         let list: Vec<String> = cpus.iter().map(usize::to_string).collect();
         command.args(["--cpus", &list.join(",")]);
@@ -61,27 +105,34 @@ pub fn spawn_child(exe: &Path, model: Model, cpus: Option<&[usize]>) -> Result<S
             Ok(())
         });
     }
+    let stdin = if self_timing { Stdio::piped() } else { Stdio::null() };
     let mut child = command
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("starting {}", exe.display()))?;
     let stdout = child.stdout.take().context("the child's stdout")?;
+    let stdin = child.stdin.take();
     // From here on, dropping `server` stops the child, whatever goes wrong.
     let mut server = ServerChild {
         child,
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        control: None,
     };
-    server.addr = read_listening_line(stdout)
+    let (addr, lines) = read_listening_line(stdout)
         .with_context(|| format!("waiting for {} --model {model} to listen", exe.display()))?;
+    server.addr = addr;
+    server.control = stdin.map(|stdin| (stdin, lines));
     Ok(server)
 }
 
 /// Reads the first stdout line on a helper thread (a pipe read cannot time out), then keeps
-/// draining stdout there so that the server never blocks on a full pipe.
-fn read_listening_line(stdout: std::process::ChildStdout) -> Result<SocketAddr> {
+/// reading stdout there so that the server never blocks on a full pipe; the later lines (answers
+/// to control commands) come out of the returned channel.
+fn read_listening_line(stdout: std::process::ChildStdout) -> Result<(SocketAddr, mpsc::Receiver<String>)> {
     let (tx, rx) = mpsc::channel();
+    let (line_tx, lines) = mpsc::channel();
     std::thread::Builder::new()
         .name("server-stdout".into())
         .spawn(move || {
@@ -89,7 +140,11 @@ fn read_listening_line(stdout: std::process::ChildStdout) -> Result<SocketAddr> 
             let mut line = String::new();
             let first = reader.read_line(&mut line).map(|_| line);
             let _ = tx.send(first);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+            for line in reader.lines() {
+                let Ok(line) = line else { return };
+                // Nobody listening (no self-timing): keep draining.
+                let _ = line_tx.send(line);
+            }
         })
         .context("starting the stdout reader thread")?;
     let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
@@ -99,7 +154,7 @@ fn read_listening_line(stdout: std::process::ChildStdout) -> Result<SocketAddr> 
         }
         Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the stdout reader thread died"),
     };
-    parse_listening_line(&line)
+    Ok((parse_listening_line(&line)?, lines))
 }
 
 fn parse_listening_line(line: &str) -> Result<SocketAddr> {
@@ -107,8 +162,7 @@ fn parse_listening_line(line: &str) -> Result<SocketAddr> {
         .trim_end()
         .strip_prefix("listening on ")
         .ok_or_else(|| anyhow!("expected `listening on ADDR`, got {line:?}"))?;
-    addr.parse()
-        .with_context(|| format!("bad address in {line:?}"))
+    addr.parse().with_context(|| format!("bad address in {line:?}"))
 }
 
 #[cfg(test)]

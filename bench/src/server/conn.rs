@@ -9,6 +9,7 @@
 //! executed while less than [`OUTPUT_HIGH_WATER`] bytes wait to be sent, so a client that
 //! pipelines without reading stops being read from instead of growing the server.
 
+use super::selftime::{self, Step};
 use crate::protocol::{self, DONE, ERR_LINE_TOO_LONG, MAX_LINE, Request};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -77,7 +78,10 @@ impl Conn {
             // Reading into nothing would return 0 and look like EOF.
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let n = self.stream.read(spare)?;
+        let started = selftime::start();
+        let result = self.stream.read(spare);
+        selftime::record(Step::Read, started, &result);
+        let n = result?;
         if n == 0 {
             self.read_closed = true;
         }
@@ -90,7 +94,10 @@ impl Conn {
 
     /// One `write` call from the output buffer. Call only when [`Conn::wants_write`].
     pub fn write(&mut self) -> io::Result<usize> {
-        let n = self.stream.write(self.output.pending_bytes())?;
+        let started = selftime::start();
+        let result = self.stream.write(self.output.pending_bytes());
+        selftime::record(Step::Write, started, &result);
+        let n = result?;
         self.output.consume(n);
         if self.closing && self.output.pending() == 0 && self.linger_until.is_none() {
             self.stream.shutdown(std::net::Shutdown::Write)?;
@@ -102,6 +109,12 @@ impl Conn {
     /// Executes buffered requests in order until one has to wait (for its `WAIT` timer, or for
     /// room in the output), or the input holds no complete line.
     pub fn process(&mut self) {
+        let started = selftime::start();
+        self.process_requests();
+        selftime::record::<()>(Step::Process, started, &Ok(0));
+    }
+
+    fn process_requests(&mut self) {
         loop {
             match self.busy {
                 Busy::Waiting { until } => {
@@ -417,10 +430,7 @@ mod tests {
         assert!(!conn.wants_read());
         assert!(conn.input.buf.len() <= MAX_LINE);
         serve_available(&mut conn);
-        assert!(
-            !conn.is_finished(),
-            "lingers for the client to see the error"
-        );
+        assert!(!conn.is_finished(), "lingers for the client to see the error");
         assert!(conn.wants_read() && conn.deadline().is_some());
         let mut client = writer.join().unwrap();
         client.shutdown(std::net::Shutdown::Write).unwrap();

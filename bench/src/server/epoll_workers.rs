@@ -27,9 +27,7 @@ use std::sync::mpsc;
 pub fn serve(listener: TcpListener) -> Result<()> {
     let workers = worker_count();
     let addr = listener.local_addr().context("reading the bound address")?;
-    let reuse_port = SockRef::from(&listener)
-        .reuse_port()
-        .context("reading SO_REUSEPORT")?;
+    let reuse_port = SockRef::from(&listener).reuse_port().context("reading SO_REUSEPORT")?;
     ensure!(
         reuse_port || workers == 1,
         "epoll-workers needs a listener bound with SO_REUSEPORT (bind it with Model::bind)"
@@ -54,9 +52,7 @@ pub fn serve(listener: TcpListener) -> Result<()> {
     }
     drop(done);
     // The workers never stop on their own: the first to end takes the server with it.
-    let (i, result) = finished
-        .recv()
-        .map_err(|_| anyhow!("every worker thread vanished"))?;
+    let (i, result) = finished.recv().map_err(|_| anyhow!("every worker thread vanished"))?;
     result.with_context(|| format!("worker {i}"))?;
     Err(anyhow!("worker {i} stopped"))
 }

@@ -42,10 +42,11 @@ pub mod poll;
 pub mod prefork;
 mod reactor;
 pub mod select;
+pub mod selftime;
 mod support;
 pub mod threads;
 
-pub use child::{ServerChild, spawn_child};
+pub use child::{ServerChild, spawn_child, spawn_self_timed};
 
 use anyhow::{Context, Result};
 use socket2::{Domain, Socket, Type};
@@ -163,12 +164,7 @@ pub struct UnknownModel(pub String);
 impl fmt::Display for UnknownModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let known: Vec<_> = Model::ALL.iter().map(|m| m.name()).collect();
-        write!(
-            f,
-            "unknown server model {:?} (known: {})",
-            self.0,
-            known.join(", ")
-        )
+        write!(f, "unknown server model {:?} (known: {})", self.0, known.join(", "))
     }
 }
 
@@ -199,22 +195,13 @@ pub fn bind_reuseport(addr: SocketAddr) -> Result<TcpListener> {
 }
 
 fn bind_with(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)
-        .context("creating the listening socket")?;
-    socket
-        .set_reuse_address(true)
-        .context("setting SO_REUSEADDR")?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).context("creating the listening socket")?;
+    socket.set_reuse_address(true).context("setting SO_REUSEADDR")?;
     if reuse_port {
-        socket
-            .set_reuse_port(true)
-            .context("setting SO_REUSEPORT")?;
+        socket.set_reuse_port(true).context("setting SO_REUSEPORT")?;
     }
-    socket
-        .bind(&addr.into())
-        .with_context(|| format!("binding {addr}"))?;
-    socket
-        .listen(BACKLOG)
-        .with_context(|| format!("listening on {addr}"))?;
+    socket.bind(&addr.into()).with_context(|| format!("binding {addr}"))?;
+    socket.listen(BACKLOG).with_context(|| format!("listening on {addr}"))?;
     Ok(socket.into())
 }
 
@@ -240,10 +227,7 @@ mod tests {
 
     #[test]
     fn only_iterative_stalls_and_only_prefork_forks() {
-        let stalls: Vec<_> = Model::ALL
-            .iter()
-            .filter(|m| m.stalls_other_clients())
-            .collect();
+        let stalls: Vec<_> = Model::ALL.iter().filter(|m| m.stalls_other_clients()).collect();
         assert_eq!(stalls, [&Model::Iterative]);
         let forks: Vec<_> = Model::ALL.iter().filter(|m| m.forks_workers()).collect();
         assert_eq!(forks, [&Model::Prefork]);
@@ -251,9 +235,7 @@ mod tests {
 
     #[test]
     fn reuseport_listeners_share_a_port() {
-        let first = Model::EpollWorkers
-            .bind("127.0.0.1:0".parse().unwrap())
-            .unwrap();
+        let first = Model::EpollWorkers.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = first.local_addr().unwrap();
         let second = bind_reuseport(addr).expect("joins the port");
         assert_eq!(second.local_addr().unwrap(), addr);

@@ -66,9 +66,7 @@ impl Poller for PollPoller {
             self.slot.resize(index + 1, None);
         }
         if self.slot[index].is_some() {
-            return Err(io::Error::other(format!(
-                "descriptor {fd} is already registered"
-            )));
+            return Err(io::Error::other(format!("descriptor {fd} is already registered")));
         }
         self.slot[index] = Some(self.fds.len());
         self.fds.push(libc::pollfd {
@@ -145,9 +143,7 @@ mod tests {
     fn registrations_survive_swap_removal() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let clients: Vec<_> = (0..3)
-            .map(|_| std::net::TcpStream::connect(addr).unwrap())
-            .collect();
+        let clients: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
         let mut poller = PollPoller::default();
         for (i, c) in clients.iter().enumerate() {
             poller.add(c.as_fd(), i as u64, Interest::READ).unwrap();
@@ -161,15 +157,11 @@ mod tests {
         let (mut third, _) = listener.accept().unwrap();
         third.write_all(b"x").unwrap();
         let mut ready = Vec::new();
-        poller
-            .wait(Some(Duration::from_secs(5)), &mut ready)
-            .unwrap();
+        poller.wait(Some(Duration::from_secs(5)), &mut ready).unwrap();
         assert_eq!(ready.len(), 1, "{ready:?}");
         assert_eq!(ready[0].0, 2);
         assert!(ready[0].1.readable);
-        poller
-            .modify(clients[2].as_fd(), 5, Interest::default())
-            .unwrap();
+        poller.modify(clients[2].as_fd(), 5, Interest::default()).unwrap();
         ready.clear();
         poller.wait(Some(Duration::ZERO), &mut ready).unwrap();
         assert!(ready.is_empty(), "{ready:?}");

@@ -31,10 +31,7 @@ use std::net::TcpListener;
 
 /// Forks the workers, then waits; returns (with an error) only when a worker ended.
 pub fn serve(listener: TcpListener) -> Result<()> {
-    ensure!(
-        thread_count()? == 1,
-        "prefork must fork from a single-threaded process"
-    );
+    ensure!(thread_count()? == 1, "prefork must fork from a single-threaded process");
     listener
         .set_nonblocking(true)
         .context("making the listener non-blocking")?;

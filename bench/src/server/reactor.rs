@@ -346,10 +346,7 @@ impl<P: Poller> Reactor<P> {
                 break;
             }
             self.timers.pop();
-            let current = self
-                .conns
-                .get_mut(key)
-                .filter(|e| e.id == id && e.timer == Some(at));
+            let current = self.conns.get_mut(key).filter(|e| e.id == id && e.timer == Some(at));
             if let Some(entry) = current {
                 entry.timer = None;
                 self.service(key, Ready::default())?;

@@ -46,10 +46,7 @@ fn empty_set() -> libc::fd_set {
 
 /// Sets or clears `fd`'s bit in `set`; `fd` must be below `FD_SETSIZE`.
 fn assign(set: &mut libc::fd_set, fd: RawFd, on: bool) {
-    assert!(
-        (0..FD_SETSIZE as RawFd).contains(&fd),
-        "fd {fd} out of range"
-    );
+    assert!((0..FD_SETSIZE as RawFd).contains(&fd), "fd {fd} out of range");
     // SAFETY: fd is within the bitmap (checked above).
     unsafe {
         if on {
@@ -142,20 +139,10 @@ impl Poller for SelectPoller {
                 tv_usec: (us % 1_000_000) as libc::suseconds_t,
             }
         });
-        let tv_ptr = tv
-            .as_mut()
-            .map_or(std::ptr::null_mut(), |tv| tv as *mut libc::timeval);
+        let tv_ptr = tv.as_mut().map_or(std::ptr::null_mut(), |tv| tv as *mut libc::timeval);
         // SAFETY: the sets are valid fd_sets for max_fd + 1 <= FD_SETSIZE descriptors, tv is
         // null or valid, and all outlive the call.
-        let n = unsafe {
-            libc::select(
-                self.max_fd + 1,
-                &mut read,
-                &mut write,
-                std::ptr::null_mut(),
-                tv_ptr,
-            )
-        };
+        let n = unsafe { libc::select(self.max_fd + 1, &mut read, &mut write, std::ptr::null_mut(), tv_ptr) };
         if n < 0 {
             let err = io::Error::last_os_error();
             return match err.kind() {
@@ -198,9 +185,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let mut poller = SelectPoller::new();
-        poller
-            .add(listener.as_fd(), 7, Interest::READ)
-            .expect("listener");
+        poller.add(listener.as_fd(), 7, Interest::READ).expect("listener");
         let both = Interest {
             read: true,
             write: true,
@@ -208,9 +193,7 @@ mod tests {
         poller.add(client.as_fd(), 9, both).unwrap();
         assert_eq!(poller.max_fd, client.as_raw_fd().max(listener.as_raw_fd()));
         let mut ready = Vec::new();
-        poller
-            .wait(Some(Duration::from_secs(5)), &mut ready)
-            .unwrap();
+        poller.wait(Some(Duration::from_secs(5)), &mut ready).unwrap();
         ready.sort_by_key(|(token, _)| *token);
         // The listener has a connection queued; the client can write.
         assert_eq!(ready.len(), 2, "{ready:?}");

@@ -1,6 +1,7 @@
 //! Small pieces every model needs: accepting with the errors sorted out, telling a vanished
 //! client from a real error, rate-limited complaints, and how many workers "one per core" is.
 
+use super::selftime::{self, Step};
 use nix::errno::Errno;
 use nix::sys::socket::{SockFlag, accept4};
 use std::io::{self, ErrorKind};
@@ -31,16 +32,15 @@ pub(super) fn accept(listener: &TcpListener, nonblocking: bool) -> Result<Accept
     if nonblocking {
         flags |= SockFlag::SOCK_NONBLOCK;
     }
-    match accept4(listener.as_raw_fd(), flags) {
+    let started = selftime::start();
+    let result = accept4(listener.as_raw_fd(), flags);
+    selftime::record(Step::Accept, started, &result.as_ref().map(|_| 0));
+    match result {
         // SAFETY: accept4 just returned this descriptor and nothing else owns it.
-        Ok(fd) => Ok(Accepted::Conn(TcpStream::from(unsafe {
-            OwnedFd::from_raw_fd(fd)
-        }))),
+        Ok(fd) => Ok(Accepted::Conn(TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) }))),
         Err(Errno::EAGAIN) => Ok(Accepted::Empty),
         Err(Errno::EINTR | Errno::ECONNABORTED | Errno::EPROTO) => Ok(Accepted::Retry),
-        Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
-            Ok(Accepted::Exhausted(e))
-        }
+        Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => Ok(Accepted::Exhausted(e)),
         Err(e) => Err(e),
     }
 }

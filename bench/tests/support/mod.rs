@@ -56,8 +56,8 @@ pub fn start(model: Model) -> ServerChild {
 }
 
 pub fn connect(model: Model, addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{model}: connecting to {addr}: {e}"));
+    let stream =
+        TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap_or_else(|e| panic!("{model}: connecting to {addr}: {e}"));
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     stream.set_nodelay(true).unwrap();

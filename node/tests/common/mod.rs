@@ -17,7 +17,9 @@ impl Node {
     /// Starts the node and initialises it as n1.
     pub fn start() -> Node {
         let mut node = Node::start_raw();
-        node.send_line(r#"{"src":"c0","dest":"n1","body":{"type":"init","msg_id":1,"node_id":"n1","node_ids":["n1"]}}"#);
+        node.send_line(
+            r#"{"src":"c0","dest":"n1","body":{"type":"init","msg_id":1,"node_id":"n1","node_ids":["n1"]}}"#,
+        );
         let init_ok = node.recv(Duration::from_secs(5));
         assert_eq!(
             init_ok,
@@ -75,8 +77,7 @@ impl Node {
     /// The next output line as JSON, or a panic after `timeout`.
     pub fn recv(&mut self, timeout: Duration) -> Value {
         match self.lines.recv_timeout(timeout) {
-            Ok(line) => serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("node wrote non-JSON {line:?}: {e}")),
+            Ok(line) => serde_json::from_str(&line).unwrap_or_else(|e| panic!("node wrote non-JSON {line:?}: {e}")),
             Err(RecvTimeoutError::Timeout) => panic!("no reply within {timeout:?}"),
             Err(RecvTimeoutError::Disconnected) => panic!("node closed stdout"),
         }

@@ -80,18 +80,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         progress.finish();
         if args.json {
             let mut value = serde_json::to_value(&report)?;
-            if let (Some(v), serde_json::Value::Object(b)) =
-                (value.as_object_mut(), serde_json::to_value(&breakdown)?)
+            if let (Some(v), serde_json::Value::Object(b)) = (value.as_object_mut(), serde_json::to_value(&breakdown)?)
             {
                 v.extend(b);
             }
             println!("{value}");
         } else {
-            print!(
-                "{}\n{}",
-                report::load_table(&report),
-                report::table(&breakdown)
-            );
+            print!("{}\n{}", report::load_table(&report), report::table(&breakdown));
         }
         return Ok(());
     }
@@ -119,13 +114,8 @@ fn benchmark(args: &BenchArgs) -> Result<Benchmark> {
         }
         d => d.map(Duration::from_secs_f64),
     };
-    let requests = args.requests.or(if duration.is_some() {
-        None
-    } else {
-        Some(10_000)
-    });
-    let (server_cpus, client_cpus) =
-        default_cpus(args.server_cpus.clone(), args.client_cpus.clone());
+    let requests = args.requests.or(if duration.is_some() { None } else { Some(10_000) });
+    let (server_cpus, client_cpus) = default_cpus(args.server_cpus.clone(), args.client_cpus.clone());
     let progress = Some(Arc::new(AtomicU64::new(0)));
     Ok(Benchmark {
         server: args.server,
@@ -139,18 +129,13 @@ fn benchmark(args: &BenchArgs) -> Result<Benchmark> {
             rate: args.rate,
             client_cpus,
             progress,
-            ..LoadConfig::new(
-                args.target.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
-                command,
-            )
+            ..LoadConfig::new(args.target.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))), command)
         },
     })
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\r", "\r")
-        .replace("\\n", "\n")
-        .replace("\\t", "\t")
+    s.replace("\\r", "\r").replace("\\n", "\n").replace("\\t", "\t")
 }
 
 fn print_sweep(reports: &[LoadReport], json: bool) -> Result<()> {
@@ -165,12 +150,7 @@ fn print_sweep(reports: &[LoadReport], json: bool) -> Result<()> {
     for r in reports {
         println!(
             "{:>11} {:>12.0} {:>9} {:>9} {:>9} {:>7}",
-            r.concurrency,
-            r.throughput_rps,
-            r.latency_p50_us,
-            r.latency_p99_us,
-            r.latency_max_us,
-            r.errors
+            r.concurrency, r.throughput_rps, r.latency_p50_us, r.latency_p99_us, r.latency_max_us, r.errors
         );
     }
     Ok(())
@@ -193,9 +173,7 @@ impl Progress {
         };
         let thread = {
             let (counter, done) = (counter.clone(), done.clone());
-            std::thread::spawn(move || {
-                show(&done, total, "requests", || counter.load(Ordering::Relaxed))
-            })
+            std::thread::spawn(move || show(&done, total, "requests", || counter.load(Ordering::Relaxed)))
         };
         Progress {
             counter: Some(counter),
@@ -208,11 +186,7 @@ impl Progress {
         let thread = duration.map(|d| {
             let done = done.clone();
             let start = std::time::Instant::now();
-            std::thread::spawn(move || {
-                show(&done, d.as_millis() as u64, "ms", || {
-                    start.elapsed().as_millis() as u64
-                })
-            })
+            std::thread::spawn(move || show(&done, d.as_millis() as u64, "ms", || start.elapsed().as_millis() as u64))
         });
         Progress {
             counter: None,
@@ -246,9 +220,7 @@ fn show(done: &AtomicBool, total: u64, unit: &str, position: impl Fn() -> u64) {
     }
     let bar = ProgressBar::new(total);
     let template = format!("{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit} {{per_sec}}");
-    bar.set_style(
-        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
     while !done.load(Ordering::Relaxed) {
         bar.set_position(position().min(total));
         std::thread::sleep(tick);

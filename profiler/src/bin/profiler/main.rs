@@ -71,12 +71,7 @@ fn main() -> Result<()> {
                 expected.read,
                 expected.write
             );
-            let breakdown = Breakdown::new(
-                &totals,
-                session.mode,
-                session.fallback_reasons,
-                start.elapsed(),
-            );
+            let breakdown = Breakdown::new(&totals, session.mode, session.fallback_reasons, start.elapsed());
             print!("{}", report::table(&breakdown));
         }
         Command::Profile {
@@ -93,21 +88,12 @@ fn main() -> Result<()> {
                 std::path::Path::new(&format!("/proc/{pid}")).exists(),
                 "no process with pid {pid}"
             );
-            let session =
-                Session::attach(pid, mode).with_context(|| format!("profiling pid {pid}"))?;
-            eprintln!(
-                "profiling pid {pid} for {duration} s (mode {})",
-                session.mode
-            );
+            let session = Session::attach(pid, mode).with_context(|| format!("profiling pid {pid}"))?;
+            eprintln!("profiling pid {pid} for {duration} s (mode {})", session.mode);
             let start = Instant::now();
             std::thread::sleep(Duration::from_secs_f64(duration));
             let totals = session.read_totals()?;
-            let breakdown = Breakdown::new(
-                &totals,
-                session.mode,
-                session.fallback_reasons.clone(),
-                start.elapsed(),
-            );
+            let breakdown = Breakdown::new(&totals, session.mode, session.fallback_reasons.clone(), start.elapsed());
             if json {
                 println!("{}", serde_json::to_string(&breakdown)?);
             } else {
@@ -115,10 +101,7 @@ fn main() -> Result<()> {
             }
         }
         Command::Bench(args) => bench::run(*args)?,
-        Command::Workload {
-            connections,
-            messages,
-        } => workload::run_as_child(connections, messages)?,
+        Command::Workload { connections, messages } => workload::run_as_child(connections, messages)?,
     }
     Ok(())
 }
