@@ -149,19 +149,26 @@ fn on_enter(tid: u32, class: u32) {
     }
 }
 
-/// The current target thread leaves a syscall of `class` with `ret`.
+/// The current target thread leaves a syscall with `ret`. Its class is the one recorded at
+/// enter; for a call entered before we attached, `class_unseen` tells it.
 #[inline(always)]
-fn on_exit(tid: u32, class: u32, ret: i64) {
+fn on_exit(tid: u32, ret: i64, class_unseen: impl FnOnce() -> u32) {
     let now = now();
     let Some(state) = thread(tid) else {
         // Entered before we attached: from here on the thread is in user space.
         let _ = THREADS.insert(tid, new_state(now, CONTEXT_USER, SCHED_ONCPU), 0);
         return;
     };
-    charge(state, now);
-    let entered_while_watched = state.context == class;
-    resolve(state, class);
-    if entered_while_watched && let Some(t) = totals(class) {
+    if state.context < CLASS_COUNT as u32 {
+        // The common case: one lookup charges the last stretch and closes the call.
+        let class = state.context;
+        let Some(t) = totals(class) else { return };
+        let stretch = now.saturating_sub(state.last_ns);
+        match state.sched {
+            SCHED_ONCPU => t.oncpu_ns += stretch,
+            SCHED_BLOCKED => t.blocked_ns += stretch,
+            _ => t.runq_ns += stretch,
+        }
         let ns = now.saturating_sub(state.sys_start_ns);
         t.calls += 1;
         t.total_ns += ns;
@@ -174,6 +181,10 @@ fn on_exit(tid: u32, class: u32, ret: i64) {
         if let Some(slot) = t.hist.get_mut(hist_bucket(ns)) {
             *slot += 1;
         }
+        state.last_ns = now;
+    } else {
+        charge(state, now);
+        resolve(state, class_unseen());
     }
     state.context = CONTEXT_USER;
     state.sched = SCHED_ONCPU;
@@ -200,15 +211,11 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     // TP_PROTO(struct pt_regs *regs, long ret). The class of a call entered before we attached
     // comes from regs->orig_ax (offset 120 in x86_64's pt_regs).
     let ret: i64 = ctx.arg(1);
-    let class = match thread(tid) {
-        Some(state) if state.context < CLASS_COUNT as u32 => state.context,
-        _ => {
-            let regs: *const u8 = ctx.arg(0);
-            let nr = unsafe { bpf_probe_read_kernel(regs.wrapping_add(120) as *const i64) }.unwrap_or(-1);
-            classify(nr) as u32
-        }
-    };
-    on_exit(tid, class, ret);
+    on_exit(tid, ret, || {
+        let regs: *const u8 = ctx.arg(0);
+        let nr = unsafe { bpf_probe_read_kernel(regs.wrapping_add(120) as *const i64) }.unwrap_or(-1);
+        classify(nr) as u32
+    });
     0
 }
 
@@ -227,7 +234,7 @@ macro_rules! kprobe_pair {
         #[kretprobe]
         pub fn $exit(ctx: RetProbeContext) -> u32 {
             if let Some(tid) = current_target_tid() {
-                on_exit(tid, $class as u32, ctx.ret::<i64>());
+                on_exit(tid, ctx.ret::<i64>(), || $class as u32);
             }
             0
         }

@@ -20,6 +20,8 @@ pub struct Benchmark {
     pub server_cpus: Option<Vec<usize>>,
     /// The load; its `target` is filled in with the server's address.
     pub load: LoadConfig,
+    /// Report the eBPF programs' own run time (BPF run-time statistics) with a profile.
+    pub bpf_stats: bool,
 }
 
 /// Why a profiled run could not happen.
@@ -75,12 +77,14 @@ impl Benchmark {
         let load = self.load_at(server.addr(), self.load.concurrency);
         let reasons = match Session::attach(server.pid(), requested) {
             Ok(session) => {
+                let stats = self.bpf_stats.then(crate::totals::enable_run_stats).transpose()?;
                 let start = Instant::now();
                 let report = bench::load::run(&load)?;
                 settle();
                 let totals = session.read_totals()?;
-                let breakdown =
+                let mut breakdown =
                     Breakdown::new(&totals, session.mode, session.fallback_reasons.clone(), start.elapsed());
+                breakdown.programs = stats.map(|_fd| session.program_costs());
                 return Ok((report, breakdown));
             }
             Err(AttachError { reasons }) => reasons,

@@ -22,6 +22,18 @@ pub struct Breakdown {
     pub blocked: Blocked,
     pub context_switches: ContextSwitches,
     pub classes: Classes,
+    /// The eBPF programs' own cost, when run-time statistics were asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub programs: Option<Vec<ProgramCost>>,
+}
+
+/// What one of our eBPF programs cost over the window (kernel BPF run-time statistics). The
+/// programs run for every task's events and filter first, so `runs` counts the whole machine's.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProgramCost {
+    pub name: String,
+    pub runs: u64,
+    pub run_ns: u64,
 }
 
 /// Shares of on-CPU plus run-queue time, in percent, rounded to 0.1 so that they sum to 100.
@@ -126,6 +138,7 @@ impl Breakdown {
                 write: class(SyscallClass::Write),
                 other: class(SyscallClass::Other),
             },
+            programs: None,
         }
     }
 

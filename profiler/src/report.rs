@@ -52,6 +52,27 @@ pub fn table(b: &Breakdown) -> String {
         let _ = writeln!(out, "  {part:<9} {pct:>5.1}%  {bar}");
     }
     let _ = writeln!(out, "bottleneck: {}", b.bottleneck);
+    if let Some(programs) = &b.programs {
+        let _ = writeln!(
+            out,
+            "\neBPF programs' own cost (every task's events, filtered in the kernel):"
+        );
+        for p in programs {
+            let per_run = if p.runs == 0 {
+                0.0
+            } else {
+                p.run_ns as f64 / p.runs as f64
+            };
+            let _ = writeln!(
+                out,
+                "  {:<20} {:>10} runs {:>10.3} ms {:>8.1} ns/run",
+                p.name,
+                p.runs,
+                p.run_ns as f64 / 1e6,
+                per_run
+            );
+        }
+    }
     out
 }
 

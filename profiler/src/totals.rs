@@ -47,6 +47,23 @@ impl Session {
         Ok(totals)
     }
 
+    /// Run counts and run time of our programs (non-zero only while BPF run-time statistics
+    /// are enabled, see [`enable_run_stats`]).
+    pub fn program_costs(&self) -> Vec<crate::breakdown::ProgramCost> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                // Programs of the other mode were never loaded and have no info.
+                let info = program.info().ok()?;
+                Some(crate::breakdown::ProgramCost {
+                    name: name.to_string(),
+                    runs: info.run_count(),
+                    run_ns: info.run_time().as_nanos() as u64,
+                })
+            })
+            .collect()
+    }
+
     fn map(&self, name: &str) -> Result<&aya::maps::Map> {
         self.ebpf
             .map(name)
@@ -65,4 +82,10 @@ fn add(sum: &mut ClassTotals, x: &ClassTotals) {
     for i in 0..HIST_BUCKETS {
         sum.hist[i] += x.hist[i];
     }
+}
+
+/// Turns on the kernel's BPF run-time statistics while the returned descriptor is open (they
+/// cost two clock reads per program run, so they are off by default).
+pub fn enable_run_stats() -> Result<std::os::fd::OwnedFd> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time statistics")
 }

@@ -59,6 +59,9 @@ pub struct BenchArgs {
     /// auto, kprobe, tracepoint (with --profile).
     #[arg(long, default_value = "auto")]
     mode: Requested,
+    /// With --profile: also report the eBPF programs' own run time (BPF run-time statistics).
+    #[arg(long)]
+    bpf_stats: bool,
     /// One JSON object instead of tables.
     #[arg(long)]
     json: bool,
@@ -131,6 +134,7 @@ fn benchmark(args: &BenchArgs) -> Result<Benchmark> {
             progress,
             ..LoadConfig::new(args.target.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))), command)
         },
+        bpf_stats: args.bpf_stats,
     })
 }
 

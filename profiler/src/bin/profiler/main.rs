@@ -38,6 +38,9 @@ enum Command {
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
+        /// Also report the eBPF programs' own run time (BPF run-time statistics).
+        #[arg(long)]
+        bpf_stats: bool,
     },
     /// Load a bench-server (or a loopback target) and print throughput and latency; with
     /// --profile, also where the server's time went.
@@ -79,6 +82,7 @@ fn main() -> Result<()> {
             duration,
             mode,
             json,
+            bpf_stats,
         } => {
             ensure!(
                 duration.is_finite() && duration > 0.0 && duration <= 86_400.0,
@@ -90,10 +94,13 @@ fn main() -> Result<()> {
             );
             let session = Session::attach(pid, mode).with_context(|| format!("profiling pid {pid}"))?;
             eprintln!("profiling pid {pid} for {duration} s (mode {})", session.mode);
+            let stats = bpf_stats.then(profiler::totals::enable_run_stats).transpose()?;
             let start = Instant::now();
             std::thread::sleep(Duration::from_secs_f64(duration));
             let totals = session.read_totals()?;
-            let breakdown = Breakdown::new(&totals, session.mode, session.fallback_reasons.clone(), start.elapsed());
+            let mut breakdown =
+                Breakdown::new(&totals, session.mode, session.fallback_reasons.clone(), start.elapsed());
+            breakdown.programs = stats.map(|_fd| session.program_costs());
             if json {
                 println!("{}", serde_json::to_string(&breakdown)?);
             } else {
