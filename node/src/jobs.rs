@@ -116,6 +116,7 @@ fn benchmark(body: &Body, default_requests: u64) -> Result<Benchmark, String> {
             client_cpus,
             ..LoadConfig::new(placeholder, command)
         },
+        bpf_stats: false,
     })
 }
 

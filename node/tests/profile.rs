@@ -151,3 +151,16 @@ fn programs_and_server_are_gone_after_a_profile_and_after_the_node_is_killed() {
     wait_until("programs unloaded after SIGKILL", || our_programs() == programs);
     wait_until("bench-server stopped after SIGKILL", || bench_servers() == servers);
 }
+
+#[test]
+fn a_prefork_server_is_profiled_through_its_workers() {
+    let mut node = Node::start();
+    let reply = node.call(
+        json!({"type": "bench_profile", "num_requests": 2000, "server": "prefork"}),
+        ms(20_000),
+    );
+    assert_eq!(reply["type"], "bench_profile_ok", "{reply}");
+    // The parent only waits; every response is written by a worker process.
+    let writes = reply["classes"]["write"]["calls"].as_u64().unwrap();
+    assert!(writes >= 2000, "worker writes were not accounted: {writes}");
+}

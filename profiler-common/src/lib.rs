@@ -150,6 +150,9 @@ pub struct ThreadState {
     pub sched: u32,
 }
 
+/// Processes beside the main target a session may account (a prefork server's workers).
+pub const MAX_MORE_TARGETS: u32 = 256;
+
 /// Offsets into `struct task_struct` for this kernel, read from its BTF by the loader, so the
 /// scheduler programs can tell whose thread `next` or a woken task is.
 #[repr(C)]
@@ -175,6 +178,8 @@ pub mod names {
     pub const SCHED_TOTALS: &str = "SCHED_TOTALS";
     pub const THREADS: &str = "THREADS";
     pub const TARGET_TGID: &str = "TARGET_TGID";
+    pub const MULTI_TARGET: &str = "MULTI_TARGET";
+    pub const MORE_TARGETS: &str = "MORE_TARGETS";
     pub const TASK_OFFSETS: &str = "TASK_OFFSETS";
     /// Tracepoint mode: the raw_syscalls raw tracepoints.
     pub const SYS_ENTER: &str = "sys_enter";

@@ -16,13 +16,21 @@ use aya_ebpf::{
     programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use profiler_common::{
-    CLASS_COUNT, CONTEXT_COUNT, CONTEXT_UNKNOWN, CONTEXT_USER, ClassTotals, SCHED_BLOCKED, SCHED_ONCPU, SCHED_RUNQ,
-    SchedTotals, SyscallClass, TaskOffsets, ThreadState, classify, hist_bucket,
+    CLASS_COUNT, CONTEXT_COUNT, CONTEXT_UNKNOWN, CONTEXT_USER, ClassTotals, MAX_MORE_TARGETS, SCHED_BLOCKED,
+    SCHED_ONCPU, SCHED_RUNQ, SchedTotals, SyscallClass, TaskOffsets, ThreadState, classify, hist_bucket,
 };
 
 /// The process to account; set by the loader before load (0 matches nothing real).
 #[unsafe(no_mangle)]
 static TARGET_TGID: u32 = 0;
+
+/// Non-zero when MORE_TARGETS holds further processes to account.
+#[unsafe(no_mangle)]
+static MULTI_TARGET: u32 = 0;
+
+/// Further target processes (tgid -> 1), for servers that serve from several processes.
+#[map]
+static MORE_TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_MORE_TARGETS, 0);
 
 /// Where pid and tgid sit in this kernel's task_struct; set by the loader from BTF.
 #[unsafe(no_mangle)]
@@ -39,16 +47,20 @@ static SCHED_TOTALS: PerCpuArray<SchedTotals> = PerCpuArray::with_max_entries(1,
 #[map]
 static THREADS: HashMap<u32, ThreadState> = HashMap::with_max_entries(65536, 0);
 
+/// Whether `tgid` is the target: the main process, or one of the processes in MORE_TARGETS (a
+/// prefork server's workers). The map is looked up only when the loader filled it, so a single
+/// target costs one compare.
 #[inline(always)]
-fn target() -> u32 {
-    unsafe { core::ptr::read_volatile(&TARGET_TGID) }
+fn is_target(tgid: u32) -> bool {
+    tgid == unsafe { core::ptr::read_volatile(&TARGET_TGID) }
+        || (unsafe { core::ptr::read_volatile(&MULTI_TARGET) } != 0 && unsafe { MORE_TARGETS.get(tgid) }.is_some())
 }
 
 /// The tid of the current task when it is one of the target's threads.
 #[inline(always)]
 fn current_target_tid() -> Option<u32> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    ((pid_tgid >> 32) as u32 == target()).then_some(pid_tgid as u32)
+    is_target((pid_tgid >> 32) as u32).then_some(pid_tgid as u32)
 }
 
 /// The tid of `task` (a `struct task_struct *`) when it is one of the target's threads.
@@ -56,7 +68,7 @@ fn current_target_tid() -> Option<u32> {
 fn task_target_tid(task: *const u8) -> Option<u32> {
     let offsets = unsafe { core::ptr::read_volatile(&TASK_OFFSETS) };
     let tgid = unsafe { bpf_probe_read_kernel(task.wrapping_add(offsets.tgid as usize) as *const i32) }.ok()?;
-    if tgid as u32 != target() {
+    if !is_target(tgid as u32) {
         return None;
     }
     let pid = unsafe { bpf_probe_read_kernel(task.wrapping_add(offsets.pid as usize) as *const i32) }.ok()?;

@@ -1,9 +1,10 @@
 //! Loading the embedded eBPF object and attaching it to one target process, in kprobe or
 //! tracepoint mode, falling back from one to the next and keeping why.
 use anyhow::{Context, Result, bail};
+use aya::maps::HashMap;
 use aya::programs::{KProbe, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
-use profiler_common::{SyscallClass, names};
+use profiler_common::{MAX_MORE_TARGETS, SyscallClass, names};
 use std::fmt;
 use std::str::FromStr;
 
@@ -102,12 +103,12 @@ pub const KPROBE_SYSCALLS: [&[&str]; 4] = [
     ],
 ];
 
-/// Programs loaded and attached to one process. Dropping it detaches and unloads them: the
-/// kernel frees programs and links when their last descriptor closes, which also happens when
-/// this process dies.
+/// Programs loaded and attached to one process (or a few: a prefork server and its workers).
+/// Dropping it detaches and unloads them: the kernel frees programs and links when their last
+/// descriptor closes, which also happens when this process dies.
 pub struct Session {
     pub(crate) ebpf: Ebpf,
-    pub tgid: u32,
+    pub tgids: Vec<u32>,
     pub mode: Mode,
     /// Why the modes tried before this one failed, in order.
     pub fallback_reasons: Vec<String>,
@@ -118,6 +119,11 @@ impl Session {
     /// reason each failed step failed. Userspace mode is the caller's to run: asking for it, or
     /// `Auto` with both eBPF modes failing, is an error carrying the reasons.
     pub fn attach(tgid: u32, requested: Requested) -> Result<Session, AttachError> {
+        Session::attach_processes(&[tgid], requested)
+    }
+
+    /// [`Session::attach`] to several processes, accounted together.
+    pub fn attach_processes(tgids: &[u32], requested: Requested) -> Result<Session, AttachError> {
         let modes: &[Mode] = match requested {
             Requested::Auto => &[Mode::Kprobe, Mode::Tracepoint],
             Requested::Only(Mode::Userspace) => &[],
@@ -125,11 +131,11 @@ impl Session {
         };
         let mut reasons = Vec::new();
         for &mode in modes {
-            match attach_mode(tgid, mode) {
+            match attach_mode(tgids, mode) {
                 Ok(ebpf) => {
                     return Ok(Session {
                         ebpf,
-                        tgid,
+                        tgids: tgids.to_vec(),
                         mode,
                         fallback_reasons: reasons,
                     });
@@ -158,9 +164,19 @@ impl fmt::Display for AttachError {
 
 impl std::error::Error for AttachError {}
 
-fn attach_mode(tgid: u32, mode: Mode) -> Result<Ebpf> {
-    if tgid == 0 {
+fn attach_mode(tgids: &[u32], mode: Mode) -> Result<Ebpf> {
+    let Some((&tgid, more)) = tgids.split_first() else {
+        bail!("no process to profile")
+    };
+    if tgids.contains(&0) {
         bail!("pid 0 cannot be profiled");
+    }
+    if more.len() > MAX_MORE_TARGETS as usize {
+        bail!(
+            "at most {} processes can be profiled together, got {}",
+            MAX_MORE_TARGETS + 1,
+            tgids.len()
+        );
     }
     if mode == Mode::Kprobe && !kernel_has_kprobes() {
         // CONFIG_KPROBES unset: nothing below could attach, so say so plainly.
@@ -172,9 +188,17 @@ fn attach_mode(tgid: u32, mode: Mode) -> Result<Ebpf> {
     let offsets = crate::btf::task_offsets()?;
     let mut ebpf = EbpfLoader::new()
         .override_global(names::TARGET_TGID, &tgid, true)
+        .override_global(names::MULTI_TARGET, &u32::from(!more.is_empty()), true)
         .override_global(names::TASK_OFFSETS, &offsets, true)
         .load(EBPF_OBJECT)
         .context("loading the eBPF object into the kernel (needs root, or CAP_BPF and CAP_PERFMON)")?;
+    let mut targets: HashMap<_, u32, u8> =
+        HashMap::try_from(ebpf.map_mut(names::MORE_TARGETS).context("map MORE_TARGETS missing")?)?;
+    for &pid in more {
+        targets
+            .insert(pid, 1, 0)
+            .with_context(|| format!("adding pid {pid} to the targets"))?;
+    }
     for program in [names::SCHED_SWITCH, names::SCHED_WAKEUP, names::SCHED_PROCESS_EXIT] {
         attach_raw_tracepoint(&mut ebpf, program)?;
     }
@@ -249,4 +273,24 @@ fn raise_memlock_limit() {
     // SAFETY: plain syscall on a valid struct; failure only matters on old kernels and shows up
     // as a load error there.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+/// The processes whose parent is `pid` (a prefork server's or nginx's workers), from /proc.
+pub fn child_processes(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| {
+            // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .is_some_and(|stat| {
+                    stat.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                        == Some(pid)
+                })
+        })
+        .collect()
 }

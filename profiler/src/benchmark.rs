@@ -75,7 +75,12 @@ impl Benchmark {
             bench::server::spawn_child(&exe, self.server, self.server_cpus.as_deref())?
         };
         let load = self.load_at(server.addr(), self.load.concurrency);
-        let reasons = match Session::attach(server.pid(), requested) {
+        // A prefork server serves from its worker processes: account them with the parent.
+        let mut processes = vec![server.pid()];
+        if self.server.forks_workers() {
+            processes.extend(crate::attach::child_processes(server.pid()));
+        }
+        let reasons = match Session::attach_processes(&processes, requested) {
             Ok(session) => {
                 let stats = self.bpf_stats.then(crate::totals::enable_run_stats).transpose()?;
                 let start = Instant::now();

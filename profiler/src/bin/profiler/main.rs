@@ -41,6 +41,9 @@ enum Command {
         /// Also report the eBPF programs' own run time (BPF run-time statistics).
         #[arg(long)]
         bpf_stats: bool,
+        /// Also profile the process's children (nginx's or a prefork server's workers).
+        #[arg(long)]
+        children: bool,
     },
     /// Load a bench-server (or a loopback target) and print throughput and latency; with
     /// --profile, also where the server's time went.
@@ -83,6 +86,7 @@ fn main() -> Result<()> {
             mode,
             json,
             bpf_stats,
+            children,
         } => {
             ensure!(
                 duration.is_finite() && duration > 0.0 && duration <= 86_400.0,
@@ -92,8 +96,12 @@ fn main() -> Result<()> {
                 std::path::Path::new(&format!("/proc/{pid}")).exists(),
                 "no process with pid {pid}"
             );
-            let session = Session::attach(pid, mode).with_context(|| format!("profiling pid {pid}"))?;
-            eprintln!("profiling pid {pid} for {duration} s (mode {})", session.mode);
+            let mut pids = vec![pid];
+            if children {
+                pids.extend(profiler::attach::child_processes(pid));
+            }
+            let session = Session::attach_processes(&pids, mode).with_context(|| format!("profiling pid {pid}"))?;
+            eprintln!("profiling pids {pids:?} for {duration} s (mode {})", session.mode);
             let stats = bpf_stats.then(profiler::totals::enable_run_stats).transpose()?;
             let start = Instant::now();
             std::thread::sleep(Duration::from_secs_f64(duration));
