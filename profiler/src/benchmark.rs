@@ -78,7 +78,7 @@ impl Benchmark {
         // A prefork server serves from its worker processes: account them with the parent.
         let mut processes = vec![server.pid()];
         if self.server.forks_workers() {
-            processes.extend(crate::attach::child_processes(server.pid()));
+            processes.extend(workers_of(server.pid())?);
         }
         let reasons = match Session::attach_processes(&processes, requested) {
             Ok(session) => {
@@ -130,6 +130,25 @@ impl Benchmark {
         let child = bench::server::spawn_child(&bench_server_exe()?, self.server, self.server_cpus.as_deref())?;
         let addr = child.addr();
         Ok((Some(child), addr))
+    }
+}
+
+/// A prefork server prints its address before it forks: wait until its workers exist and their
+/// number has held for a moment.
+fn workers_of(pid: u32) -> Result<Vec<u32>> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = crate::attach::child_processes(pid);
+        if !now.is_empty() && now.len() == seen.len() {
+            return Ok(now);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the prefork server {pid} started no workers within 5 s"
+        );
+        seen = now;
     }
 }
 
