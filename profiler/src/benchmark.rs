@@ -1,6 +1,7 @@
 //! A benchmark session: a bench-server child (or a loopback target), the load generator against
 //! it, and optionally the profiler attached to the server process alone. The node and the
 //! `profiler bench` command are two front ends to these functions.
+use crate::server_stats::{Sampler, ServerStats};
 use crate::{AttachError, Breakdown, Mode, Requested, Session, Totals};
 use anyhow::{Context, Result};
 use bench::load::{LoadConfig, LoadReport};
@@ -56,6 +57,21 @@ impl Benchmark {
             reports.push(report);
         }
         Ok(reports)
+    }
+
+    /// One load run on a fresh server, with the server's memory and context switches sampled
+    /// during the run.
+    pub fn run_with_server_stats(&self) -> Result<(LoadReport, ServerStats)> {
+        let (server, addr) = self.start_server()?;
+        let server = server.context("server statistics need our own bench-server, not a target")?;
+        let mut pids = vec![server.pid()];
+        if self.server.forks_workers() {
+            pids.extend(workers_of(server.pid())?);
+        }
+        let sampler = Sampler::start(pids);
+        let report = bench::load::run(&self.load_at(addr, self.load.concurrency));
+        let stats = sampler.finish();
+        Ok((report?, stats))
     }
 
     /// One load run with the server's threads profiled over exactly the run: in an eBPF mode,

@@ -5,6 +5,7 @@ pub mod benchmark;
 pub mod breakdown;
 mod btf;
 pub mod report;
+pub mod server_stats;
 pub mod totals;
 pub mod workload;
 

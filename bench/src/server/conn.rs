@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 /// How much of a `STREAM` body is generated at a time.
 const STREAM_CHUNK: usize = 64 * 1024;
-/// Input buffer size of a new connection; it grows (up to [`MAX_LINE`]) only for long lines.
-const INPUT_INITIAL: usize = 8 * 1024;
+/// Input buffer size once a connection first reads; it grows (up to [`MAX_LINE`]) only for long
+/// lines. Small, and not allocated before the first read, so that ten thousand mostly idle
+/// connections cost little memory.
+const INPUT_INITIAL: usize = 1024;
 /// Buffers that grew past this are given back once empty, so that one large request does not
 /// pin a megabyte per connection for its lifetime.
 const KEEP_CAPACITY: usize = 256 * 1024;
@@ -240,7 +242,7 @@ struct Input {
 impl Input {
     fn new() -> Input {
         Input {
-            buf: vec![0; INPUT_INITIAL],
+            buf: Vec::new(),
             start: 0,
             end: 0,
             scanned: 0,
@@ -250,6 +252,9 @@ impl Input {
     /// The free space to read into, compacting first and, when `may_grow`, growing up to
     /// [`MAX_LINE`].
     fn spare(&mut self, may_grow: bool) -> &mut [u8] {
+        if self.buf.is_empty() {
+            self.buf = vec![0; INPUT_INITIAL];
+        }
         if self.end == self.buf.len() && self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -263,7 +268,7 @@ impl Input {
     }
 
     fn has_room(&self, may_grow: bool) -> bool {
-        self.end < self.buf.len() || self.start > 0 || (may_grow && self.buf.len() < MAX_LINE)
+        self.buf.is_empty() || self.end < self.buf.len() || self.start > 0 || (may_grow && self.buf.len() < MAX_LINE)
     }
 
     /// A partial line of [`MAX_LINE`] bytes: it can never complete within the limit.

@@ -59,6 +59,9 @@ pub struct BenchArgs {
     /// auto, kprobe, tracepoint (with --profile).
     #[arg(long, default_value = "auto")]
     mode: Requested,
+    /// Also sample the server's memory, threads and context switches during the run.
+    #[arg(long, conflicts_with_all = ["profile", "sweep", "target"])]
+    server_stats: bool,
     /// With --profile: also report the eBPF programs' own run time (BPF run-time statistics).
     #[arg(long)]
     bpf_stats: bool,
@@ -90,6 +93,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
             println!("{value}");
         } else {
             print!("{}\n{}", report::load_table(&report), report::table(&breakdown));
+        }
+        return Ok(());
+    }
+    if args.server_stats {
+        let (report, stats) = benchmark.run_with_server_stats()?;
+        progress.finish();
+        if args.json {
+            let mut value = serde_json::to_value(&report)?;
+            value["server_stats"] = serde_json::to_value(stats)?;
+            println!("{value}");
+        } else {
+            print!("{}", report::load_table(&report));
+            println!(
+                "server: RSS up to {} KiB, up to {} threads, {} voluntary and {} involuntary context switches",
+                stats.rss_max_kb, stats.threads_max, stats.voluntary_switches, stats.involuntary_switches
+            );
         }
         return Ok(());
     }
