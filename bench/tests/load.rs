@@ -1,16 +1,16 @@
 //! The load generator against the real epoll server (and two deliberately bad servers), all on
 //! 127.0.0.1. Runs are small: the machine has two cores, shared.
 
-mod common;
+mod support;
 
 use bench::load::{self, Command, ConnectionMode, LoadConfig, LoadReport};
 use bench::protocol;
-use common::server;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use support::start;
 
 fn config(target: SocketAddr, command: Command, concurrency: usize, requests: u64) -> LoadConfig {
     LoadConfig {
@@ -50,7 +50,7 @@ fn assert_clean(report: &LoadReport, config: &LoadConfig) {
 
 #[test]
 fn echo_at_concurrency_1_10_100() {
-    let server = server();
+    let server = start(bench::server::Model::Epoll);
     for (concurrency, requests) in [(1, 300), (10, 1000), (100, 2000)] {
         let config = config(server.addr(), Command::Echo { payload_size: 64 }, concurrency, requests);
         let report = load::run(&config).unwrap();
@@ -62,14 +62,14 @@ fn echo_at_concurrency_1_10_100() {
 
 #[test]
 fn large_echo_payloads() {
-    let server = server();
+    let server = start(bench::server::Model::Epoll);
     let config = config(server.addr(), Command::Echo { payload_size: 1 << 20 }, 2, 10);
     assert_clean(&load::run(&config).unwrap(), &config);
 }
 
 #[test]
 fn ping_burn_stream_wait() {
-    let server = server();
+    let server = start(bench::server::Model::Epoll);
     let addr = server.addr();
     for (command, concurrency, requests) in [
         (Command::Ping, 4, 500),
@@ -93,7 +93,7 @@ fn ping_burn_stream_wait() {
 
 #[test]
 fn a_connection_per_request() {
-    let server = server();
+    let server = start(bench::server::Model::Epoll);
     let config = LoadConfig {
         connection: ConnectionMode::PerRequest,
         ..config(server.addr(), Command::Ping, 10, 400)
@@ -105,7 +105,7 @@ fn a_connection_per_request() {
 
 #[test]
 fn a_duration_bounded_run_stops_on_time() {
-    let server = server();
+    let server = start(bench::server::Model::Epoll);
     let config = LoadConfig {
         requests: None,
         duration: Some(Duration::from_millis(300)),
@@ -123,7 +123,7 @@ fn a_duration_bounded_run_stops_on_time() {
 
 #[test]
 fn an_open_loop_run_keeps_its_schedule() {
-    let server = server();
+    let server = start(bench::server::Model::Epoll);
     let config = LoadConfig {
         rate: Some(1000.0),
         ..config(server.addr(), Command::Ping, 4, 300)
@@ -143,7 +143,7 @@ fn an_open_loop_run_keeps_its_schedule() {
 fn open_loop_latency_counts_from_the_schedule() {
     // One connection asked for 100 WAIT 20 per second can do only 50: each request starts
     // later than scheduled, and the corrected latency must show that delay.
-    let server = server();
+    let server = start(bench::server::Model::Epoll);
     let config = LoadConfig {
         rate: Some(100.0),
         ..config(server.addr(), Command::Wait(20), 1, 20)
@@ -186,7 +186,7 @@ fn a_silent_server_times_out() {
 
 #[test]
 fn the_hard_limit_ends_a_run() {
-    let server = server();
+    let server = start(bench::server::Model::Epoll);
     let config = LoadConfig {
         max_time: Some(Duration::from_millis(300)),
         ..config(server.addr(), Command::Wait(5000), 2, 10)
@@ -217,7 +217,7 @@ fn nothing_listening() {
 
 #[test]
 fn a_long_wait_does_not_slow_pings_on_another_connection() {
-    let server = server();
+    let server = start(bench::server::Model::Epoll);
     let addr = server.addr();
     let waiter = std::thread::spawn(move || load::run(&config(addr, Command::Wait(2000), 1, 1)));
     std::thread::sleep(Duration::from_millis(100));
@@ -232,7 +232,7 @@ fn a_long_wait_does_not_slow_pings_on_another_connection() {
 #[test]
 fn a_thousand_connections() {
     bench::raise_nofile_limit().unwrap();
-    let server = server();
+    let server = start(bench::server::Model::Epoll);
     let config = config(server.addr(), Command::Ping, 1000, 3000);
     let report = load::run(&config).unwrap();
     assert_clean(&report, &config);
@@ -240,7 +240,7 @@ fn a_thousand_connections() {
 
 #[test]
 fn workers_are_pinned_when_asked() {
-    let server = server();
+    let server = start(bench::server::Model::Epoll);
     let config = LoadConfig {
         client_cpus: Some(vec![0]),
         ..config(server.addr(), Command::Ping, 2, 20)
@@ -254,7 +254,7 @@ fn workers_are_pinned_when_asked() {
 
 #[test]
 fn custom_requests_and_the_json_report() {
-    let server = server();
+    let server = start(bench::server::Model::Epoll);
     let command = Command::Custom {
         request: b"ECHO custom\n".to_vec(),
         response: b"custom\n".to_vec(),
@@ -329,7 +329,7 @@ fn ten_thousand_connections() {
         limit >= 10_500,
         "RLIMIT_NOFILE {limit} is below 10,500 even after raising it (run as root)"
     );
-    let server = server();
+    let server = start(bench::server::Model::Epoll);
     let config = config(server.addr(), Command::Ping, 10_000, 10_000);
     let started = Instant::now();
     let report = load::run(&config).unwrap();
