@@ -112,7 +112,7 @@ fn benchmark(body: &Body, default_requests: u64) -> Result<Benchmark, String> {
             requests,
             duration: duration_ms.map(Duration::from_millis),
             connection,
-            rate: fields::number_opt(body, "rate", f64::MIN_POSITIVE..=MAX_RATE)?,
+            rate: fields::number_opt(body, "rate", bench::load::MIN_RATE..=MAX_RATE)?,
             client_cpus,
             ..LoadConfig::new(placeholder, command)
         },

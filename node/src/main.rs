@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 fn main() {
+    // Raise RLIMIT_NOFILE now, so that ten thousand connections are possible from the first run.
+    let max_concurrency = jobs::max_concurrency();
+    eprintln!("node: up to {max_concurrency} connections per benchmark");
     let outbox = Arc::new(Outbox::new());
     let jobs = jobs::Runner::start(outbox.clone());
     let mut stdin = std::io::stdin().lock();
