@@ -235,11 +235,13 @@ fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str) -> Result<()> {
 
 fn attach_kprobes(ebpf: &mut Ebpf) -> Result<()> {
     let kallsyms = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
-    let present = |symbol: &str| {
-        kallsyms
-            .lines()
-            .any(|line| line.split_whitespace().nth(2) == Some(symbol))
-    };
+    // One pass over the ~150,000 symbols, not one per probe.
+    let symbols: std::collections::HashSet<&str> = kallsyms
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(2))
+        .filter(|s| s.starts_with("__x64_sys_"))
+        .collect();
+    let present = |symbol: &str| symbols.contains(symbol);
     for class in SyscallClass::ALL {
         let (enter, exit) = names::KPROBES[class as usize];
         for (name, is_return) in [(enter, false), (exit, true)] {

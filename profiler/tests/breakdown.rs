@@ -7,7 +7,20 @@ use profiler::{Breakdown, Mode, Requested, Session};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-const TRACEPOINT: Requested = Requested::Only(Mode::Tracepoint);
+/// The eBPF mode these tests profile in: `TCPPROF_TEST_MODE=kprobe|tracepoint`, tracepoint when
+/// unset. `cargo xtask vm-test` runs them in both modes on a kernel that has kprobes; asking for
+/// kprobe on one without fails the tests rather than falling back.
+fn test_mode() -> Mode {
+    match std::env::var("TCPPROF_TEST_MODE").as_deref() {
+        Err(std::env::VarError::NotPresent) | Ok("tracepoint") => Mode::Tracepoint,
+        Ok("kprobe") => Mode::Kprobe,
+        other => panic!("TCPPROF_TEST_MODE={other:?}: expected kprobe or tracepoint"),
+    }
+}
+
+fn requested() -> Requested {
+    Requested::Only(test_mode())
+}
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -31,12 +44,14 @@ fn benchmark(command: Command, requests: u64, concurrency: usize) -> Benchmark {
             client_cpus,
             ..LoadConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), command)
         },
+        bpf_stats: false,
     }
 }
 
 fn profile(b: &Benchmark) -> Breakdown {
-    let (report, breakdown) = b.profile(TRACEPOINT).unwrap_or_else(|e| panic!("{e:?}"));
+    let (report, breakdown) = b.profile(requested()).unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(breakdown.mode, test_mode().as_str());
     let sum: f64 = [
         breakdown.breakdown.accept_pct,
         breakdown.breakdown.read_pct,
@@ -68,11 +83,7 @@ fn large_stream_is_write() {
     require_root();
     let b = profile(&benchmark(Command::Stream(4 << 20), 40, 2));
     assert_eq!(b.bottleneck, "write", "{:?}", b.breakdown);
-    assert!(
-        b.classes.write.bytes >= 40 * (4 << 20),
-        "{:?}",
-        b.classes.write
-    );
+    assert!(b.classes.write.bytes >= 40 * (4 << 20), "{:?}", b.classes.write);
 }
 
 #[test]
@@ -99,10 +110,7 @@ fn per_request_connections_push_accept_up() {
         "{:?}",
         per_request.classes.accept
     );
-    let (a, b) = (
-        persistent.breakdown.accept_pct,
-        per_request.breakdown.accept_pct,
-    );
+    let (a, b) = (persistent.breakdown.accept_pct, per_request.breakdown.accept_pct);
     assert!(
         b > 1.0 && b > 5.0 * a.max(0.1),
         "accept share: persistent {a}%, per-request {b}%"
@@ -124,24 +132,17 @@ fn load_generator_calls_are_not_counted() {
     assert_eq!(b.classes.write.bytes, requests * 5, "PONG\\n per request");
     // The server drains accept until EAGAIN: one connection, one failed call.
     let accept = b.classes.accept;
-    assert_eq!(
-        accept.calls - accept.errors,
-        1,
-        "one persistent connection: {accept:?}"
-    );
+    assert_eq!(accept.calls - accept.errors, 1, "one persistent connection: {accept:?}");
 }
 
 #[test]
 fn oncpu_agrees_with_schedstat() {
     require_root();
     let b = benchmark(Command::Echo { payload_size: 64 }, 30_000, 10);
-    let server = bench::server::spawn_child(
-        &bench_server_exe().unwrap(),
-        Model::Epoll,
-        b.server_cpus.as_deref(),
-    )
-    .unwrap();
-    let session = Session::attach(server.pid(), TRACEPOINT).unwrap();
+    let server =
+        bench::server::spawn_child(&bench_server_exe().unwrap(), Model::Epoll, b.server_cpus.as_deref()).unwrap();
+    let session = Session::attach(server.pid(), requested()).unwrap();
+    assert_eq!(session.mode, test_mode());
     let before = schedstat_oncpu_ns(server.pid());
     let report = bench::load::run(&LoadConfig {
         target: server.addr(),
@@ -186,27 +187,17 @@ fn kprobe_mode_attaches_or_fails_cleanly_and_auto_falls_back() {
     let kprobes = profiler::attach::kernel_has_kprobes();
     match b.profile(Requested::Only(Mode::Kprobe)) {
         Ok((_, breakdown)) => {
-            assert!(
-                kprobes,
-                "kprobe mode attached on a kernel said to have none"
-            );
+            assert!(kprobes, "kprobe mode attached on a kernel said to have none");
             assert_eq!(breakdown.mode, "kprobe");
             assert!(breakdown.classes.write.calls >= 500);
         }
         Err(profiler::benchmark::ProfileError::Unavailable(reason)) => {
-            assert!(
-                !kprobes,
-                "kprobe mode failed on a kernel with kprobes: {reason}"
-            );
+            assert!(!kprobes, "kprobe mode failed on a kernel with kprobes: {reason}");
             assert!(reason.contains("kprobe"), "{reason}");
-            let (_, auto) = b
-                .profile(Requested::Auto)
-                .unwrap_or_else(|e| panic!("{e:?}"));
+            let (_, auto) = b.profile(Requested::Auto).unwrap_or_else(|e| panic!("{e:?}"));
             assert_eq!(auto.mode, "tracepoint");
             assert!(
-                auto.fallback_reasons
-                    .first()
-                    .is_some_and(|r| r.starts_with("kprobe:")),
+                auto.fallback_reasons.first().is_some_and(|r| r.starts_with("kprobe:")),
                 "{:?}",
                 auto.fallback_reasons
             );

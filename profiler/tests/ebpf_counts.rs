@@ -6,7 +6,21 @@ use profiler_common::SyscallClass;
 use std::path::Path;
 
 const PROFILER: &str = env!("CARGO_BIN_EXE_profiler");
-const TRACEPOINT: Requested = Requested::Only(Mode::Tracepoint);
+
+/// The eBPF mode these tests profile in: `TCPPROF_TEST_MODE=kprobe|tracepoint`, tracepoint when
+/// unset. `cargo xtask vm-test` runs them in kprobe mode on a kernel that has kprobes; asking for
+/// kprobe on one without fails the tests rather than falling back.
+fn test_mode() -> Mode {
+    match std::env::var("TCPPROF_TEST_MODE").as_deref() {
+        Err(std::env::VarError::NotPresent) | Ok("tracepoint") => Mode::Tracepoint,
+        Ok("kprobe") => Mode::Kprobe,
+        other => panic!("TCPPROF_TEST_MODE={other:?}: expected kprobe or tracepoint"),
+    }
+}
+
+fn requested() -> Requested {
+    Requested::Only(test_mode())
+}
 
 /// Calls a Rust process makes beside the workload's own (runtime start-up, the go/done handshake
 /// on stdin/stdout): a bound on double counting, far below what a leak from another process
@@ -41,30 +55,17 @@ fn assert_counts(counted: &profiler::Totals, expected: Expected) {
 fn counts_a_known_workload() {
     require_root();
     let (connections, messages) = (20, 50);
-    let (totals, session) =
-        workload::profile(Path::new(PROFILER), connections, messages, TRACEPOINT).unwrap();
+    let (totals, session) = workload::profile(Path::new(PROFILER), connections, messages, requested()).unwrap();
     eprintln!("mode {}: {totals:?}", session.mode);
-    assert_eq!(session.mode, Mode::Tracepoint);
+    assert_eq!(session.mode, test_mode());
     assert_counts(&totals, workload::expected(connections, messages));
 
     let read = totals.class(SyscallClass::Read);
     let write = totals.class(SyscallClass::Write);
     let payload = connections * messages * 2 * workload::MESSAGE as u64;
-    assert!(
-        read.bytes >= payload,
-        "read bytes {} < {payload}",
-        read.bytes
-    );
-    assert!(
-        write.bytes >= payload,
-        "write bytes {} < {payload}",
-        write.bytes
-    );
-    assert_eq!(
-        totals.class(SyscallClass::Accept).bytes,
-        0,
-        "accept moves no bytes"
-    );
+    assert!(read.bytes >= payload, "read bytes {} < {payload}", read.bytes);
+    assert!(write.bytes >= payload, "write bytes {} < {payload}", write.bytes);
+    assert_eq!(totals.class(SyscallClass::Accept).bytes, 0, "accept moves no bytes");
     for class in SyscallClass::ALL {
         let t = totals.class(class);
         assert_eq!(
@@ -89,7 +90,8 @@ fn ignores_another_busy_process() {
     // A bystander making 20x the target's calls at the same time.
     let mut bystander = workload::Child::spawn(exe, 20, 100).unwrap();
     let mut target = workload::Child::spawn(exe, connections, messages).unwrap();
-    let session = Session::attach(target.pid(), TRACEPOINT).unwrap();
+    let session = Session::attach(target.pid(), requested()).unwrap();
+    assert_eq!(session.mode, test_mode());
     let bystander_run = std::thread::spawn(move || {
         bystander.run_to_done().unwrap();
         bystander
@@ -107,11 +109,9 @@ fn programs_are_gone_after_the_session() {
     require_root();
     let before = bpf_objects();
     let target = workload::Child::spawn(Path::new(PROFILER), 1, 1).unwrap();
-    let session = Session::attach(target.pid(), TRACEPOINT).unwrap();
-    assert!(
-        bpf_objects() > before,
-        "attached programs hold bpf descriptors"
-    );
+    let session = Session::attach(target.pid(), requested()).unwrap();
+    assert_eq!(session.mode, test_mode());
+    assert!(bpf_objects() > before, "attached programs hold bpf descriptors");
     drop(session);
     assert_eq!(
         bpf_objects(),

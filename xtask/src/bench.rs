@@ -15,16 +15,14 @@ pub fn loadgen(root: &Path) -> Result<()> {
     apt_install(&["redis-server", "redis-tools"])?;
     let profiler = root.join("target/release/profiler");
     let port = 16379;
-    let _redis = Server::start(
+    let _redis = start_server(
         Command::new("taskset")
             .args(["-c", "0", "redis-server", "--port", &port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]),
         port,
     )?;
     let requests = 200_000;
-    println!(
-        "redis-server on CPU 0; both clients on CPU 1, PING inline, {requests} requests per run,"
-    );
+    println!("redis-server on CPU 0; both clients on CPU 1, PING inline, {requests} requests per run,");
     println!("{ROUNDS} rounds alternating, median of each:\n");
     println!(
         "{:>3} {:>14} {:>14} {:>8} {:>12} {:>12}",
@@ -48,6 +46,246 @@ pub fn loadgen(root: &Path) -> Result<()> {
         );
     }
     println!("\nratio = ours / redis-benchmark (throughput); p99 in microseconds.");
+    Ok(())
+}
+
+const MODELS: [&str; 9] = [
+    "iterative",
+    "threads",
+    "select",
+    "poll",
+    "epoll",
+    "epoll-et",
+    "epoll-workers",
+    "prefork",
+    "async",
+];
+
+/// Every server model at 1 to 10,000 connections (PING, closed loop, server on CPU 0 and load on
+/// CPU 1): throughput, p99, errors, server memory and context switches; then each model's
+/// breakdown at 100 connections.
+pub fn models(root: &Path) -> Result<()> {
+    let profiler = root.join("target/release/profiler");
+    let bench = |model: &str, c: usize, extra: &[&str]| -> Result<serde_json::Value> {
+        // Every connection sends a few requests, at least 20,000 in all.
+        let n = (c * 4).max(20_000).to_string();
+        let out = output(
+            Command::new(&profiler)
+                .args(["bench", "--server", model, "--command", "PING"])
+                .args([
+                    "-c",
+                    &c.to_string(),
+                    "-n",
+                    &n,
+                    "--server-cpus",
+                    "0",
+                    "--client-cpus",
+                    "1",
+                    "--json",
+                ])
+                .args(extra),
+        )?;
+        serde_json::from_str(&out).context("parsing profiler bench --json")
+    };
+    println!("PING, closed loop, server on CPU 0, load on CPU 1; n = max(20000, 4 x c) per run\n");
+    println!(
+        "{:<14} {:>6} {:>10} {:>9} {:>7} {:>9} {:>8} {:>10} {:>10}",
+        "model", "c", "req/s", "p99 us", "errors", "RSS MiB", "threads", "vol cs", "invol cs"
+    );
+    for model in MODELS {
+        for c in [1usize, 10, 100, 1000, 10_000] {
+            // Past these, the model cannot serve at all (one client at a time; FD_SETSIZE):
+            // the run would only measure timeouts.
+            if (model == "iterative" && c > 10) || (model == "select" && c > 1000) {
+                println!("{model:<14} {c:>6} {:>10}", "-");
+                continue;
+            }
+            let v = bench(model, c, &["--server-stats"])?;
+            let s = &v["server_stats"];
+            println!(
+                "{:<14} {:>6} {:>10.0} {:>9} {:>7} {:>9.1} {:>8} {:>10} {:>10}",
+                model,
+                c,
+                v["throughput_rps"].as_f64().unwrap_or(0.0),
+                v["latency_p99_us"],
+                v["errors"],
+                s["rss_max_kb"].as_f64().unwrap_or(0.0) / 1024.0,
+                s["threads_max"],
+                s["voluntary_switches"],
+                s["involuntary_switches"],
+            );
+        }
+    }
+    println!("\nBreakdown at c = 100 (tcpprof, mode auto), percent of on-CPU + run-queue time:\n");
+    println!(
+        "{:<14} {:>7} {:>7} {:>8} {:>7} {:>9}  bottleneck",
+        "model", "accept", "read", "process", "write", "overhead"
+    );
+    for model in MODELS {
+        let c = if model == "iterative" { 1 } else { 100 };
+        let v = bench(model, c, &["--profile"])?;
+        let b = &v["breakdown"];
+        println!(
+            "{:<14} {:>7} {:>7} {:>8} {:>7} {:>9}  {} ({}{})",
+            model,
+            b["accept_pct"],
+            b["read_pct"],
+            b["process_pct"],
+            b["write_pct"],
+            b["overhead_pct"],
+            v["bottleneck"].as_str().unwrap_or("?"),
+            v["mode"].as_str().unwrap_or("?"),
+            if c == 1 { ", c = 1" } else { "" },
+        );
+    }
+    Ok(())
+}
+
+/// Throughput of one bench-server (epoll, CPU 0, PING from 50 connections on CPU 1) unprofiled,
+/// profiled in tracepoint and userspace modes, and under bpftrace's raw_syscalls accounting.
+pub fn overhead(root: &Path) -> Result<()> {
+    apt_install(&["bpftrace"])?;
+    // bpftrace finds tracepoints through tracefs, which this machine does not mount by itself.
+    if !Path::new("/sys/kernel/tracing/events").exists() {
+        crate::setup::run(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))?;
+    }
+    let profiler = root.join("target/release/profiler");
+    let seconds = "2";
+    let bench = |extra: &[&str]| -> Result<serde_json::Value> {
+        let out = output(
+            Command::new(&profiler)
+                .args(["bench", "--command", "PING", "-c", "50", "-d", seconds])
+                .args(["--server-cpus", "0", "--client-cpus", "1", "--json"])
+                .args(extra),
+        )?;
+        serde_json::from_str(&out).context("parsing profiler bench --json")
+    };
+    let rps = |v: &serde_json::Value| v["throughput_rps"].as_f64().unwrap_or(0.0);
+    let (mut plain, mut tracepoint, mut userspace, mut bpftrace) = (vec![], vec![], vec![], vec![]);
+    let mut costs = Vec::new();
+    println!(
+        "bench-server epoll on CPU 0, PING from 50 connections on CPU 1, {seconds} s per run, {ROUNDS} rounds alternating:\n"
+    );
+    for _ in 0..ROUNDS {
+        plain.push(rps(&bench(&[])?));
+        let traced = bench(&["--profile", "--mode", "tracepoint", "--bpf-stats"])?;
+        tracepoint.push(rps(&traced));
+        costs.push(traced);
+        userspace.push(rps(&bench(&["--profile", "--mode", "userspace"])?));
+        bpftrace.push(under_bpftrace(root, seconds)?);
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base = med(&mut plain);
+    println!("{:<34} {:>12} {:>10}", "", "req/s", "vs plain");
+    for (name, v) in [
+        ("unprofiled", &mut plain.clone()),
+        ("tcpprof tracepoint", &mut tracepoint),
+        ("tcpprof userspace", &mut userspace),
+        ("bpftrace raw_syscalls (peer)", &mut bpftrace),
+    ] {
+        let m = med(v);
+        println!("{name:<34} {m:>12.0} {:>10.3}", m / base);
+    }
+    // The programs' own cost, from the middle tracepoint run.
+    costs.sort_by(|a, b| rps(a).total_cmp(&rps(b)));
+    let mid = &costs[costs.len() / 2];
+    let accounted: u64 = ["accept", "read", "write", "other"]
+        .iter()
+        .filter_map(|c| mid["classes"][c]["calls"].as_u64())
+        .sum();
+    println!("\neBPF programs (BPF run-time statistics, middle tracepoint run):");
+    let mut syscall_ns = 0;
+    for p in mid["programs"].as_array().into_iter().flatten() {
+        let (runs, ns) = (p["runs"].as_u64().unwrap_or(0), p["run_ns"].as_u64().unwrap_or(0));
+        if ["sys_enter", "sys_exit"].contains(&p["name"].as_str().unwrap_or("")) {
+            syscall_ns += ns;
+        }
+        println!(
+            "  {:<20} {:>10} runs {:>8.1} ns/run",
+            p["name"].as_str().unwrap_or("?"),
+            runs,
+            ns as f64 / runs.max(1) as f64
+        );
+    }
+    println!(
+        "  sys_enter + sys_exit per accounted syscall of the server: {:.1} ns ({} syscalls; includes the filter's cost for every other task's syscalls)",
+        syscall_ns as f64 / accounted.max(1) as f64,
+        accounted
+    );
+    Ok(())
+}
+
+/// The same load with bpftrace summing the server's syscall time per syscall number.
+fn under_bpftrace(root: &Path, seconds: &str) -> Result<f64> {
+    let server = start_server(
+        Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(root.join("target/release/bench-server"))
+            .args(["--model", "epoll", "--addr", "127.0.0.1:17878"]),
+        17878,
+    )?;
+    let script = format!(
+        "tracepoint:raw_syscalls:sys_enter /pid == {0}/ {{ @start[tid] = nsecs; }} \
+         tracepoint:raw_syscalls:sys_exit /pid == {0} && @start[tid]/ {{ @ns[args->id] = sum(nsecs - @start[tid]); @n[args->id] = count(); delete(@start[tid]); }}",
+        server.0.id()
+    );
+    let mut bpftrace = ChildGuard(
+        Command::new("bpftrace")
+            .args(["-e", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting bpftrace")?,
+    );
+    // bpftrace prints "Attaching N probes..." once attached.
+    let stdout = bpftrace.0.stdout.take().context("bpftrace stdout")?;
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let attached = lines.next().transpose()?.unwrap_or_default();
+    if !attached.starts_with("Attaching") {
+        bail!("bpftrace did not attach: {attached:?}");
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let out = output(Command::new(root.join("target/release/profiler")).args([
+        "bench",
+        "--target",
+        "127.0.0.1:17878",
+        "--request",
+        "PING\\n",
+        "--response",
+        "PONG\\n",
+        "-c",
+        "50",
+        "-d",
+        seconds,
+        "--client-cpus",
+        "1",
+        "--json",
+    ]))?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    drop(server);
+    Ok(v["throughput_rps"].as_f64().unwrap_or(0.0))
+}
+
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_listening(port: u16) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on 127.0.0.1:{port} after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Ok(())
 }
 
@@ -87,8 +325,7 @@ fn ours_ping(profiler: &Path, port: u16, c: usize, n: u64) -> Result<Figures> {
         &n.to_string(),
         "--json",
     ]))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&out).context("parsing profiler bench --json")?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("parsing profiler bench --json")?;
     if v["errors"].as_u64() != Some(0) {
         bail!("our load generator saw errors: {}", v["first_error"]);
     }
@@ -145,30 +382,13 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A peer server started for a benchmark and killed afterwards.
-pub struct Server(Child);
-
-impl Server {
-    pub fn start(cmd: &mut Command, port: u16) -> Result<Server> {
-        let child = cmd
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {cmd:?}"))?;
-        let server = Server(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                bail!("{cmd:?} did not listen on 127.0.0.1:{port} within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(server)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts a peer server for a benchmark; it is killed when the guard drops.
+fn start_server(cmd: &mut Command, port: u16) -> Result<ChildGuard> {
+    let child = cmd
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let guard = ChildGuard(child);
+    wait_listening(port).with_context(|| format!("{cmd:?}"))?;
+    Ok(guard)
 }

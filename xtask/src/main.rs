@@ -1,5 +1,7 @@
 //! `cargo xtask`: the only place that knows how to build eBPF and where toolchains come from.
+mod bench;
 mod setup;
+mod vm;
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
@@ -19,7 +21,7 @@ enum Task {
     /// Install what building and loading the eBPF programs needs (idempotent).
     Setup,
     /// Build in release mode and run the profiler (as root, through sudo when needed).
-    /// With no arguments: a profiled demo workload.
+    /// With no arguments: a profiled benchmark of the epoll bench-server.
     Run {
         /// Arguments for the profiler binary, after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -27,6 +29,24 @@ enum Task {
     },
     /// Formatting, lints and every test (the eBPF tests need root).
     Test,
+    /// The eBPF tests in kprobe and tracepoint mode on a Debian kernel with kprobes, under QEMU.
+    VmTest,
+    /// Benchmarks printed as tables beside a peer tool: loadgen (vs redis-benchmark).
+    Bench {
+        #[arg(value_enum)]
+        name: BenchName,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchName {
+    /// Our load generator vs redis-benchmark on one redis-server.
+    Loadgen,
+    /// Server throughput with the profiler attached vs not, beside bpftrace's raw_syscalls
+    /// accounting; the programs' own cost per event.
+    Overhead,
+    /// Every server model from 1 to 10,000 connections, and each one's breakdown.
+    Models,
 }
 
 fn main() -> Result<()> {
@@ -40,14 +60,44 @@ fn main() -> Result<()> {
             setup()?;
             test()
         }
+        Task::VmTest => {
+            setup()?;
+            vm::vm_test(&workspace_root())
+        }
+        Task::Bench { name } => {
+            setup()?;
+            run(cargo().args([
+                "build",
+                "--release",
+                "--quiet",
+                "--package",
+                "profiler",
+                "--package",
+                "bench",
+            ]))?;
+            match name {
+                BenchName::Loadgen => bench::loadgen(&workspace_root()),
+                BenchName::Overhead => bench::overhead(&workspace_root()),
+                BenchName::Models => bench::models(&workspace_root()),
+            }
+        }
     }
 }
 
 fn run_profiler(mut args: Vec<String>) -> Result<()> {
     if args.is_empty() {
-        args.push("demo".into());
+        // The main job: a profiled benchmark of our own epoll server.
+        args.extend(["bench", "--profile", "-c", "10", "-n", "100000"].map(String::from));
     }
-    run(cargo().args(["build", "--release", "--quiet", "--package", "profiler"]))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "--package",
+        "profiler",
+        "--package",
+        "bench",
+    ]))?;
     let profiler = workspace_root().join("target/release/profiler");
     let mut cmd = if is_root() {
         Command::new(&profiler)
@@ -85,15 +135,13 @@ fn test() -> Result<()> {
     run(cargo().args(["test", "--", "--test-threads=1"]))?;
     // The tests assert the counts; this shows them, and the attach mode, in the log.
     eprintln!("xtask: profiler demo");
-    run(
-        Command::new(workspace_root().join("target/debug/profiler")).args([
-            "demo",
-            "--connections",
-            "10",
-            "--messages",
-            "10",
-        ]),
-    )
+    run(Command::new(workspace_root().join("target/debug/profiler")).args([
+        "demo",
+        "--connections",
+        "10",
+        "--messages",
+        "10",
+    ]))
 }
 
 fn cargo() -> Command {

@@ -4,12 +4,7 @@ use anyhow::{Context, Result, bail};
 use std::process::{Command, Stdio};
 
 /// Debian packages bpf-linker is built against (see DESIGN.md, "Facts about the machines").
-const LLVM_PACKAGES: &[&str] = &[
-    "llvm-22-dev",
-    "libpolly-22-dev",
-    "libzstd-dev",
-    "libxml2-dev",
-];
+const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "libxml2-dev"];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -25,38 +20,16 @@ const STEPS: &[Step] = &[
     Step {
         name: "nightly toolchain",
         present: || succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])),
-        install: || {
-            run(Command::new("rustup").args([
-                "toolchain",
-                "install",
-                "nightly",
-                "--profile",
-                "minimal",
-            ]))
-        },
+        install: || run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"])),
         manual: "rustup toolchain install nightly --profile minimal",
     },
     Step {
         name: "rust-src for nightly",
         present: || {
-            output(Command::new("rustup").args([
-                "component",
-                "list",
-                "--toolchain",
-                "nightly",
-                "--installed",
-            ]))
-            .is_some_and(|out| out.lines().any(|l| l.starts_with("rust-src")))
+            output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
+                .is_some_and(|out| out.lines().any(|l| l.starts_with("rust-src")))
         },
-        install: || {
-            run(Command::new("rustup").args([
-                "component",
-                "add",
-                "rust-src",
-                "--toolchain",
-                "nightly",
-            ]))
-        },
+        install: || run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"])),
         manual: "rustup component add rust-src --toolchain nightly",
     },
     Step {
@@ -113,11 +86,7 @@ pub fn setup() -> Result<()> {
 
 /// Installs Debian packages that are missing (benchmark peers such as redis-server).
 pub fn apt_install(packages: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .copied()
-        .filter(|p| !deb_installed(p))
-        .collect();
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !deb_installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -134,11 +103,7 @@ pub fn apt_install(packages: &[&str]) -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"))
     };
     apt(&["update", "-q"])?;
-    apt(&[
-        &["install", "-y", "-q", "--no-install-recommends"],
-        &missing[..],
-    ]
-    .concat())
+    apt(&[&["install", "-y", "-q", "--no-install-recommends"], &missing[..]].concat())
 }
 
 pub fn is_root() -> bool {
@@ -158,26 +123,16 @@ fn bpf_linker_present() -> bool {
 }
 
 fn install_bpf_linker() -> Result<()> {
-    let path = format!(
-        "{LLVM_PREFIX}/bin:{}",
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = format!("{LLVM_PREFIX}/bin:{}", std::env::var("PATH").unwrap_or_default());
     run(Command::new("cargo")
-        .args([
-            "install",
-            "bpf-linker",
-            "--force",
-            "--version",
-            BPF_LINKER_VERSION,
-        ])
+        .args(["install", "bpf-linker", "--force", "--version", BPF_LINKER_VERSION])
         .args(["--no-default-features", "--features", "llvm-22"])
         .env("PATH", path)
         .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX))
 }
 
 fn which(program: &str) -> Option<String> {
-    output(Command::new("sh").args(["-c", &format!("command -v {program}")]))
-        .map(|s| s.trim().to_string())
+    output(Command::new("sh").args(["-c", &format!("command -v {program}")])).map(|s| s.trim().to_string())
 }
 
 fn deb_installed(package: &str) -> bool {
