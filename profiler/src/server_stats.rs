@@ -13,15 +13,14 @@ pub struct ServerStats {
     pub rss_max_kb: u64,
     /// Most threads seen at once, over the server's processes.
     pub threads_max: u64,
-    /// Context switches of the server's threads during the run (threads that exited between two
-    /// samples lose their last half second).
+    /// Context switches of the server's threads during the run (a thread that exited between two
+    /// samples loses what it did after the first).
     pub voluntary_switches: u64,
     pub involuntary_switches: u64,
 }
 
-/// Samples the processes every half second (often enough for peaks of runs lasting seconds,
-/// rarely enough that reading 10,000 threads' status stays out of the measurement) until
-/// [`Sampler::finish`].
+/// Samples the processes until [`Sampler::finish`], as often as stays cheap (see
+/// `sample_until`).
 pub struct Sampler {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<ServerStats>,
@@ -50,6 +49,7 @@ fn sample_until(pids: &[u32], stop: &AtomicBool) -> ServerStats {
     let mut last: HashMap<u32, (u64, u64)> = HashMap::new();
     loop {
         let done = stop.load(Ordering::Relaxed);
+        let sampled = std::time::Instant::now();
         let (mut rss, mut threads) = (0, 0);
         for &pid in pids {
             rss += status_field(&format!("/proc/{pid}/status"), "VmRSS:").unwrap_or(0);
@@ -76,11 +76,12 @@ fn sample_until(pids: &[u32], stop: &AtomicBool) -> ServerStats {
         if done {
             break;
         }
-        for _ in 0..10 {
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        // Every 20 ms, or ten times as long as a sample took: a thread per connection can come and
+        // go within a short run, yet reading 10,000 threads' status must stay a small load.
+        let pause = (sampled.elapsed() * 10).max(Duration::from_millis(20));
+        let resume = std::time::Instant::now() + pause;
+        while std::time::Instant::now() < resume && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
     for (tid, (v, n)) in &last {

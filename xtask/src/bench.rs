@@ -101,18 +101,19 @@ pub fn models(root: &Path) -> Result<()> {
                 continue;
             }
             let v = bench(model, c, &["--server-stats"])?;
-            let s = &v["server_stats"];
+            let (n, s) = (|k: &str| v[k].as_f64().unwrap_or(f64::NAN), &v["server_stats"]);
+            let stat = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
             println!(
                 "{:<14} {:>6} {:>10.0} {:>9} {:>7} {:>9.1} {:>8} {:>10} {:>10}",
                 model,
                 c,
-                v["throughput_rps"].as_f64().unwrap_or(0.0),
-                v["latency_p99_us"],
-                v["errors"],
-                s["rss_max_kb"].as_f64().unwrap_or(0.0) / 1024.0,
-                s["threads_max"],
-                s["voluntary_switches"],
-                s["involuntary_switches"],
+                n("throughput_rps"),
+                n("latency_p99_us"),
+                n("errors"),
+                stat("rss_max_kb") / 1024.0,
+                stat("threads_max"),
+                stat("voluntary_switches"),
+                stat("involuntary_switches"),
             );
         }
     }
@@ -124,15 +125,15 @@ pub fn models(root: &Path) -> Result<()> {
     for model in MODELS {
         let c = if model == "iterative" { 1 } else { 100 };
         let v = bench(model, c, &["--profile"])?;
-        let b = &v["breakdown"];
+        let pct = |k: &str| v["breakdown"][k].as_f64().unwrap_or(f64::NAN);
         println!(
-            "{:<14} {:>7} {:>7} {:>8} {:>7} {:>9}  {} ({}{})",
+            "{:<14} {:>7.1} {:>7.1} {:>8.1} {:>7.1} {:>9.1}  {} ({}{})",
             model,
-            b["accept_pct"],
-            b["read_pct"],
-            b["process_pct"],
-            b["write_pct"],
-            b["overhead_pct"],
+            pct("accept_pct"),
+            pct("read_pct"),
+            pct("process_pct"),
+            pct("write_pct"),
+            pct("overhead_pct"),
             v["bottleneck"].as_str().unwrap_or("?"),
             v["mode"].as_str().unwrap_or("?"),
             if c == 1 { ", c = 1" } else { "" },
@@ -168,9 +169,9 @@ pub fn overhead(root: &Path) -> Result<()> {
     );
     for _ in 0..ROUNDS {
         plain.push(rps(&bench(&[])?));
-        let traced = bench(&["--profile", "--mode", "tracepoint", "--bpf-stats"])?;
-        tracepoint.push(rps(&traced));
-        costs.push(traced);
+        tracepoint.push(rps(&bench(&["--profile", "--mode", "tracepoint"])?));
+        // Run-time statistics cost a clock read per program run: their own run, not the one above.
+        costs.push(bench(&["--profile", "--mode", "tracepoint", "--bpf-stats"])?);
         userspace.push(rps(&bench(&["--profile", "--mode", "userspace"])?));
         bpftrace.push(under_bpftrace(root, seconds)?);
     }
@@ -196,7 +197,7 @@ pub fn overhead(root: &Path) -> Result<()> {
         .iter()
         .filter_map(|c| mid["classes"][c]["calls"].as_u64())
         .sum();
-    println!("\neBPF programs (BPF run-time statistics, middle tracepoint run):");
+    println!("\neBPF programs (BPF run-time statistics, middle of {ROUNDS} extra tracepoint runs with statistics on):");
     let mut syscall_ns = 0;
     for p in mid["programs"].as_array().into_iter().flatten() {
         let (runs, ns) = (p["runs"].as_u64().unwrap_or(0), p["run_ns"].as_u64().unwrap_or(0));
