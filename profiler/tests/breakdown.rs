@@ -1,35 +1,14 @@
 //! The breakdown against workloads whose answer is known, on the real kernel with a real
 //! bench-server child and the real load generator. Needs root (eBPF).
+mod common;
+
 use bench::load::{Command, ConnectionMode, LoadConfig};
 use bench::server::Model;
+use common::{requested, require_root, test_mode};
 use profiler::benchmark::{Benchmark, bench_server_exe};
 use profiler::{Breakdown, Mode, Requested, Session};
 use std::net::SocketAddr;
 use std::time::Duration;
-
-/// The eBPF mode these tests profile in: `TCPPROF_TEST_MODE=kprobe|tracepoint`, tracepoint when
-/// unset. `cargo xtask vm-test` runs them in both modes on a kernel that has kprobes; asking for
-/// kprobe on one without fails the tests rather than falling back.
-fn test_mode() -> Mode {
-    match std::env::var("TCPPROF_TEST_MODE").as_deref() {
-        Err(std::env::VarError::NotPresent) | Ok("tracepoint") => Mode::Tracepoint,
-        Ok("kprobe") => Mode::Kprobe,
-        other => panic!("TCPPROF_TEST_MODE={other:?}: expected kprobe or tracepoint"),
-    }
-}
-
-fn requested() -> Requested {
-    Requested::Only(test_mode())
-}
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "these tests load eBPF programs and need root"
-    );
-}
 
 /// Server on CPU 0 and load on CPU 1, as the node does by default.
 fn benchmark(command: Command, requests: u64, concurrency: usize) -> Benchmark {

@@ -1,40 +1,19 @@
 //! Loads the real eBPF programs into this kernel and checks what they count against a child
 //! process whose calls are known. Needs root; without it these tests fail, never pass silently.
+mod common;
+
+use common::{requested, require_root, test_mode};
 use profiler::workload::{self, Expected};
-use profiler::{Mode, Requested, Session};
+use profiler::{Requested, Session};
 use profiler_common::SyscallClass;
 use std::path::Path;
 
 const PROFILER: &str = env!("CARGO_BIN_EXE_profiler");
 
-/// The eBPF mode these tests profile in: `TCPPROF_TEST_MODE=kprobe|tracepoint`, tracepoint when
-/// unset. `cargo xtask vm-test` runs them in kprobe mode on a kernel that has kprobes; asking for
-/// kprobe on one without fails the tests rather than falling back.
-fn test_mode() -> Mode {
-    match std::env::var("TCPPROF_TEST_MODE").as_deref() {
-        Err(std::env::VarError::NotPresent) | Ok("tracepoint") => Mode::Tracepoint,
-        Ok("kprobe") => Mode::Kprobe,
-        other => panic!("TCPPROF_TEST_MODE={other:?}: expected kprobe or tracepoint"),
-    }
-}
-
-fn requested() -> Requested {
-    Requested::Only(test_mode())
-}
-
 /// Calls a Rust process makes beside the workload's own (runtime start-up, the go/done handshake
 /// on stdin/stdout): a bound on double counting, far below what a leak from another process
 /// would add.
 const SLACK: u64 = 50;
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "these tests load eBPF programs and need root: run `sudo -E cargo xtask test`"
-    );
-}
 
 fn assert_counts(counted: &profiler::Totals, expected: Expected) {
     for (class, want) in [

@@ -1,7 +1,7 @@
 //! `cargo xtask bench NAME`: benchmarks that print tables, side by side with a peer tool, as
 //! ratios from one run (these machines are shared and noisy: an absolute figure alone means
 //! little). Benchmarks, not tests: they assert nothing.
-use crate::setup::apt_install;
+use crate::setup::{apt_install, stdout_of as output};
 use anyhow::{Context, Result, bail};
 use std::net::TcpStream;
 use std::path::Path;
@@ -370,17 +370,6 @@ fn redis_benchmark(port: u16, c: usize, n: u64) -> Result<Figures> {
         rps,
         p99_us: p99_ms * 1000.0,
     })
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("starting {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", out.status);
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Starts a peer server for a benchmark; it is killed when the guard drops.

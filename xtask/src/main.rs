@@ -66,15 +66,7 @@ fn main() -> Result<()> {
         }
         Task::Bench { name } => {
             setup()?;
-            run(cargo().args([
-                "build",
-                "--release",
-                "--quiet",
-                "--package",
-                "profiler",
-                "--package",
-                "bench",
-            ]))?;
+            build_release()?;
             match name {
                 BenchName::Loadgen => bench::loadgen(&workspace_root()),
                 BenchName::Overhead => bench::overhead(&workspace_root()),
@@ -84,11 +76,8 @@ fn main() -> Result<()> {
     }
 }
 
-fn run_profiler(mut args: Vec<String>) -> Result<()> {
-    if args.is_empty() {
-        // The main job: a profiled benchmark of our own epoll server.
-        args.extend(["bench", "--profile", "-c", "10", "-n", "100000"].map(String::from));
-    }
+/// The profiler and bench-server binaries, optimised, for runs and benchmarks.
+fn build_release() -> Result<()> {
     run(cargo().args([
         "build",
         "--release",
@@ -97,7 +86,15 @@ fn run_profiler(mut args: Vec<String>) -> Result<()> {
         "profiler",
         "--package",
         "bench",
-    ]))?;
+    ]))
+}
+
+fn run_profiler(mut args: Vec<String>) -> Result<()> {
+    if args.is_empty() {
+        // The main job: a profiled benchmark of our own epoll server.
+        args.extend(["bench", "--profile", "-c", "10", "-n", "100000"].map(String::from));
+    }
+    build_release()?;
     let profiler = workspace_root().join("target/release/profiler");
     let mut cmd = if is_root() {
         Command::new(&profiler)

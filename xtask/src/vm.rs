@@ -2,7 +2,7 @@
 //! Debian 6.1 kernel that has kprobes, booted under QEMU (TCG) from an initramfs that carries
 //! everything the tests need. This machine's own kernel has no kprobes, so this is where kprobe
 //! mode is proven. See README.md, "For contributors".
-use crate::setup::{apt_install, run};
+use crate::setup::{apt_install, run, stdout_of};
 use anyhow::{Context, Result, bail, ensure};
 use std::fs;
 use std::io::Read;
@@ -652,16 +652,4 @@ fn deb_installed(package: &str) -> bool {
         .stderr(Stdio::null())
         .output()
         .is_ok_and(|out| out.status.success() && out.stdout == b"install ok installed")
-}
-
-/// The stdout of a command that exited 0 (its stderr goes to ours).
-fn stdout_of(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("starting {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?} failed: {}", out.status);
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
