@@ -472,7 +472,8 @@ mount -t sysfs sysfs /sys
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t bpf bpf /sys/fs/bpf
-mount -t tmpfs tmpfs /tmp
+# No tmpfs on /tmp: the initramfs root is already writable, and the workspace (with the test
+# binaries at their host paths) may itself live under /tmp.
 ip link set lo up
 # Booted quiet; from here on the console shows the kernel's warnings with their backtraces.
 echo 7 > /proc/sys/kernel/printk
