@@ -4,6 +4,7 @@
 //!
 //! Wall-clock, not on-CPU: a blocking read (iterative, threads) counts its wait as read time.
 //! The parent asks for the totals over the server's stdin (see [`serve_control`]).
+use profiler_common::{HIST_BUCKETS, hist_bucket};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 use std::sync::Mutex;
@@ -18,8 +19,8 @@ pub enum Step {
     Process = 3,
 }
 
-/// log2 buckets of step duration in ns, as the eBPF side keeps them.
-pub const BUCKETS: usize = 32;
+/// log2 buckets of step duration in ns, the same as the eBPF side keeps.
+const BUCKETS: usize = HIST_BUCKETS;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -121,12 +122,7 @@ pub fn record<E>(step: Step, start: Option<Instant>, result: &Result<usize, E>) 
         Ok(bytes) => c.bytes.fetch_add(*bytes as u64, Relaxed),
         Err(_) => c.errors.fetch_add(1, Relaxed),
     };
-    let bucket = if ns == 0 {
-        0
-    } else {
-        (63 - ns.leading_zeros() as usize).min(BUCKETS - 1)
-    };
-    c.hist[bucket].fetch_add(1, Relaxed);
+    c.hist[hist_bucket(ns)].fetch_add(1, Relaxed);
 }
 
 pub fn snapshot() -> SelfTimes {
