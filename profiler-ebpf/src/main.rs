@@ -6,6 +6,10 @@
 //! charged to where the thread was (a syscall class or user space; on CPU, blocked, or waiting
 //! in the run queue). Totals live in per-CPU maps that the loader sums at the end of the window:
 //! no event per syscall crosses to user space.
+//!
+//! A running thread's state sits in its CPU's `ON_CPU` slot and moves to the `THREADS` hash
+//! only while it is switched out: syscalls, which come far more often than switches, then cost
+//! an inlined per-CPU array lookup instead of a hash lookup (about 20 ns per event here).
 #![no_std]
 #![no_main]
 
@@ -16,7 +20,7 @@ use aya_ebpf::{
     programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use profiler_common::{
-    CLASS_COUNT, CONTEXT_COUNT, CONTEXT_UNKNOWN, CONTEXT_USER, ClassTotals, MAX_MORE_TARGETS, SCHED_BLOCKED,
+    CLASS_COUNT, CLASS_OF, CONTEXT_COUNT, CONTEXT_UNKNOWN, CONTEXT_USER, ClassTotals, MAX_MORE_TARGETS, SCHED_BLOCKED,
     SCHED_ONCPU, SCHED_RUNQ, SchedTotals, SyscallClass, TaskOffsets, ThreadState, classify, hist_bucket,
 };
 
@@ -42,10 +46,15 @@ static CONTEXT_TOTALS: PerCpuArray<ClassTotals> = PerCpuArray::with_max_entries(
 #[map]
 static SCHED_TOTALS: PerCpuArray<SchedTotals> = PerCpuArray::with_max_entries(1, 0);
 
-/// The target's threads, by tid. Sized for a thread-per-connection server holding ten thousand
-/// connections; exited threads are removed.
+/// The target's threads that are switched out, by tid. Sized for a thread-per-connection server
+/// holding ten thousand connections; exited threads are removed.
 #[map]
 static THREADS: HashMap<u32, ThreadState> = HashMap::with_max_entries(65536, 0);
+
+/// The target thread running on this CPU, if `tid` says so. A slot is only written by programs
+/// running on its own CPU, for the task that is current there.
+#[map]
+static ON_CPU: PerCpuArray<ThreadState> = PerCpuArray::with_max_entries(1, 0);
 
 /// Whether `tgid` is the target: the main process, or one of the processes in MORE_TARGETS (a
 /// prefork server's workers). The map is looked up only when the loader filled it, so a single
@@ -127,38 +136,61 @@ fn resolve(state: &mut ThreadState, context: u32) {
 }
 
 #[inline(always)]
-fn new_state(now: u64, context: u32, sched: u32) -> ThreadState {
+fn new_state(tid: u32, now: u64, context: u32, sched: u32) -> ThreadState {
     ThreadState {
         last_ns: now,
         sys_start_ns: now,
         pending_ns: [0; 3],
         context,
         sched,
+        tid,
+        _pad: 0,
     }
 }
 
+/// A switched-out thread's state.
 #[inline(always)]
-fn thread(tid: u32) -> Option<&'static mut ThreadState> {
+fn switched_out(tid: u32) -> Option<&'static mut ThreadState> {
     THREADS.get_ptr_mut(tid).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+fn on_cpu_slot() -> Option<&'static mut ThreadState> {
+    ON_CPU.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// The state of `tid`, the current task. Its slot holds another tid only for a thread that has
+/// been running since before we attached: it starts afresh in `context`.
+#[inline(always)]
+fn running(tid: u32, now: u64, context: u32) -> Option<(&'static mut ThreadState, bool)> {
+    let slot = on_cpu_slot()?;
+    if slot.tid == tid {
+        return Some((slot, true));
+    }
+    *slot = new_state(tid, now, context, SCHED_ONCPU);
+    Some((slot, false))
 }
 
 /// The current target thread enters a syscall of `class`.
 #[inline(always)]
 fn on_enter(tid: u32, class: u32) {
     let now = now();
-    match thread(tid) {
-        Some(state) => {
-            charge(state, now);
-            // No syscall nests in another: whatever came before was user space.
-            resolve(state, CONTEXT_USER);
-            state.context = class;
-            state.sched = SCHED_ONCPU;
-            state.sys_start_ns = now;
+    let Some((state, true)) = running(tid, now, class) else {
+        return;
+    };
+    if state.context == CONTEXT_USER {
+        // The common case. The thread is running, so its last stretch was on CPU.
+        if let Some(t) = totals(CONTEXT_USER) {
+            t.oncpu_ns += now.saturating_sub(state.last_ns);
         }
-        None => {
-            let _ = THREADS.insert(tid, new_state(now, class, SCHED_ONCPU), 0);
-        }
+        state.last_ns = now;
+    } else {
+        charge(state, now);
+        // No syscall nests in another: whatever came before was user space.
+        resolve(state, CONTEXT_USER);
     }
+    state.context = class;
+    state.sys_start_ns = now;
 }
 
 /// The current target thread leaves a syscall with `ret`. Its class is the one recorded at
@@ -166,21 +198,16 @@ fn on_enter(tid: u32, class: u32) {
 #[inline(always)]
 fn on_exit(tid: u32, ret: i64, class_unseen: impl FnOnce() -> u32) {
     let now = now();
-    let Some(state) = thread(tid) else {
-        // Entered before we attached: from here on the thread is in user space.
-        let _ = THREADS.insert(tid, new_state(now, CONTEXT_USER, SCHED_ONCPU), 0);
+    // Not seen before: entered before we attached, and from here on in user space.
+    let Some((state, true)) = running(tid, now, CONTEXT_USER) else {
         return;
     };
     if state.context < CLASS_COUNT as u32 {
-        // The common case: one lookup charges the last stretch and closes the call.
+        // The common case: one lookup charges the last stretch (on CPU: the thread is running)
+        // and closes the call.
         let class = state.context;
         let Some(t) = totals(class) else { return };
-        let stretch = now.saturating_sub(state.last_ns);
-        match state.sched {
-            SCHED_ONCPU => t.oncpu_ns += stretch,
-            SCHED_BLOCKED => t.blocked_ns += stretch,
-            _ => t.runq_ns += stretch,
-        }
+        t.oncpu_ns += now.saturating_sub(state.last_ns);
         let ns = now.saturating_sub(state.sys_start_ns);
         t.calls += 1;
         t.total_ns += ns;
@@ -199,7 +226,6 @@ fn on_exit(tid: u32, ret: i64, class_unseen: impl FnOnce() -> u32) {
         resolve(state, class_unseen());
     }
     state.context = CONTEXT_USER;
-    state.sched = SCHED_ONCPU;
 }
 
 // ---- tracepoint mode: every syscall, classified by number -------------------------------------
@@ -211,7 +237,11 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     };
     // TP_PROTO(struct pt_regs *regs, long id)
     let nr: i64 = ctx.arg(1);
-    on_enter(tid, classify(nr) as u32);
+    let class = match CLASS_OF.get(nr as usize) {
+        Some(&class) => class as u32,
+        None => SyscallClass::Other as u32,
+    };
+    on_enter(tid, class);
     0
 }
 
@@ -271,13 +301,20 @@ pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
         // Preempted, or yielded while runnable (TASK_RUNNING == 0): it waits in the run queue.
         let involuntary = preempt & 1 != 0 || prev_state as u32 == 0;
         let sched = if involuntary { SCHED_RUNQ } else { SCHED_BLOCKED };
-        match thread(tid) {
-            Some(state) => {
-                charge(state, now);
-                state.sched = sched;
-            }
+        let mut state = new_state(tid, now, CONTEXT_UNKNOWN, sched);
+        if let Some(slot) = on_cpu_slot()
+            && slot.tid == tid
+        {
+            charge(slot, now);
+            slot.sched = sched;
+            state = *slot;
+            slot.tid = 0;
+        }
+        // In place when the thread has switched out before: cheaper than a fresh hash element.
+        match switched_out(tid) {
+            Some(entry) => *entry = state,
             None => {
-                let _ = THREADS.insert(tid, new_state(now, CONTEXT_UNKNOWN, sched), 0);
+                let _ = THREADS.insert(tid, state, 0);
             }
         }
         if let Some(s) = SCHED_TOTALS.get_ptr_mut(0) {
@@ -290,16 +327,19 @@ pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
         }
     }
     let next: *const u8 = ctx.arg(2);
-    if let Some(tid) = task_target_tid(next) {
-        match thread(tid) {
+    if let Some(tid) = task_target_tid(next)
+        && let Some(slot) = on_cpu_slot()
+    {
+        *slot = match switched_out(tid) {
             Some(state) => {
                 charge(state, now);
+                // The copy left behind is stale until the next switch-out overwrites it; as
+                // "on CPU" it is left alone by sched_wakeup.
                 state.sched = SCHED_ONCPU;
+                *state
             }
-            None => {
-                let _ = THREADS.insert(tid, new_state(now, CONTEXT_UNKNOWN, SCHED_ONCPU), 0);
-            }
-        }
+            None => new_state(tid, now, CONTEXT_UNKNOWN, SCHED_ONCPU),
+        };
     }
     0
 }
@@ -309,7 +349,7 @@ pub fn sched_wakeup(ctx: RawTracePointContext) -> i32 {
     // TP_PROTO(struct task_struct *p): p is runnable from now on, though not yet running.
     let task: *const u8 = ctx.arg(0);
     if let Some(tid) = task_target_tid(task)
-        && let Some(state) = thread(tid)
+        && let Some(state) = switched_out(tid)
         && state.sched == SCHED_BLOCKED
     {
         charge(state, now());
@@ -324,8 +364,11 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     let Some(tid) = current_target_tid() else {
         return 0;
     };
-    if let Some(state) = thread(tid) {
-        charge(state, now());
+    if let Some(slot) = on_cpu_slot()
+        && slot.tid == tid
+    {
+        charge(slot, now());
+        slot.tid = 0;
     }
     let _ = THREADS.remove(tid);
     if let Some(s) = SCHED_TOTALS.get_ptr_mut(0) {

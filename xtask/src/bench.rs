@@ -143,7 +143,8 @@ pub fn models(root: &Path) -> Result<()> {
 }
 
 /// Throughput of one bench-server (epoll, CPU 0, PING from 50 connections on CPU 1) unprofiled,
-/// profiled in tracepoint and userspace modes, and under bpftrace's raw_syscalls accounting.
+/// profiled in tracepoint and userspace modes, and under bpftrace's raw_syscalls accounting; then
+/// the eBPF programs' own cost from BPF run-time statistics.
 pub fn overhead(root: &Path) -> Result<()> {
     apt_install(&["bpftrace"])?;
     // bpftrace finds tracepoints through tracefs, which this machine does not mount by itself.
@@ -151,76 +152,163 @@ pub fn overhead(root: &Path) -> Result<()> {
         crate::setup::run(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))?;
     }
     let profiler = root.join("target/release/profiler");
-    let seconds = "2";
+    let seconds = 2;
     let bench = |extra: &[&str]| -> Result<serde_json::Value> {
         let out = output(
             Command::new(&profiler)
-                .args(["bench", "--command", "PING", "-c", "50", "-d", seconds])
+                .args(["bench", "--command", "PING", "-c", "50", "-d", &seconds.to_string()])
                 .args(["--server-cpus", "0", "--client-cpus", "1", "--json"])
                 .args(extra),
         )?;
         serde_json::from_str(&out).context("parsing profiler bench --json")
     };
     let rps = |v: &serde_json::Value| v["throughput_rps"].as_f64().unwrap_or(0.0);
-    let (mut plain, mut tracepoint, mut userspace, mut bpftrace) = (vec![], vec![], vec![], vec![]);
-    let mut costs = Vec::new();
-    println!(
-        "bench-server epoll on CPU 0, PING from 50 connections on CPU 1, {seconds} s per run, {ROUNDS} rounds alternating:\n"
-    );
-    for _ in 0..ROUNDS {
-        plain.push(rps(&bench(&[])?));
-        tracepoint.push(rps(&bench(&["--profile", "--mode", "tracepoint"])?));
-        // Run-time statistics cost a clock read per program run: their own run, not the one above.
-        costs.push(bench(&["--profile", "--mode", "tracepoint", "--bpf-stats"])?);
-        userspace.push(rps(&bench(&["--profile", "--mode", "userspace"])?));
-        bpftrace.push(under_bpftrace(root, seconds)?);
-    }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let base = med(&mut plain);
-    println!("{:<34} {:>12} {:>10}", "", "req/s", "vs plain");
-    for (name, v) in [
-        ("unprofiled", &mut plain.clone()),
-        ("tcpprof tracepoint", &mut tracepoint),
-        ("tcpprof userspace", &mut userspace),
-        ("bpftrace raw_syscalls (peer)", &mut bpftrace),
-    ] {
-        let m = med(v);
-        println!("{name:<34} {m:>12.0} {:>10.3}", m / base);
-    }
-    // The programs' own cost, from the middle tracepoint run.
-    costs.sort_by(|a, b| rps(a).total_cmp(&rps(b)));
-    let mid = &costs[costs.len() / 2];
-    let accounted: u64 = ["accept", "read", "write", "other"]
-        .iter()
-        .filter_map(|c| mid["classes"][c]["calls"].as_u64())
-        .sum();
-    println!("\neBPF programs (BPF run-time statistics, middle of {ROUNDS} extra tracepoint runs with statistics on):");
-    let mut syscall_ns = 0;
-    for p in mid["programs"].as_array().into_iter().flatten() {
-        let (runs, ns) = (p["runs"].as_u64().unwrap_or(0), p["run_ns"].as_u64().unwrap_or(0));
-        if ["sys_enter", "sys_exit"].contains(&p["name"].as_str().unwrap_or("")) {
-            syscall_ns += ns;
+    let variants = [
+        "tracepoint, target idle",
+        "tcpprof tracepoint",
+        "tcpprof userspace",
+        "bpftrace raw_syscalls (peer)",
+    ];
+    let run = |variant: usize| -> Result<f64> {
+        match variant {
+            0 => Ok(rps(&beside_idle_target(&profiler, seconds, &[], || bench(&[]))?.1)),
+            1 => Ok(rps(&bench(&["--profile", "--mode", "tracepoint"])?)),
+            2 => Ok(rps(&bench(&["--profile", "--mode", "userspace"])?)),
+            _ => under_bpftrace(root, seconds),
         }
+    };
+    let rounds = 5;
+    println!("bench-server epoll on CPU 0, PING from 50 connections on CPU 1, {seconds} s per run.");
+    println!("{rounds} rounds; each runs the server unprofiled, then every variant, in an order that rotates;");
+    println!(
+        "a variant's ratio is its req/s over the same round's unprofiled run (the machine drifts between rounds).\n"
+    );
+    let mut plain = Vec::new();
+    let mut figures: Vec<Vec<(f64, f64)>> = vec![Vec::new(); variants.len()];
+    for round in 0..rounds {
+        let base = rps(&bench(&[])?);
+        plain.push(base);
+        for i in 0..variants.len() {
+            let v = (round + i) % variants.len();
+            let r = run(v)?;
+            figures[v].push((r, r / base));
+        }
+    }
+    println!("{:<30} {:>12} {:>10} {:>16}", "", "req/s", "ratio", "ratio range");
+    println!("{:<30} {:>12.0} {:>10.3}", "unprofiled", middle(&plain), 1.0);
+    for (name, runs) in variants.iter().zip(&figures) {
+        let ratios: Vec<f64> = runs.iter().map(|r| r.1).collect();
+        let (lo, hi) = ratios
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+        let req: Vec<f64> = runs.iter().map(|r| r.0).collect();
         println!(
-            "  {:<20} {:>10} runs {:>8.1} ns/run",
+            "{name:<30} {:>12.0} {:>10.3} {:>16}",
+            middle(&req),
+            middle(&ratios),
+            format!("{lo:.3}..{hi:.3}")
+        );
+    }
+    program_costs(&profiler, seconds, bench)
+}
+
+/// The programs' own cost from BPF run-time statistics. Those add a clock read of their own to
+/// every run, so the figure per accounted syscall is taken above a filter miss (a run for a task
+/// that is not the target, measured with an idle target), which carries the same clock read.
+fn program_costs(profiler: &Path, seconds: u64, bench: impl Fn(&[&str]) -> Result<serde_json::Value>) -> Result<()> {
+    let sys_runs = |v: &serde_json::Value| -> (u64, u64) {
+        let mut total = (0, 0);
+        for p in v["programs"].as_array().into_iter().flatten() {
+            if ["sys_enter", "sys_exit"].contains(&p["name"].as_str().unwrap_or("")) {
+                total.0 += p["runs"].as_u64().unwrap_or(0);
+                total.1 += p["run_ns"].as_u64().unwrap_or(0);
+            }
+        }
+        total
+    };
+    let (mut miss_ns, mut above_miss, mut last) = (Vec::new(), Vec::new(), None);
+    for _ in 0..3 {
+        let (idle, _) = beside_idle_target(profiler, seconds, &["--bpf-stats"], || bench(&[]))?;
+        let (runs, ns) = sys_runs(&idle);
+        let miss = ns as f64 / runs.max(1) as f64;
+        let profiled = bench(&["--profile", "--mode", "tracepoint", "--bpf-stats"])?;
+        let (runs, ns) = sys_runs(&profiled);
+        let accounted: u64 = ["accept", "read", "write", "other"]
+            .iter()
+            .filter_map(|c| profiled["classes"][c]["calls"].as_u64())
+            .sum();
+        miss_ns.push(miss);
+        above_miss.push((ns as f64 - runs as f64 * miss) / accounted.max(1) as f64);
+        last = Some(profiled);
+    }
+    println!("\neBPF programs, BPF run-time statistics (3 runs with the target idle, 3 profiled; medians):");
+    for p in last.iter().flat_map(|v| v["programs"].as_array()).flatten() {
+        let (runs, ns) = (p["runs"].as_u64().unwrap_or(0), p["run_ns"].as_u64().unwrap_or(0));
+        println!(
+            "  {:<20} {:>10} runs {:>8.1} ns/run   (last profiled run)",
             p["name"].as_str().unwrap_or("?"),
             runs,
             ns as f64 / runs.max(1) as f64
         );
     }
     println!(
-        "  sys_enter + sys_exit per accounted syscall of the server: {:.1} ns ({} syscalls; includes the filter's cost for every other task's syscalls)",
-        syscall_ns as f64 / accounted.max(1) as f64,
-        accounted
+        "  sys_enter/sys_exit run for another task (filter miss + the statistics' own clock read): {:.1} ns",
+        middle(&miss_ns)
+    );
+    println!(
+        "  target's enter + exit above two misses, per accounted syscall of the server:            {:.1} ns",
+        middle(&above_miss)
     );
     Ok(())
 }
 
+/// Runs `load` while `profiler profile` watches a sleeping process: every program is attached
+/// and runs for every syscall and switch on the machine, but none belongs to the target. Returns
+/// the profile's JSON and the load's.
+fn beside_idle_target(
+    profiler: &Path,
+    seconds: u64,
+    extra: &[&str],
+    load: impl FnOnce() -> Result<serde_json::Value>,
+) -> Result<(serde_json::Value, serde_json::Value)> {
+    let idle = ChildGuard(Command::new("sleep").arg("120").spawn().context("starting sleep")?);
+    let mut watcher = ChildGuard(
+        Command::new(profiler)
+            .args(["profile", "--pid", &idle.0.id().to_string(), "--mode", "tracepoint"])
+            // Long enough to cover the load's start, its run and its end.
+            .args(["--duration", &(seconds + 2).to_string(), "--json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting profiler profile")?,
+    );
+    // It says "profiling pids ..." on stderr once attached.
+    let stderr = watcher.0.stderr.take().context("profiler stderr")?;
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let attached = lines.next().transpose()?.unwrap_or_default();
+    if !attached.starts_with("profiling") {
+        bail!("profiler profile did not attach: {attached:?}");
+    }
+    let loaded = load()?;
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut watcher.0.stdout.take().context("profiler stdout")?, &mut out)?;
+    let status = watcher.0.wait()?;
+    if !status.success() {
+        bail!("profiler profile of an idle process failed: {status}");
+    }
+    let profile = serde_json::from_str(&out).context("parsing profiler profile --json")?;
+    Ok((profile, loaded))
+}
+
+fn middle(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// The same load with bpftrace summing the server's syscall time per syscall number.
-fn under_bpftrace(root: &Path, seconds: &str) -> Result<f64> {
+fn under_bpftrace(root: &Path, seconds: u64) -> Result<f64> {
     let server = start_server(
         Command::new("taskset")
             .args(["-c", "0"])
@@ -260,7 +348,7 @@ fn under_bpftrace(root: &Path, seconds: &str) -> Result<f64> {
         "-c",
         "50",
         "-d",
-        seconds,
+        &seconds.to_string(),
         "--client-cpus",
         "1",
         "--json",
