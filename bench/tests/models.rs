@@ -366,3 +366,12 @@ fn prefork_stops_when_a_worker_dies() {
     wait_until_dead(&[server.pid()], "the prefork parent after a worker died");
     wait_until_dead(&workers, "the other prefork workers");
 }
+
+#[test]
+fn the_server_is_killed_and_reaped_on_drop() {
+    let server = start(Model::Epoll);
+    let pid = server.pid();
+    drop(server);
+    // Reaped by the drop, so the pid no longer exists (as a zombie it would).
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+}

@@ -7,7 +7,7 @@
 //! `select`'s descriptor limit.
 
 use super::reactor::{Interest, Poller, Reactor, Ready, Trigger};
-use super::support::timeout_ms;
+use super::support::{ready_count, timeout_ms};
 use anyhow::Result;
 use std::io;
 use std::net::TcpListener;
@@ -105,14 +105,9 @@ impl Poller for PollPoller {
                 timeout_ms(timeout),
             )
         };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return match err.kind() {
-                io::ErrorKind::Interrupted => Ok(()),
-                _ => Err(err),
-            };
-        }
-        let mut left = n;
+        let Some(mut left) = ready_count(n)? else {
+            return Ok(());
+        };
         for (pfd, &token) in self.fds.iter_mut().zip(&self.tokens) {
             if left == 0 {
                 break;

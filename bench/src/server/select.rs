@@ -12,6 +12,7 @@
 //! at most about 1020 clients at a time, whatever `RLIMIT_NOFILE` allows.
 
 use super::reactor::{Interest, Poller, Reactor, Ready, Trigger};
+use super::support::ready_count;
 use anyhow::Result;
 use std::io;
 use std::net::TcpListener;
@@ -143,14 +144,9 @@ impl Poller for SelectPoller {
         // SAFETY: the sets are valid fd_sets for max_fd + 1 <= FD_SETSIZE descriptors, tv is
         // null or valid, and all outlive the call.
         let n = unsafe { libc::select(self.max_fd + 1, &mut read, &mut write, std::ptr::null_mut(), tv_ptr) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return match err.kind() {
-                io::ErrorKind::Interrupted => Ok(()),
-                _ => Err(err),
-            };
-        }
-        let mut left = n;
+        let Some(mut left) = ready_count(n)? else {
+            return Ok(());
+        };
         for fd in 0..=self.max_fd {
             if left == 0 {
                 break;

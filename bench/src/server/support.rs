@@ -90,6 +90,19 @@ pub(super) fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
     }
 }
 
+/// How many descriptors a `poll` or `select` call found ready, from its return value; `None`
+/// when a signal interrupted it (the caller waits again).
+pub(super) fn ready_count(n: libc::c_int) -> std::io::Result<Option<libc::c_int>> {
+    if n >= 0 {
+        return Ok(Some(n));
+    }
+    let err = std::io::Error::last_os_error();
+    match err.kind() {
+        std::io::ErrorKind::Interrupted => Ok(None),
+        _ => Err(err),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// For each check named, a `#[test]` per model: `<model>::<check>` calls `<check>(Model::X)`.
 /// Also a test that fails when a model is added to `Model::ALL` without being listed here.
-#[allow(unused_macros)] // server.rs and load.rs test the epoll model only
+#[allow(unused_macros)] // load.rs tests the epoll model only
 macro_rules! per_model {
     ($($check:ident),+ $(,)?) => {
         per_model!(@models [$($check),+]
