@@ -58,3 +58,27 @@ fn prefork_refuses_self_timing() {
     let err = spawn_self_timed(Path::new(SERVER), Model::Prefork, None).unwrap_err();
     assert!(format!("{err:#}").contains("worker processes"), "{err:#}");
 }
+
+#[test]
+fn stop_ends_timing_until_the_next_reset() {
+    let mut server = spawn_self_timed(Path::new(SERVER), Model::Epoll, None).unwrap();
+    let config = LoadConfig {
+        requests: Some(100),
+        ..LoadConfig::new(server.addr(), Command::Ping)
+    };
+    let written = |server: &mut bench::server::ServerChild| {
+        // The client can read the last response before the server has recorded its write.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let t = server.self_times().unwrap();
+        t.write.calls - t.write.errors
+    };
+    server.reset_self_times().unwrap();
+    bench::load::run(&config).unwrap();
+    assert_eq!(written(&mut server), 100);
+    server.stop_self_times().unwrap();
+    bench::load::run(&config).unwrap();
+    assert_eq!(written(&mut server), 100, "nothing is timed after stop");
+    server.reset_self_times().unwrap();
+    bench::load::run(&config).unwrap();
+    assert_eq!(written(&mut server), 100, "a reset starts from zero");
+}

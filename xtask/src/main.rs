@@ -69,7 +69,7 @@ fn main() -> Result<()> {
             build_release()?;
             match name {
                 BenchName::Loadgen => bench::loadgen(&workspace_root()),
-                BenchName::Overhead => bench::overhead(&workspace_root()),
+                BenchName::Overhead => bench::overhead(),
                 BenchName::Models => bench::models(&workspace_root()),
             }
         }

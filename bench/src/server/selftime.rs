@@ -104,6 +104,11 @@ pub fn reset() {
     ENABLED.store(true, Relaxed);
 }
 
+/// Stops timing (the totals stay as they are until the next reset).
+pub fn stop() {
+    ENABLED.store(false, Relaxed);
+}
+
 /// The start of a step, when timing is on.
 #[inline]
 pub fn start() -> Option<Instant> {
@@ -153,8 +158,8 @@ pub fn snapshot() -> SelfTimes {
     }
 }
 
-/// Answers the parent on stdin/stdout: `reset` restarts timing (answer `ok`), `stats` prints
-/// the totals as one JSON line. Runs on its own thread until stdin closes.
+/// Answers the parent on stdin/stdout: `reset` restarts timing and `stop` stops it (answer
+/// `ok`), `stats` prints the totals as one JSON line. Runs on its own thread until stdin closes.
 pub fn serve_control() {
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
@@ -162,6 +167,10 @@ pub fn serve_control() {
         let answer = match line.trim() {
             "reset" => {
                 reset();
+                "ok".to_string()
+            }
+            "stop" => {
+                stop();
                 "ok".to_string()
             }
             "stats" => serde_json::to_string(&snapshot()).unwrap_or_else(|e| format!("error {e}")),

@@ -1,0 +1,414 @@
+//! What watching a server costs it. Run by `cargo xtask bench overhead` (as root: it loads eBPF).
+//!
+//! Each variant gets its own bench-server (epoll, CPU 0) answering PING from 50 connections (CPU 1)
+//! for one steady load, and the variant is switched on and off in one-second windows across that
+//! load: off-on, on-off, off-on, ... Each pair of windows gives two ratios, and the table shows
+//! their medians: req/s with / without, and the server's capacity with / without (its CPU time
+//! per request, from schedstat, inverted). The first also counts the load generator slowing
+//! down, because a tracepoint runs for every task's syscalls and the load generator shares the
+//! machine; the second is the server's own cost. These machines are shared and their speed
+//! drifts by tens of percent within seconds, so separate runs compared later would measure the
+//! drift, not the tool.
+//!
+//! Then what one syscall costs more, by wall clock, in a thread that makes nothing but cheap
+//! syscalls: with the programs attached to an idle process (every run a filter miss: the price
+//! of a system-wide tracepoint, paid by every task) and attached to this process (accounted).
+//!
+//! Then the programs' own cost from BPF run-time statistics, which add a clock read of their own
+//! to every run: the cost per accounted syscall is taken above a filter miss (a run for a task
+//! that is not the target, measured in windows where the target is an idle process).
+use anyhow::{Context, Result, bail};
+use bench::load::{Command, LoadConfig, LoadReport};
+use bench::server::{Model, ServerChild, spawn_child, spawn_self_timed};
+use profiler::breakdown::ProgramCost;
+use profiler::{Mode, Requested, Session};
+use std::io::BufRead;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const WINDOW: Duration = Duration::from_secs(1);
+/// Before each window: loading or unloading programs, or starting bpftrace, is over by then.
+const SETTLE: Duration = Duration::from_millis(200);
+/// How long each variant's load runs; it holds as many window pairs as fit.
+const LOAD: Duration = Duration::from_secs(40);
+const CONNECTIONS: usize = 50;
+
+fn main() -> Result<()> {
+    // `cargo bench` passes --bench; a filter argument is not supported.
+    let exe = profiler::benchmark::bench_server_exe()?;
+    println!(
+        "bench-server epoll on CPU 0, PING from {CONNECTIONS} connections on CPU 1; per variant one {} s load,\n\
+         the variant switched on and off in {} s windows (off-on, on-off, ...); ratio = on / off per pair.\n",
+        LOAD.as_secs(),
+        WINDOW.as_secs()
+    );
+    println!(
+        "{:<30} {:>11} {:>8} {:>14} {:>10} {:>14} {:>6}",
+        "", "req/s (off)", "req/s", "range", "capacity", "range", "pairs"
+    );
+    println!(
+        "{:<30} {:>11} {:>8} {:>14} {:>10} {:>14}",
+        "", "", "on/off", "", "on/off", ""
+    );
+    let idle = IdleProcess::start()?;
+    row("tracepoint, target idle", &exe, false, |_| {
+        Ok(Box::new(attach(idle.pid())?))
+    })?;
+    row("tcpprof tracepoint", &exe, false, |server| {
+        Ok(Box::new(attach(server.pid())?))
+    })?;
+    row("tcpprof userspace", &exe, true, |server| {
+        server.reset_self_times()?;
+        Ok(Box::new(SelfTiming(server)))
+    })?;
+    row("bpftrace raw_syscalls (peer)", &exe, false, |server| {
+        Ok(Box::new(Bpftrace::attach(server.pid())?))
+    })?;
+    syscall_cost(&idle)?;
+    program_costs(&exe, &idle)
+}
+
+/// ns per syscall added by the programs, from a thread on CPU 0 calling getppid in a loop, in
+/// alternating windows as above.
+fn syscall_cost(idle: &IdleProcess) -> Result<()> {
+    let calls = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let looper = {
+        let (calls, stop) = (calls.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let _ = bench::sys::pin_current_thread(&[0]);
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..256 {
+                    // SAFETY: getppid takes no arguments and cannot fail.
+                    unsafe { libc::getppid() };
+                }
+                calls.fetch_add(256, Ordering::Relaxed);
+            }
+        })
+    };
+    let window = || {
+        std::thread::sleep(SETTLE);
+        let (before, from) = (calls.load(Ordering::Relaxed), Instant::now());
+        std::thread::sleep(WINDOW);
+        from.elapsed().as_nanos() as f64 / (calls.load(Ordering::Relaxed) - before).max(1) as f64
+    };
+    let me = std::process::id();
+    let (mut plain, mut miss, mut hit) = (Vec::new(), Vec::new(), Vec::new());
+    for pair in 0..8 {
+        for (target, added) in [(idle.pid(), &mut miss), (me, &mut hit)] {
+            let (off, on) = if pair % 2 == 0 {
+                let off = window();
+                let _session = attach(target)?;
+                (off, window())
+            } else {
+                let session = attach(target)?;
+                let on = window();
+                drop(session);
+                (window(), on)
+            };
+            plain.push(off);
+            added.push(on - off);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    looper.join().map_err(|_| anyhow::anyhow!("syscall loop panicked"))?;
+    println!(
+        "\nA thread on CPU 0 calling getppid: {:.1} ns per call unprofiled ({} window pairs, medians)",
+        median(&plain),
+        hit.len()
+    );
+    println!(
+        "  added per syscall of any other task (tracepoint dispatch + filter):  {:>6.1} ns",
+        median(&miss)
+    );
+    println!(
+        "  added per accounted syscall of the target (all of it, by wall clock): {:>6.1} ns",
+        median(&hit)
+    );
+    Ok(())
+}
+
+/// Something switched on while it is alive.
+trait On {}
+impl On for Session {}
+
+/// Self-timing of a server started with it; stopped on drop.
+struct SelfTiming<'a>(&'a mut ServerChild);
+impl On for SelfTiming<'_> {}
+impl Drop for SelfTiming<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.stop_self_times();
+    }
+}
+
+fn attach(pid: u32) -> Result<Session> {
+    Ok(Session::attach(pid, Requested::Only(Mode::Tracepoint))?)
+}
+
+/// Runs one variant's load and prints its row.
+fn row(
+    name: &str,
+    exe: &std::path::Path,
+    self_timed: bool,
+    mut on: impl for<'a> FnMut(&'a mut ServerChild) -> Result<Box<dyn On + 'a>>,
+) -> Result<()> {
+    let mut server = if self_timed {
+        spawn_self_timed(exe, Model::Epoll, Some(&[0]))?
+    } else {
+        spawn_child(exe, Model::Epoll, Some(&[0]))?
+    };
+    let load = Load::start(&server)?;
+    let pid = server.pid();
+    let (mut off_rates, mut ratios, mut capacity) = (Vec::new(), Vec::new(), Vec::new());
+    for pair in 0.. {
+        if load.left() < 2 * (WINDOW + SETTLE) + Duration::from_secs(2) {
+            break;
+        }
+        // Alternate which half comes first, so that a steady drift favours neither.
+        let (off, with) = if pair % 2 == 0 {
+            let off = load.window(pid)?;
+            let guard = on(&mut server)?;
+            let with = load.window(pid)?;
+            drop(guard);
+            (off, with)
+        } else {
+            let guard = on(&mut server)?;
+            let with = load.window(pid)?;
+            drop(guard);
+            (load.window(pid)?, with)
+        };
+        off_rates.push(off.rate);
+        ratios.push(with.rate / off.rate);
+        capacity.push(off.cpu_per_request / with.cpu_per_request);
+    }
+    load.finish()?;
+    if ratios.is_empty() {
+        bail!("{name}: no window pair fitted in the {} s load", LOAD.as_secs());
+    }
+    println!(
+        "{name:<30} {:>11.0} {:>8.3} {:>14} {:>10.3} {:>14} {:>6}",
+        median(&off_rates),
+        median(&ratios),
+        range(&ratios),
+        median(&capacity),
+        range(&capacity),
+        ratios.len()
+    );
+    Ok(())
+}
+
+fn range(v: &[f64]) -> String {
+    let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+    format!("{lo:.3}..{hi:.3}")
+}
+
+/// On-CPU time of all of `pid`'s threads (the first field of each thread's schedstat).
+fn cpu_ns(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).with_context(|| format!("listing threads of {pid}"))? {
+        let stat = std::fs::read_to_string(task?.path().join("schedstat"))?;
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// The programs' cost per run from BPF run-time statistics, in alternating windows: attached to
+/// an idle process (every run a filter miss), then to the server.
+fn program_costs(exe: &std::path::Path, idle: &IdleProcess) -> Result<()> {
+    let _stats = profiler::totals::enable_run_stats()?;
+    let server = spawn_child(exe, Model::Epoll, Some(&[0]))?;
+    let load = Load::start(&server)?;
+    let (mut miss_ns, mut above_miss) = (Vec::new(), Vec::new());
+    let mut per_program: Vec<(String, Vec<f64>)> = Vec::new();
+    while load.left() >= 2 * (WINDOW + SETTLE) + Duration::from_secs(2) {
+        let watching_idle = attach(idle.pid())?;
+        std::thread::sleep(WINDOW);
+        let (runs, ns) = sys_runs(&watching_idle.program_costs());
+        drop(watching_idle);
+        let miss = ns as f64 / runs.max(1) as f64;
+
+        let session = attach(server.pid())?;
+        std::thread::sleep(WINDOW);
+        let costs = session.program_costs();
+        let accounted: u64 = session.read_totals()?.contexts[..profiler_common::CLASS_COUNT]
+            .iter()
+            .map(|c| c.calls)
+            .sum();
+        drop(session);
+        let (runs, ns) = sys_runs(&costs);
+        miss_ns.push(miss);
+        above_miss.push((ns as f64 - runs as f64 * miss) / accounted.max(1) as f64);
+        for p in costs.iter().filter(|p| p.runs > 0) {
+            let ns_per_run = p.run_ns as f64 / p.runs as f64;
+            match per_program.iter_mut().find(|(name, _)| *name == p.name) {
+                Some((_, v)) => v.push(ns_per_run),
+                None => per_program.push((p.name.clone(), vec![ns_per_run])),
+            }
+        }
+    }
+    load.finish()?;
+    if miss_ns.is_empty() {
+        bail!("no window pair fitted in the {} s load", LOAD.as_secs());
+    }
+    println!(
+        "\neBPF programs, BPF run-time statistics ({} window pairs, idle target then the server; medians):",
+        miss_ns.len()
+    );
+    for (name, v) in &per_program {
+        println!("  {name:<20} {:>8.1} ns/run (profiling the server)", median(v));
+    }
+    println!(
+        "  sys_enter/sys_exit run for another task (filter miss + the statistics' own clock read): {:>6.1} ns",
+        median(&miss_ns)
+    );
+    println!(
+        "  the target's enter + exit above two misses, per accounted syscall of the server:        {:>6.1} ns",
+        median(&above_miss)
+    );
+    Ok(())
+}
+
+/// Runs and run time of sys_enter and sys_exit together.
+fn sys_runs(costs: &[ProgramCost]) -> (u64, u64) {
+    costs
+        .iter()
+        .filter(|p| p.name == "sys_enter" || p.name == "sys_exit")
+        .fold((0, 0), |(runs, ns), p| (runs + p.runs, ns + p.run_ns))
+}
+
+struct Window {
+    rate: f64,
+    cpu_per_request: f64,
+}
+
+/// A closed-loop PING load on its own thread, with a counter of finished requests.
+struct Load {
+    progress: Arc<AtomicU64>,
+    ends: Instant,
+    thread: JoinHandle<Result<LoadReport>>,
+}
+
+impl Load {
+    fn start(server: &ServerChild) -> Result<Load> {
+        let progress = Arc::new(AtomicU64::new(0));
+        let config = LoadConfig {
+            concurrency: CONNECTIONS,
+            duration: Some(LOAD),
+            client_cpus: Some(vec![1]),
+            progress: Some(progress.clone()),
+            ..LoadConfig::new(server.addr(), Command::Ping)
+        };
+        let thread = std::thread::spawn(move || bench::load::run(&config));
+        // Past connecting and warming up.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(Load {
+            progress,
+            ends: Instant::now() + LOAD - Duration::from_millis(500),
+            thread,
+        })
+    }
+
+    fn left(&self) -> Duration {
+        self.ends.saturating_duration_since(Instant::now())
+    }
+
+    /// Throughput and the server's CPU time per request over the next window, which starts after
+    /// a pause so that switching a variant on or off is over before it.
+    fn window(&self, server: u32) -> Result<Window> {
+        std::thread::sleep(SETTLE);
+        let (before, cpu_before, from) = (self.progress.load(Ordering::Relaxed), cpu_ns(server)?, Instant::now());
+        std::thread::sleep(WINDOW);
+        let done = (self.progress.load(Ordering::Relaxed) - before).max(1) as f64;
+        Ok(Window {
+            rate: done / from.elapsed().as_secs_f64(),
+            cpu_per_request: (cpu_ns(server)? - cpu_before) as f64 / done,
+        })
+    }
+
+    fn finish(self) -> Result<()> {
+        let report = self
+            .thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
+        if report.errors > 0 {
+            bail!("the load saw {} errors: {:?}", report.errors, report.first_error);
+        }
+        Ok(())
+    }
+}
+
+/// A process that makes no syscalls while it lives, for windows where the programs run for
+/// every task on the machine but account none.
+struct IdleProcess(Child);
+
+impl IdleProcess {
+    fn start() -> Result<IdleProcess> {
+        Ok(IdleProcess(
+            std::process::Command::new("sleep")
+                .arg("3600")
+                .spawn()
+                .context("starting sleep")?,
+        ))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for IdleProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// bpftrace summing the server's syscall time per syscall number, the way one would by hand.
+struct Bpftrace(Child);
+impl On for Bpftrace {}
+
+impl Bpftrace {
+    fn attach(pid: u32) -> Result<Bpftrace> {
+        let script = format!(
+            "tracepoint:raw_syscalls:sys_enter /pid == {pid}/ {{ @start[tid] = nsecs; }} \
+             tracepoint:raw_syscalls:sys_exit /pid == {pid} && @start[tid]/ \
+             {{ @ns[args->id] = sum(nsecs - @start[tid]); @n[args->id] = count(); delete(@start[tid]); }}"
+        );
+        let mut child = std::process::Command::new("bpftrace")
+            .args(["-e", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting bpftrace (cargo xtask bench installs it)")?;
+        // It prints "Attaching N probes..." once attached.
+        let stdout = child.stdout.take().context("bpftrace stdout")?;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let attached = lines.next().transpose()?.unwrap_or_default();
+        let bpftrace = Bpftrace(child);
+        if !attached.starts_with("Attaching") {
+            bail!("bpftrace did not attach: {attached:?}");
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(bpftrace)
+    }
+}
+
+impl Drop for Bpftrace {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
