@@ -21,6 +21,7 @@ use anyhow::{Context, Result, bail};
 use bench::load::{Command, LoadConfig, LoadReport};
 use bench::server::{Model, ServerChild, spawn_child, spawn_self_timed};
 use profiler::breakdown::ProgramCost;
+use profiler::server_stats::oncpu_ns;
 use profiler::{Mode, Requested, Session};
 use std::io::BufRead;
 use std::process::{Child, Stdio};
@@ -205,20 +206,6 @@ fn range(v: &[f64]) -> String {
     format!("{lo:.3}..{hi:.3}")
 }
 
-/// On-CPU time of all of `pid`'s threads (the first field of each thread's schedstat).
-fn cpu_ns(pid: u32) -> Result<u64> {
-    let mut total = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).with_context(|| format!("listing threads of {pid}"))? {
-        let stat = std::fs::read_to_string(task?.path().join("schedstat"))?;
-        total += stat
-            .split_whitespace()
-            .next()
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    Ok(total)
-}
-
 /// The programs' cost per run from BPF run-time statistics, in alternating windows: attached to
 /// an idle process (every run a filter miss), then to the server.
 fn program_costs(exe: &std::path::Path, idle: &IdleProcess) -> Result<()> {
@@ -323,12 +310,13 @@ impl Load {
     /// a pause so that switching a variant on or off is over before it.
     fn window(&self, server: u32) -> Result<Window> {
         std::thread::sleep(SETTLE);
-        let (before, cpu_before, from) = (self.progress.load(Ordering::Relaxed), cpu_ns(server)?, Instant::now());
+        let cpu = || oncpu_ns(server).context("reading the server's schedstat");
+        let (before, cpu_before, from) = (self.progress.load(Ordering::Relaxed), cpu()?, Instant::now());
         std::thread::sleep(WINDOW);
         let done = (self.progress.load(Ordering::Relaxed) - before).max(1) as f64;
         Ok(Window {
             rate: done / from.elapsed().as_secs_f64(),
-            cpu_per_request: (cpu_ns(server)? - cpu_before) as f64 / done,
+            cpu_per_request: (cpu()? - cpu_before) as f64 / done,
         })
     }
 
@@ -346,24 +334,23 @@ impl Load {
 
 /// A process that makes no syscalls while it lives, for windows where the programs run for
 /// every task on the machine but account none.
-struct IdleProcess(Child);
+struct IdleProcess(KillOnDrop);
 
 impl IdleProcess {
     fn start() -> Result<IdleProcess> {
-        Ok(IdleProcess(
-            std::process::Command::new("sleep")
-                .arg("3600")
-                .spawn()
-                .context("starting sleep")?,
-        ))
+        let sleep = std::process::Command::new("sleep").arg("3600").spawn();
+        Ok(IdleProcess(KillOnDrop(sleep.context("starting sleep")?)))
     }
 
     fn pid(&self) -> u32 {
-        self.0.id()
+        self.0.0.id()
     }
 }
 
-impl Drop for IdleProcess {
+/// A child process, killed and reaped on drop.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -371,7 +358,9 @@ impl Drop for IdleProcess {
 }
 
 /// bpftrace summing the server's syscall time per syscall number, the way one would by hand.
-struct Bpftrace(Child);
+struct Bpftrace {
+    _process: KillOnDrop,
+}
 impl On for Bpftrace {}
 
 impl Bpftrace {
@@ -391,19 +380,14 @@ impl Bpftrace {
         let stdout = child.stdout.take().context("bpftrace stdout")?;
         let mut lines = std::io::BufReader::new(stdout).lines();
         let attached = lines.next().transpose()?.unwrap_or_default();
-        let bpftrace = Bpftrace(child);
+        let bpftrace = Bpftrace {
+            _process: KillOnDrop(child),
+        };
         if !attached.starts_with("Attaching") {
             bail!("bpftrace did not attach: {attached:?}");
         }
         std::thread::spawn(move || lines.for_each(drop));
         Ok(bpftrace)
-    }
-}
-
-impl Drop for Bpftrace {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -92,6 +92,15 @@ fn sample_until(pids: &[u32], stop: &AtomicBool) -> ServerStats {
     stats
 }
 
+/// Time on CPU of all of `pid`'s threads, in ns: the first field of each thread's schedstat
+/// (a thread that exits while they are read is left out).
+pub fn oncpu_ns(pid: u32) -> std::io::Result<u64> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/task"))?
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum())
+}
+
 /// A number from a `Name:   value` line of a /proc status file.
 fn status_field(path: &str, name: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;

@@ -6,6 +6,7 @@ use bench::load::{Command, ConnectionMode, LoadConfig};
 use bench::server::Model;
 use common::{requested, require_root, test_mode};
 use profiler::benchmark::{Benchmark, bench_server_exe};
+use profiler::server_stats::oncpu_ns;
 use profiler::{Breakdown, Mode, Requested, Session};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -122,7 +123,7 @@ fn oncpu_agrees_with_schedstat() {
         bench::server::spawn_child(&bench_server_exe().unwrap(), Model::Epoll, b.server_cpus.as_deref()).unwrap();
     let session = Session::attach(server.pid(), requested()).unwrap();
     assert_eq!(session.mode, test_mode());
-    let before = schedstat_oncpu_ns(server.pid());
+    let before = oncpu_ns(server.pid()).unwrap();
     let report = bench::load::run(&LoadConfig {
         target: server.addr(),
         ..b.load.clone()
@@ -131,7 +132,7 @@ fn oncpu_agrees_with_schedstat() {
     assert_eq!(report.errors, 0);
     // Let the server finish closing the connections before both sides stop counting.
     std::thread::sleep(Duration::from_millis(200));
-    let after = schedstat_oncpu_ns(server.pid());
+    let after = oncpu_ns(server.pid()).unwrap();
     let ebpf = session.read_totals().unwrap().oncpu_ns();
     let kernel = after - before;
     let diff = (ebpf as f64 - kernel as f64).abs() / kernel as f64;
@@ -148,15 +149,6 @@ fn oncpu_agrees_with_schedstat() {
         "eBPF on-CPU {ebpf} ns vs schedstat {kernel} ns: {:.1}% apart",
         diff * 100.0
     );
-}
-
-/// Sum of the first field of /proc/<pid>/task/*/schedstat: time on CPU, ns.
-fn schedstat_oncpu_ns(pid: u32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
 }
 
 #[test]

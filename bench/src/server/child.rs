@@ -36,22 +36,24 @@ impl ServerChild {
 
     /// Starts, or restarts from zero, the server's self-timing (started with [`spawn_self_timed`]).
     pub fn reset_self_times(&mut self) -> Result<()> {
-        let answer = self.control("reset")?;
-        anyhow::ensure!(answer == "ok", "server answered {answer:?} to reset");
-        Ok(())
+        self.control_ok("reset")
     }
 
     /// Stops the server's self-timing; its steps then cost no clock reads.
     pub fn stop_self_times(&mut self) -> Result<()> {
-        let answer = self.control("stop")?;
-        anyhow::ensure!(answer == "ok", "server answered {answer:?} to stop");
-        Ok(())
+        self.control_ok("stop")
     }
 
     /// What the server measured of itself since the last reset.
     pub fn self_times(&mut self) -> Result<SelfTimes> {
         let answer = self.control("stats")?;
         serde_json::from_str(&answer).with_context(|| format!("server answered {answer:?} to stats"))
+    }
+
+    fn control_ok(&mut self, command: &str) -> Result<()> {
+        let answer = self.control(command)?;
+        anyhow::ensure!(answer == "ok", "server answered {answer:?} to {command}");
+        Ok(())
     }
 
     fn control(&mut self, command: &str) -> Result<String> {
