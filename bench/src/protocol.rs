@@ -117,7 +117,9 @@ fn write_result(sum: u64, out: &mut Vec<u8>) {
 
 /// `n` units of deterministic CPU work, each a chain of dependent multiply/rotate/xor steps
 /// (tens of ns). `black_box` on the input keeps the compiler from folding or vectorising the
-/// loop, so the server really spends the time and the client can check the sum.
+/// loop, so the server really spends the time and the client can check the sum. Never inlined,
+/// so that a profile names the work as `burn` rather than as its caller.
+#[inline(never)]
 pub fn burn(n: u64) -> u64 {
     let mut sum = 0u64;
     for i in 0..n {

@@ -47,6 +47,15 @@ pub fn number_opt(body: &Body, name: &str, range: RangeInclusive<f64>) -> Result
     }
 }
 
+/// A boolean field, or `default` when absent.
+pub fn boolean(body: &Body, name: &str, default: bool) -> Result<bool, String> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(value) => Err(format!("{name}: must be true or false, got {value}")),
+    }
+}
+
 /// An optional string field.
 pub fn string_opt<'a>(body: &'a Body, name: &str) -> Result<Option<&'a str>, String> {
     match body.get(name) {
@@ -129,5 +138,16 @@ mod tests {
         assert_eq!(string(&b, "s"), Ok("hi"));
         assert!(string(&b, "n").unwrap_err().starts_with("n:"));
         assert_eq!(string(&b, "absent").unwrap_err(), "absent: missing");
+    }
+
+    #[test]
+    fn booleans() {
+        let b = body(json!({"yes": true, "text": "true"}));
+        assert_eq!(boolean(&b, "yes", false), Ok(true));
+        assert_eq!(boolean(&b, "absent", false), Ok(false));
+        assert_eq!(
+            boolean(&b, "text", false).unwrap_err(),
+            "text: must be true or false, got \"true\""
+        );
     }
 }

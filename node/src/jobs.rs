@@ -4,9 +4,8 @@
 use crate::fields::{self, Body};
 use crate::message::{Outbox, Request, code};
 use anyhow::Context;
-use bench::load::{Command, ConnectionMode, LoadConfig, LoadReport};
-use bench::server::Model;
-use profiler::Requested;
+use bench::load::{Command, LoadConfig, LoadReport};
+use profiler::ProfileOptions;
 use profiler::benchmark::{Benchmark, ProfileError, default_cpus};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -27,7 +26,7 @@ const RESERVED_FDS: u64 = 64;
 pub enum Job {
     Run(Benchmark),
     Sweep(Benchmark, Vec<usize>),
-    Profile(Benchmark, Requested),
+    Profile(Benchmark),
 }
 
 impl Job {
@@ -47,8 +46,18 @@ impl Job {
                 if benchmark.target.is_some() {
                     return Err("target: bench_profile profiles its own bench-server, not a target".into());
                 }
-                let mode = fields::string_opt(body, "mode")?.unwrap_or("auto");
-                Job::Profile(benchmark, mode.parse().map_err(|e| format!("mode: {e}"))?)
+                let mut benchmark = benchmark;
+                if let Some(mode) = fields::string_opt(body, "mode")? {
+                    benchmark.profiling.mode = mode.parse().map_err(|e| format!("mode: {e}"))?;
+                }
+                benchmark.profiling.frequency_hz = fields::integer(
+                    body,
+                    "frequency_hz",
+                    u64::from(benchmark.profiling.frequency_hz),
+                    1..=u64::from(ProfileOptions::MAX_FREQUENCY_HZ),
+                )? as u32;
+                benchmark.profiling.stacks = fields::boolean(body, "stacks", false)?;
+                Job::Profile(benchmark)
             }
             _ => Job::Run(benchmark),
         })
@@ -89,12 +98,12 @@ fn benchmark(body: &Body, default_requests: u64) -> Result<Benchmark, String> {
             Some(addr)
         }
     };
-    let server = match fields::string_opt(body, "server")? {
-        None => Model::Epoll,
-        Some(name) => name.parse().map_err(|e| format!("server: {e}"))?,
-    };
+    let mut benchmark = Benchmark::new(command);
+    if let Some(name) = fields::string_opt(body, "server")? {
+        benchmark.server = name.parse().map_err(|e| format!("server: {e}"))?;
+    }
     let connection = match fields::string_opt(body, "connection")? {
-        None => ConnectionMode::Persistent,
+        None => benchmark.load.connection,
         Some(text) => text.parse().map_err(|e| format!("connection: {e}"))?,
     };
     let cpus = |name: &str| -> Result<Option<Vec<usize>>, String> {
@@ -102,22 +111,23 @@ fn benchmark(body: &Body, default_requests: u64) -> Result<Benchmark, String> {
         Ok(list.map(|l| l.into_iter().map(|c| c as usize).collect()))
     };
     let (server_cpus, client_cpus) = default_cpus(cpus("server_cpus")?, cpus("client_cpus")?);
-    let placeholder = SocketAddr::from(([127, 0, 0, 1], 0));
-    Ok(Benchmark {
-        server,
-        target,
-        server_cpus,
-        load: LoadConfig {
-            concurrency: fields::integer(body, "concurrency", 10, 1..=max_concurrency())? as usize,
-            requests,
-            duration: duration_ms.map(Duration::from_millis),
-            connection,
-            rate: fields::number_opt(body, "rate", bench::load::MIN_RATE..=MAX_RATE)?,
-            client_cpus,
-            ..LoadConfig::new(placeholder, command)
-        },
-        bpf_stats: false,
-    })
+    benchmark.target = target;
+    benchmark.server_cpus = server_cpus;
+    benchmark.load = LoadConfig {
+        concurrency: fields::integer(
+            body,
+            "concurrency",
+            Benchmark::DEFAULT_CONCURRENCY as u64,
+            1..=max_concurrency(),
+        )? as usize,
+        requests,
+        duration: duration_ms.map(Duration::from_millis),
+        connection,
+        rate: fields::number_opt(body, "rate", bench::load::MIN_RATE..=MAX_RATE)?,
+        client_cpus,
+        ..benchmark.load
+    };
+    Ok(benchmark)
 }
 
 fn cpu_count() -> usize {
@@ -196,13 +206,11 @@ impl Job {
                     "server": server_name(&benchmark),
                 }))
             }
-            Job::Profile(benchmark, requested) => {
-                let (report, breakdown) = benchmark.profile(requested)?;
-                let mut body = reply("bench_profile_ok", &benchmark, &report);
-                let profile = serde_json::to_value(&breakdown).context("serialising the breakdown")?;
-                if let (Some(body), Value::Object(profile)) = (body.as_object_mut(), profile) {
-                    body.extend(profile);
-                }
+            Job::Profile(benchmark) => {
+                let (report, profile) = benchmark.profile()?;
+                let mut body =
+                    profiler::printer::profiled_run_json(&report, &profile).context("serialising the profile")?;
+                describe(&mut body, "bench_profile_ok", &benchmark);
                 Ok(body)
             }
         }
@@ -213,14 +221,19 @@ fn server_name(b: &Benchmark) -> String {
     b.target.map_or_else(|| b.server.name().to_string(), |t| t.to_string())
 }
 
-/// bench_run_ok's fields (also the load half of bench_profile_ok).
+/// bench_run_ok's fields.
 fn reply(kind: &str, b: &Benchmark, r: &LoadReport) -> Value {
     let mut body = serde_json::to_value(r).unwrap_or_else(|_| json!({}));
+    describe(&mut body, kind, b);
+    body
+}
+
+/// The reply's type and what was run.
+fn describe(body: &mut Value, kind: &str, b: &Benchmark) {
     body["type"] = json!(kind);
     body["server"] = json!(server_name(b));
     body["command"] = json!(b.load.command.to_string());
     body["connection"] = json!(b.load.connection.to_string());
-    body
 }
 
 fn sweep_row(r: &LoadReport) -> Value {

@@ -98,6 +98,18 @@ fn bad_input_gets_errors_naming_the_field_and_the_node_keeps_serving() {
             "concurrency_levels[1]",
         ),
         (json!({"type": "bench_profile", "mode": "magic"}), 12, "mode"),
+        (json!({"type": "bench_profile", "frequency_hz": 0}), 12, "frequency_hz"),
+        (
+            json!({"type": "bench_profile", "frequency_hz": 20001}),
+            12,
+            "frequency_hz",
+        ),
+        (
+            json!({"type": "bench_profile", "frequency_hz": "fast"}),
+            12,
+            "frequency_hz",
+        ),
+        (json!({"type": "bench_profile", "stacks": "yes"}), 12, "stacks"),
         (json!({"type": "init"}), 12, "node_id"),
         (json!({"type": "echo"}), 12, "echo"),
     ];

@@ -24,6 +24,12 @@ fn seed_profile_breakdown_sums_to_100() {
         ["kprobe", "tracepoint"].contains(&body["mode"].as_str().unwrap()),
         "{body}"
     );
+    // The exact modes carry no sampling figures unless stacks were asked for.
+    assert!(
+        body.get("margin_pct").is_none() && body.get("top_functions").is_none(),
+        "{body}"
+    );
+    assert!(body["syscalls"].is_array(), "{body}");
     assert!(
         body["fallback_reasons"].is_array() && body["window_ms"].is_u64(),
         "{body}"
@@ -74,12 +80,60 @@ fn forced_modes_run_or_fail_with_error_11_and_the_reason() {
         assert_eq!(reply["code"], 11, "{reply}");
         assert!(reply["text"].as_str().unwrap().contains("kprobe"), "{reply}");
     }
+    for mode in ["tracepoint", "sampling"] {
+        let reply = node.call(
+            json!({"type": "bench_profile", "num_requests": 20, "mode": mode}),
+            ms(10_000),
+        );
+        assert_eq!(reply["mode"], mode, "{reply}");
+        assert_eq!(reply["fallback_reasons"], json!([]), "{reply}");
+    }
+}
+
+#[test]
+fn sampling_mode_reply_carries_samples_margins_stacks_and_syscalls() {
+    let mut node = Node::start();
     let reply = node.call(
-        json!({"type": "bench_profile", "num_requests": 20, "mode": "tracepoint"}),
-        ms(10_000),
+        json!({"type": "bench_profile", "mode": "sampling", "command": "BURN 20000", "num_requests": 3000,
+               "concurrency": 4, "frequency_hz": 2999}),
+        ms(30_000),
+    );
+    assert_eq!(reply["type"], "bench_profile_ok", "{reply}");
+    assert_eq!(reply["mode"], "sampling", "{reply}");
+    assert_eq!(reply["frequency_hz"], 2999, "{reply}");
+    assert!(reply["samples"].as_u64().unwrap() >= 300, "{reply}");
+    for part in PARTS {
+        let margin = reply["margin_pct"][format!("{part}_pct")].as_f64().unwrap();
+        assert!((0.0..10.0).contains(&margin), "{part}: {reply}");
+    }
+    assert_eq!(reply["bottleneck"], "process", "{reply}");
+    let top = &reply["top_functions"]["process"][0];
+    assert!(top["function"].as_str().unwrap().ends_with("burn"), "{top}");
+    assert_eq!(top["module"], "bench-server", "{top}");
+    assert!(
+        top["samples"].as_u64().unwrap() > 0 && top["pct"].as_f64().unwrap() > 50.0,
+        "{top}"
+    );
+    for field in ["collisions", "failed", "lost", "truncated"] {
+        assert!(reply["stack_errors"][field].is_u64(), "stack_errors.{field}: {reply}");
+    }
+    // The server waits in epoll_wait between requests: the other class, by name.
+    let syscalls = reply["syscalls"].as_array().unwrap();
+    let epoll = syscalls.iter().find(|s| s["name"] == "epoll_wait").expect("epoll_wait");
+    for field in ["calls", "oncpu_ns", "blocked_ns", "samples"] {
+        assert!(epoll[field].is_u64(), "{field}: {epoll}");
+    }
+    // Sampling counts no calls.
+    assert_eq!(reply["classes"]["write"]["calls"], 0, "{reply}");
+
+    // Stacks in an exact mode, on request.
+    let reply = node.call(
+        json!({"type": "bench_profile", "mode": "tracepoint", "stacks": true, "num_requests": 2000}),
+        ms(30_000),
     );
     assert_eq!(reply["mode"], "tracepoint", "{reply}");
-    assert_eq!(reply["fallback_reasons"], json!([]), "{reply}");
+    assert!(reply["top_functions"]["write"].is_array(), "{reply}");
+    assert!(reply["classes"]["write"]["calls"].as_u64().unwrap() >= 2000, "{reply}");
 }
 
 fn profiler_kernel_has_kprobes() -> bool {
@@ -94,13 +148,14 @@ fn profiler_kernel_has_kprobes() -> bool {
 
 /// Our programs loaded in the kernel right now, by name (the kernel keeps 15 characters).
 fn our_programs() -> usize {
-    const OURS: [&str; 6] = [
+    const OURS: [&str; 7] = [
         "sys_enter",
         "sys_exit",
         "sched_switch",
         "sched_wakeup",
         "sched_process_e",
         "kprobe_",
+        "cpu_sample",
     ];
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
@@ -141,15 +196,26 @@ fn programs_and_server_are_gone_after_a_profile_and_after_the_node_is_killed() {
     assert_eq!(reply["type"], "bench_profile_ok", "{reply}");
     wait_until("programs unloaded after the profile", || our_programs() == programs);
 
-    node.send(json!({"type": "bench_profile", "duration_ms": 5000, "concurrency": 2}));
+    // Sampling mode, killed mid-run: its cpu-clock perf events must go with the programs.
+    node.send(json!({"type": "bench_profile", "duration_ms": 5000, "concurrency": 2, "mode": "sampling"}));
     wait_until("programs attached during the profile", || our_programs() > programs);
+    wait_until("perf events open during the profile", || perf_event_links() > 0);
     assert!(bench_servers() > servers, "the profiled server runs");
     let pid = node.pid();
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
     drop(node);
     wait_until("programs unloaded after SIGKILL", || our_programs() == programs);
+    wait_until("perf events closed after SIGKILL", || perf_event_links() == 0);
     wait_until("bench-server stopped after SIGKILL", || bench_servers() == servers);
+}
+
+/// BPF links to perf events in the whole system (each holds one of our cpu-clock events).
+fn perf_event_links() -> usize {
+    aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .filter(|link| matches!(link.link_type(), Ok(aya::programs::links::LinkType::PerfEvent)))
+        .count()
 }
 
 #[test]

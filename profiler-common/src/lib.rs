@@ -114,6 +114,10 @@ pub struct ClassTotals {
     pub runq_ns: u64,
     /// Bytes moved, from positive return values of read- and write-class calls.
     pub bytes: u64,
+    /// cpu-clock samples that found a target thread in this context, and their periods summed:
+    /// the sampled estimate of `oncpu_ns` (sampling mode, or any mode with stacks).
+    pub samples: u64,
+    pub sample_ns: u64,
     pub hist: [u64; HIST_BUCKETS],
 }
 
@@ -126,6 +130,8 @@ impl ClassTotals {
         blocked_ns: 0,
         runq_ns: 0,
         bytes: 0,
+        samples: 0,
+        sample_ns: 0,
         hist: [0; HIST_BUCKETS],
     };
 }
@@ -162,7 +168,69 @@ pub struct ThreadState {
     pub sched: u32,
     /// Whose state this is: a CPU's running-thread slot is reused by every thread that runs there.
     pub tid: u32,
-    pub _pad: u32,
+    /// Number of the syscall the thread is inside, for [`SyscallTotals`] (context `Other`).
+    pub nr: u32,
+}
+
+/// Per syscall number, the time of the `Other` class (epoll_wait, futex, openat, ...), so that
+/// "overhead" can be split by syscall. A per-CPU array indexed by number, below [`SYSCALL_SLOTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyscallTotals {
+    pub calls: u64,
+    pub oncpu_ns: u64,
+    pub blocked_ns: u64,
+    pub runq_ns: u64,
+    pub samples: u64,
+    pub sample_ns: u64,
+}
+
+/// Syscall numbers accounted one by one (every x86_64 syscall is below it).
+pub const SYSCALL_SLOTS: usize = 512;
+
+/// Key of the sampled-stack counts: which process, in which context (a syscall class or
+/// [`CONTEXT_USER`]), with which user and kernel stacks (ids in the stack trace map, or a
+/// negative errno when the stack could not be taken, or [`NO_STACK`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StackKey {
+    pub tgid: u32,
+    pub context: u32,
+    pub user_stack: i32,
+    pub kernel_stack: i32,
+}
+
+/// A stack not taken: the kernel stack of a sample taken in user mode.
+pub const NO_STACK: i32 = i32::MIN;
+
+/// Why sampled stacks are missing, counted by the sampling program (per-CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StackErrors {
+    /// The stack's hash bucket held another stack (`-EEXIST`): the sample keeps no stack.
+    pub collisions: u64,
+    /// The stack could not be walked at all (`-EFAULT` and the like).
+    pub failed: u64,
+    /// The count map was full: the sample is counted in the totals but not in any stack.
+    pub lost: u64,
+}
+
+/// Most distinct (process, context, user stack, kernel stack) keys kept per window.
+pub const MAX_STACK_KEYS: u32 = 16384;
+/// Most distinct stacks in the stack trace map (user and kernel stacks share it). A stack whose
+/// hash bucket is taken is lost (counted as a collision): the more buckets, the fewer; each is
+/// about 1 KiB of kernel memory (127 frames), held only while stacks are taken.
+pub const MAX_STACKS: u32 = 32768;
+
+/// x86_64 `struct pt_regs`: where the registers saved at kernel entry sit. `orig_ax` holds the
+/// syscall number in a syscall (an interrupt vector or fault error code otherwise); the entry
+/// code sets `ax` to -ENOSYS until the syscall returns its value there; `cs & 3` is 3 in user
+/// mode.
+pub mod pt_regs {
+    pub const AX: usize = 80;
+    pub const ORIG_AX: usize = 120;
+    pub const CS: usize = 136;
+    pub const ENOSYS: i64 = 38;
 }
 
 /// Processes beside the main target a session may account (a prefork server's workers).
@@ -204,6 +272,14 @@ pub mod names {
     pub const MULTI_TARGET: &str = "MULTI_TARGET";
     pub const MORE_TARGETS: &str = "MORE_TARGETS";
     pub const TASK_OFFSETS: &str = "TASK_OFFSETS";
+    pub const SAMPLING: &str = "SAMPLING";
+    pub const TAKE_STACKS: &str = "TAKE_STACKS";
+    pub const SYSCALL_TOTALS: &str = "SYSCALL_TOTALS";
+    pub const STACK_TRACES: &str = "STACK_TRACES";
+    pub const STACK_COUNTS: &str = "STACK_COUNTS";
+    pub const STACK_ERRORS: &str = "STACK_ERRORS";
+    /// Sampling: the cpu-clock perf event program, one event per CPU.
+    pub const CPU_SAMPLE: &str = "cpu_sample";
     /// Tracepoint mode: the raw_syscalls raw tracepoints.
     pub const SYS_ENTER: &str = "sys_enter";
     pub const SYS_EXIT: &str = "sys_exit";
@@ -228,6 +304,9 @@ mod pod {
     unsafe impl aya::Pod for super::SchedTotals {}
     unsafe impl aya::Pod for super::ThreadState {}
     unsafe impl aya::Pod for super::TaskOffsets {}
+    unsafe impl aya::Pod for super::SyscallTotals {}
+    unsafe impl aya::Pod for super::StackKey {}
+    unsafe impl aya::Pod for super::StackErrors {}
 }
 
 #[cfg(test)]

@@ -10,19 +10,32 @@
 //! A running thread's state sits in its CPU's `ON_CPU` slot and moves to the `THREADS` hash
 //! only while it is switched out: syscalls, which come far more often than switches, then cost
 //! an inlined per-CPU array lookup instead of a hash lookup (about 20 ns per event here).
+//!
+//! Sampling mode attaches no syscall hook: `cpu_sample` runs on each CPU's cpu-clock tick and
+//! charges the tick's period to where the target thread it interrupted was, read from the
+//! registers the thread saved when it entered the kernel (profiler-common's `pt_regs`). The
+//! scheduler programs find a switched-out thread's syscall the same way, so blocked and run-queue
+//! time keep their classes. With stacks, the same program counts (part, user stack, kernel stack).
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
-    macros::{kprobe, kretprobe, map, raw_tracepoint},
-    maps::{HashMap, PerCpuArray},
-    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
+    bindings::BPF_F_USER_STACK,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_task_pt_regs,
+    },
+    macros::{kprobe, kretprobe, map, perf_event, raw_tracepoint},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
+    programs::{PerfEventContext, ProbeContext, RawTracePointContext, RetProbeContext, tracing::StackIdContext},
 };
 use profiler_common::{
-    CLASS_COUNT, CLASS_OF, CONTEXT_COUNT, CONTEXT_UNKNOWN, CONTEXT_USER, ClassTotals, MAX_MORE_TARGETS, SCHED_BLOCKED,
-    SCHED_ONCPU, SCHED_RUNQ, SchedTotals, SyscallClass, TaskOffsets, ThreadState, classify, hist_bucket,
+    CLASS_COUNT, CLASS_OF, CONTEXT_COUNT, CONTEXT_UNKNOWN, CONTEXT_USER, ClassTotals, MAX_MORE_TARGETS, MAX_STACK_KEYS,
+    MAX_STACKS, NO_STACK, SCHED_BLOCKED, SCHED_ONCPU, SCHED_RUNQ, SYSCALL_SLOTS, SchedTotals, StackErrors, StackKey,
+    SyscallClass, SyscallTotals, TaskOffsets, ThreadState, classify, hist_bucket, pt_regs,
 };
+
+/// A syscall number not known (a call entered before a kprobe-mode attach).
+const NR_UNKNOWN: u32 = u32::MAX;
 
 /// The process to account; set by the loader before load (0 matches nothing real).
 #[unsafe(no_mangle)]
@@ -40,8 +53,31 @@ static MORE_TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_MORE_TARGE
 #[unsafe(no_mangle)]
 static TASK_OFFSETS: TaskOffsets = TaskOffsets { pid: 0, tgid: 0 };
 
+/// Non-zero in sampling mode: no syscall hook keeps each thread's context, so the scheduler
+/// programs read it from the thread's saved registers.
+#[unsafe(no_mangle)]
+static SAMPLING: u32 = 0;
+
+/// Non-zero when `cpu_sample` should count stacks.
+#[unsafe(no_mangle)]
+static TAKE_STACKS: u32 = 0;
+
 #[map]
 static CONTEXT_TOTALS: PerCpuArray<ClassTotals> = PerCpuArray::with_max_entries(CONTEXT_COUNT as u32, 0);
+
+/// The `Other` class by syscall number.
+#[map]
+static SYSCALL_TOTALS: PerCpuArray<SyscallTotals> = PerCpuArray::with_max_entries(SYSCALL_SLOTS as u32, 0);
+
+/// User and kernel stacks of target samples; the loader shrinks it to one entry without stacks.
+#[map]
+static STACK_TRACES: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
+
+#[map]
+static STACK_COUNTS: PerCpuHashMap<StackKey, u64> = PerCpuHashMap::with_max_entries(MAX_STACK_KEYS, 0);
+
+#[map]
+static STACK_ERRORS: PerCpuArray<StackErrors> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static SCHED_TOTALS: PerCpuArray<SchedTotals> = PerCpuArray::with_max_entries(1, 0);
@@ -94,14 +130,29 @@ fn totals(context: u32) -> Option<&'static mut ClassTotals> {
     CONTEXT_TOTALS.get_ptr_mut(context).map(|p| unsafe { &mut *p })
 }
 
-/// Adds `ns` spent in `sched` state to `context`'s totals.
 #[inline(always)]
-fn add_time(context: u32, sched: u32, ns: u64) {
-    let Some(t) = totals(context) else { return };
-    match sched {
-        SCHED_ONCPU => t.oncpu_ns += ns,
-        SCHED_BLOCKED => t.blocked_ns += ns,
-        _ => t.runq_ns += ns,
+fn syscall_totals(nr: u32) -> Option<&'static mut SyscallTotals> {
+    SYSCALL_TOTALS.get_ptr_mut(nr).map(|p| unsafe { &mut *p })
+}
+
+/// Adds `ns` spent in `sched` state to `context`'s totals (and to syscall `nr`'s, for `Other`).
+#[inline(always)]
+fn add_time(context: u32, nr: u32, sched: u32, ns: u64) {
+    if let Some(t) = totals(context) {
+        match sched {
+            SCHED_ONCPU => t.oncpu_ns += ns,
+            SCHED_BLOCKED => t.blocked_ns += ns,
+            _ => t.runq_ns += ns,
+        }
+    }
+    if context == SyscallClass::Other as u32
+        && let Some(s) = syscall_totals(nr)
+    {
+        match sched {
+            SCHED_ONCPU => s.oncpu_ns += ns,
+            SCHED_BLOCKED => s.blocked_ns += ns,
+            _ => s.runq_ns += ns,
+        }
     }
 }
 
@@ -115,11 +166,12 @@ fn charge(state: &mut ThreadState, now: u64) {
             *slot += ns;
         }
     } else {
-        add_time(state.context, state.sched, ns);
+        add_time(state.context, state.nr, state.sched, ns);
     }
 }
 
-/// Settles time gathered while the context was unknown, now that it is known to be `context`.
+/// Settles time gathered while the context was unknown, now that it is known to be `context`
+/// (syscall `state.nr` for `Other`).
 #[inline(always)]
 fn resolve(state: &mut ThreadState, context: u32) {
     if state.context != CONTEXT_UNKNOWN {
@@ -128,7 +180,7 @@ fn resolve(state: &mut ThreadState, context: u32) {
     for sched in [SCHED_ONCPU, SCHED_BLOCKED, SCHED_RUNQ] {
         let ns = state.pending_ns[sched as usize];
         if ns > 0 {
-            add_time(context, sched, ns);
+            add_time(context, state.nr, sched, ns);
         }
     }
     state.pending_ns = [0; 3];
@@ -144,8 +196,26 @@ fn new_state(tid: u32, now: u64, context: u32, sched: u32) -> ThreadState {
         context,
         sched,
         tid,
-        _pad: 0,
+        nr: NR_UNKNOWN,
     }
+}
+
+/// The current task's context, from the user registers it saved on entering the kernel: inside
+/// a syscall when `ax` still holds the -ENOSYS the entry code put there and `orig_ax` a syscall
+/// number; otherwise (an interrupt or fault taken from user space, or the way back out of a
+/// syscall that has returned) user space, as the exact modes count it. Returns the context and
+/// the syscall number.
+#[inline(always)]
+fn current_context() -> (u32, u32) {
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    // ax, cx, dx, si, di, orig_ax: one read instead of two.
+    if let Ok(saved) = unsafe { bpf_probe_read_kernel(regs.wrapping_add(pt_regs::AX) as *const [i64; 6]) }
+        && saved[0] == -pt_regs::ENOSYS
+        && let Some(&class) = CLASS_OF.get(saved[5] as usize)
+    {
+        return (class as u32, saved[5] as u32);
+    }
+    (CONTEXT_USER, NR_UNKNOWN)
 }
 
 /// A switched-out thread's state.
@@ -171,9 +241,9 @@ fn running(tid: u32, now: u64, context: u32) -> Option<(&'static mut ThreadState
     Some((slot, false))
 }
 
-/// The current target thread enters a syscall of `class`.
+/// The current target thread enters syscall `nr` of `class`.
 #[inline(always)]
-fn on_enter(tid: u32, class: u32) {
+fn on_enter(tid: u32, class: u32, nr: u32) {
     let now = now();
     let Some((state, true)) = running(tid, now, class) else {
         return;
@@ -190,25 +260,35 @@ fn on_enter(tid: u32, class: u32) {
         resolve(state, CONTEXT_USER);
     }
     state.context = class;
+    state.nr = nr;
     state.sys_start_ns = now;
 }
 
 /// The current target thread leaves a syscall with `ret`. Its class is the one recorded at
-/// enter; for a call entered before we attached, `class_unseen` tells it.
+/// enter; for a call entered before we attached, `unseen` tells it (class, syscall number).
 #[inline(always)]
-fn on_exit(tid: u32, ret: i64, class_unseen: impl FnOnce() -> u32) {
-    let now = now();
-    // Not seen before: entered before we attached, and from here on in user space.
-    let Some((state, true)) = running(tid, now, CONTEXT_USER) else {
+fn on_exit(tid: u32, ret: i64, unseen: impl FnOnce() -> (u32, u32)) {
+    let Some(state) = on_cpu_slot() else { return };
+    if state.tid != tid {
+        // Not seen before: entered before we attached, and from here on in user space.
+        *state = new_state(tid, now(), CONTEXT_USER, SCHED_ONCPU);
         return;
-    };
+    }
     if state.context < CLASS_COUNT as u32 {
         // The common case: one lookup charges the last stretch (on CPU: the thread is running)
-        // and closes the call.
+        // and closes the call. The lookups come before the clock read: whatever this program
+        // spends after it is charged to the user space that follows, and the less the better.
         let class = state.context;
         let Some(t) = totals(class) else { return };
-        t.oncpu_ns += now.saturating_sub(state.last_ns);
+        let per_syscall = if class == SyscallClass::Other as u32 {
+            syscall_totals(state.nr)
+        } else {
+            None
+        };
+        let now = now();
+        let stretch = now.saturating_sub(state.last_ns);
         let ns = now.saturating_sub(state.sys_start_ns);
+        t.oncpu_ns += stretch;
         t.calls += 1;
         t.total_ns += ns;
         if ret < 0 {
@@ -220,10 +300,16 @@ fn on_exit(tid: u32, ret: i64, class_unseen: impl FnOnce() -> u32) {
         if let Some(slot) = t.hist.get_mut(hist_bucket(ns)) {
             *slot += 1;
         }
+        if let Some(s) = per_syscall {
+            s.calls += 1;
+            s.oncpu_ns += stretch;
+        }
         state.last_ns = now;
     } else {
-        charge(state, now);
-        resolve(state, class_unseen());
+        charge(state, now());
+        let (class, nr) = unseen();
+        state.nr = nr;
+        resolve(state, class);
     }
     state.context = CONTEXT_USER;
 }
@@ -241,7 +327,7 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         Some(&class) => class as u32,
         None => SyscallClass::Other as u32,
     };
-    on_enter(tid, class);
+    on_enter(tid, class, nr as u32);
     0
 }
 
@@ -255,8 +341,8 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let ret: i64 = ctx.arg(1);
     on_exit(tid, ret, || {
         let regs: *const u8 = ctx.arg(0);
-        let nr = unsafe { bpf_probe_read_kernel(regs.wrapping_add(120) as *const i64) }.unwrap_or(-1);
-        classify(nr) as u32
+        let nr = unsafe { bpf_probe_read_kernel(regs.wrapping_add(pt_regs::ORIG_AX) as *const i64) }.unwrap_or(-1);
+        (classify(nr) as u32, nr as u32)
     });
     0
 }
@@ -266,9 +352,18 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
 macro_rules! kprobe_pair {
     ($enter:ident, $exit:ident, $class:expr) => {
         #[kprobe]
-        pub fn $enter(_ctx: ProbeContext) -> u32 {
+        pub fn $enter(ctx: ProbeContext) -> u32 {
             if let Some(tid) = current_target_tid() {
-                on_enter(tid, $class as u32);
+                // Only `Other` is accounted by number; `__x64_sys_*(const struct pt_regs *regs)`
+                // gets the caller's registers, with the number in orig_ax.
+                let nr = if $class as u32 == SyscallClass::Other as u32 {
+                    let regs: *const u8 = ctx.arg(0).unwrap_or(core::ptr::null());
+                    unsafe { bpf_probe_read_kernel(regs.wrapping_add(pt_regs::ORIG_AX) as *const i64) }
+                        .map_or(NR_UNKNOWN, |nr| nr as u32)
+                } else {
+                    NR_UNKNOWN
+                };
+                on_enter(tid, $class as u32, nr);
             }
             0
         }
@@ -276,7 +371,7 @@ macro_rules! kprobe_pair {
         #[kretprobe]
         pub fn $exit(ctx: RetProbeContext) -> u32 {
             if let Some(tid) = current_target_tid() {
-                on_exit(tid, ctx.ret::<i64>(), || $class as u32);
+                on_exit(tid, ctx.ret::<i64>(), || ($class as u32, NR_UNKNOWN));
             }
             0
         }
@@ -290,26 +385,43 @@ kprobe_pair!(kprobe_other, kretprobe_other, SyscallClass::Other);
 
 // ---- the scheduler, in every eBPF mode ---------------------------------------------------------
 
+#[inline(always)]
+fn sampling() -> bool {
+    unsafe { core::ptr::read_volatile(&SAMPLING) != 0 }
+}
+
 #[raw_tracepoint(tracepoint = "sched_switch")]
 pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
     // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next,
     //          unsigned int prev_state); prev is the current task.
     let now = now();
+    let sampling = sampling();
     if let Some(tid) = current_target_tid() {
         let preempt: u64 = ctx.arg(0);
         let prev_state: u64 = ctx.arg(3);
         // Preempted, or yielded while runnable (TASK_RUNNING == 0): it waits in the run queue.
         let involuntary = preempt & 1 != 0 || prev_state as u32 == 0;
         let sched = if involuntary { SCHED_RUNQ } else { SCHED_BLOCKED };
-        let mut state = new_state(tid, now, CONTEXT_UNKNOWN, sched);
-        if let Some(slot) = on_cpu_slot()
-            && slot.tid == tid
-        {
-            charge(slot, now);
-            slot.sched = sched;
-            state = *slot;
-            slot.tid = 0;
-        }
+        let state = if sampling {
+            // The samples charge on-CPU time; from here on the clock runs for the wait, in the
+            // context the registers tell.
+            let (context, nr) = current_context();
+            ThreadState {
+                nr,
+                ..new_state(tid, now, context, sched)
+            }
+        } else {
+            let mut state = new_state(tid, now, CONTEXT_UNKNOWN, sched);
+            if let Some(slot) = on_cpu_slot()
+                && slot.tid == tid
+            {
+                charge(slot, now);
+                slot.sched = sched;
+                state = *slot;
+                slot.tid = 0;
+            }
+            state
+        };
         // In place when the thread has switched out before: cheaper than a fresh hash element.
         match switched_out(tid) {
             Some(entry) => *entry = state,
@@ -327,19 +439,18 @@ pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
         }
     }
     let next: *const u8 = ctx.arg(2);
-    if let Some(tid) = task_target_tid(next)
-        && let Some(slot) = on_cpu_slot()
-    {
-        *slot = match switched_out(tid) {
-            Some(state) => {
-                charge(state, now);
-                // The copy left behind is stale until the next switch-out overwrites it; as
-                // "on CPU" it is left alone by sched_wakeup.
-                state.sched = SCHED_ONCPU;
-                *state
-            }
-            None => new_state(tid, now, CONTEXT_UNKNOWN, SCHED_ONCPU),
-        };
+    let Some(tid) = task_target_tid(next) else {
+        return 0;
+    };
+    let back = switched_out(tid).map(|state| {
+        charge(state, now);
+        // The copy left behind is stale until the next switch-out overwrites it; as "on CPU" it
+        // is left alone by sched_wakeup.
+        state.sched = SCHED_ONCPU;
+        *state
+    });
+    if !sampling && let Some(slot) = on_cpu_slot() {
+        *slot = back.unwrap_or_else(|| new_state(tid, now, CONTEXT_UNKNOWN, SCHED_ONCPU));
     }
     0
 }
@@ -375,6 +486,72 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
         unsafe { (*s).exits += 1 };
     }
     0
+}
+
+// ---- sampling: the cpu-clock tick of every CPU, in sampling mode or for stacks --------------
+
+#[perf_event]
+pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_target(tgid) {
+        return 0;
+    }
+    // The registers the tick interrupted, and the period it stands for (ns for cpu-clock).
+    let (cs, period) = unsafe { ((*ctx.ctx).regs.cs, (*ctx.ctx).sample_period) };
+    let in_user = cs & 3 == 3;
+    let (context, nr) = if in_user {
+        (CONTEXT_USER, NR_UNKNOWN)
+    } else {
+        current_context()
+    };
+    if let Some(t) = totals(context) {
+        t.samples += 1;
+        t.sample_ns += period;
+    }
+    if context == SyscallClass::Other as u32
+        && let Some(s) = syscall_totals(nr)
+    {
+        s.samples += 1;
+        s.sample_ns += period;
+    }
+    if unsafe { core::ptr::read_volatile(&TAKE_STACKS) } != 0 {
+        count_stack(&ctx, tgid, context, in_user);
+    }
+    0
+}
+
+#[inline(always)]
+fn count_stack(ctx: &PerfEventContext, tgid: u32, context: u32, in_user: bool) {
+    let Some(errors) = STACK_ERRORS.get_ptr_mut(0).map(|p| unsafe { &mut *p }) else {
+        return;
+    };
+    let mut stack_id = |flags: u64| match ctx.get_stackid(&STACK_TRACES, flags) {
+        Ok(id) => id as i32,
+        Err(e) => {
+            if e == -17 {
+                errors.collisions += 1; // EEXIST: the bucket holds another stack
+            } else {
+                errors.failed += 1;
+            }
+            e
+        }
+    };
+    let key = StackKey {
+        tgid,
+        context,
+        user_stack: stack_id(BPF_F_USER_STACK as u64),
+        // A tick in user mode has no kernel stack of the thread's own.
+        kernel_stack: if in_user { NO_STACK } else { stack_id(0) },
+    };
+    match STACK_COUNTS.get_ptr_mut(key) {
+        Some(count) => unsafe { *count += 1 },
+        None => {
+            if STACK_COUNTS.insert(key, 1, 0).is_err() {
+                errors.lost += 1;
+            }
+        }
+    }
 }
 
 // Only for the BPF target: a host check of this crate links std, which has its own.

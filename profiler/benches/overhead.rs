@@ -10,19 +10,25 @@
 //! drifts by tens of percent within seconds, so separate runs compared later would measure the
 //! drift, not the tool.
 //!
+//! The variants: the tracepoint programs attached to an idle process (the price every task pays
+//! for a system-wide syscall tracepoint), tcpprof's tracepoint mode with and without stacks, its
+//! sampling mode at 99 and 999 Hz, its userspace mode, and two peers: bpftrace summing syscall
+//! time (exact), perf record sampling stacks at 999 Hz.
+//!
 //! Then what one syscall costs more, by wall clock, in a thread that makes nothing but cheap
 //! syscalls: with the programs attached to an idle process (every run a filter miss: the price
 //! of a system-wide tracepoint, paid by every task) and attached to this process (accounted).
 //!
 //! Then the programs' own cost from BPF run-time statistics, which add a clock read of their own
 //! to every run: the cost per accounted syscall is taken above a filter miss (a run for a task
-//! that is not the target, measured in windows where the target is an idle process).
+//! that is not the target, measured in windows where the target is an idle process), and the
+//! same for the sampling program per target sample.
 use anyhow::{Context, Result, bail};
 use bench::load::{Command, LoadConfig, LoadReport};
 use bench::server::{Model, ServerChild, spawn_child, spawn_self_timed};
 use profiler::breakdown::ProgramCost;
 use profiler::server_stats::oncpu_ns;
-use profiler::{Mode, Requested, Session};
+use profiler::{Mode, Profile, ProfileOptions, Requested, Session};
 use std::io::BufRead;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
@@ -55,12 +61,24 @@ fn main() -> Result<()> {
         "", "", "on/off", "", "on/off", ""
     );
     let idle = IdleProcess::start()?;
-    row("tracepoint, target idle", &exe, false, |_| {
-        Ok(Box::new(attach(idle.pid())?))
-    })?;
-    row("tcpprof tracepoint", &exe, false, |server| {
-        Ok(Box::new(attach(server.pid())?))
-    })?;
+    let tracepoint = options(Mode::Tracepoint, 0, false);
+    let ebpf_rows = [
+        ("tracepoint, target idle", tracepoint, true),
+        ("tcpprof tracepoint", tracepoint, false),
+        (
+            "tcpprof tracepoint + stacks",
+            options(Mode::Tracepoint, ProfileOptions::DEFAULT_FREQUENCY_HZ, true),
+            false,
+        ),
+        ("tcpprof sampling 99 Hz", options(Mode::Sampling, 99, true), false),
+        ("tcpprof sampling 999 Hz", options(Mode::Sampling, 999, true), false),
+    ];
+    for (name, options, idle_target) in ebpf_rows {
+        row(name, &exe, false, |server| {
+            let pid = if idle_target { idle.pid() } else { server.pid() };
+            Ok(Box::new(attach(pid, &options)?))
+        })?;
+    }
     row("tcpprof userspace", &exe, true, |server| {
         server.reset_self_times()?;
         Ok(Box::new(SelfTiming(server)))
@@ -68,8 +86,20 @@ fn main() -> Result<()> {
     row("bpftrace raw_syscalls (peer)", &exe, false, |server| {
         Ok(Box::new(Bpftrace::attach(server.pid())?))
     })?;
+    row("perf record -F 999 -g (peer)", &exe, false, |server| {
+        Ok(Box::new(PerfRecord::attach(server.pid(), 999)?))
+    })?;
     syscall_cost(&idle)?;
     program_costs(&exe, &idle)
+}
+
+fn options(mode: Mode, frequency_hz: u32, stacks: bool) -> ProfileOptions {
+    ProfileOptions {
+        mode: Requested::Only(mode),
+        frequency_hz,
+        stacks,
+        bpf_stats: false,
+    }
 }
 
 /// ns per syscall added by the programs, from a thread on CPU 0 calling getppid in a loop, in
@@ -99,13 +129,14 @@ fn syscall_cost(idle: &IdleProcess) -> Result<()> {
     let me = std::process::id();
     let (mut plain, mut miss, mut hit) = (Vec::new(), Vec::new(), Vec::new());
     for pair in 0..8 {
+        let tracepoint = options(Mode::Tracepoint, 0, false);
         for (target, added) in [(idle.pid(), &mut miss), (me, &mut hit)] {
             let (off, on) = if pair % 2 == 0 {
                 let off = window();
-                let _session = attach(target)?;
+                let _session = attach(target, &tracepoint)?;
                 (off, window())
             } else {
-                let session = attach(target)?;
+                let session = attach(target, &tracepoint)?;
                 let on = window();
                 drop(session);
                 (window(), on)
@@ -134,7 +165,7 @@ fn syscall_cost(idle: &IdleProcess) -> Result<()> {
 
 /// Something switched on while it is alive.
 trait On {}
-impl On for Session {}
+impl On for Session<'_> {}
 
 /// Self-timing of a server started with it; stopped on drop.
 struct SelfTiming<'a>(&'a mut ServerChild);
@@ -145,8 +176,8 @@ impl Drop for SelfTiming<'_> {
     }
 }
 
-fn attach(pid: u32) -> Result<Session> {
-    Ok(Session::attach(pid, Requested::Only(Mode::Tracepoint))?)
+fn attach(pid: u32, options: &ProfileOptions) -> Result<Session<'static>> {
+    Ok(Session::attach(&[pid], options)?)
 }
 
 /// Runs one variant's load and prints its row.
@@ -207,67 +238,100 @@ fn range(v: &[f64]) -> String {
 }
 
 /// The programs' cost per run from BPF run-time statistics, in alternating windows: attached to
-/// an idle process (every run a filter miss), then to the server.
+/// an idle process (every run a filter miss), then to the server; tracepoint mode, then sampling
+/// mode at 999 Hz.
 fn program_costs(exe: &std::path::Path, idle: &IdleProcess) -> Result<()> {
     let _stats = profiler::totals::enable_run_stats()?;
     let server = spawn_child(exe, Model::Epoll, Some(&[0]))?;
     let load = Load::start(&server)?;
-    let (mut miss_ns, mut above_miss) = (Vec::new(), Vec::new());
     let mut per_program: Vec<(String, Vec<f64>)> = Vec::new();
-    while load.left() >= 2 * (WINDOW + SETTLE) + Duration::from_secs(2) {
-        let watching_idle = attach(idle.pid())?;
-        std::thread::sleep(WINDOW);
-        let (runs, ns) = sys_runs(&watching_idle.program_costs());
-        drop(watching_idle);
-        let miss = ns as f64 / runs.max(1) as f64;
+    let modes = [
+        (options(Mode::Tracepoint, 0, false), SYSCALL_PROGRAMS.as_slice()),
+        (
+            options(Mode::Sampling, 999, true),
+            [profiler_common::names::CPU_SAMPLE].as_slice(),
+        ),
+    ];
+    // Per mode: the cost of a run for another task, and per accounted event above it.
+    let mut miss_ns = [Vec::new(), Vec::new()];
+    let mut above_miss = [Vec::new(), Vec::new()];
+    while load.left() >= 4 * (WINDOW + SETTLE) + Duration::from_secs(2) {
+        for (m, (options, programs)) in modes.iter().enumerate() {
+            let options = ProfileOptions {
+                bpf_stats: true,
+                ..*options
+            };
+            let idle_profile = watch(idle.pid(), &options)?;
+            let (runs, ns) = runs_of(&idle_profile, programs);
+            let miss = ns as f64 / runs.max(1) as f64;
 
-        let session = attach(server.pid())?;
-        std::thread::sleep(WINDOW);
-        let costs = session.program_costs();
-        let accounted: u64 = session.read_totals()?.contexts[..profiler_common::CLASS_COUNT]
-            .iter()
-            .map(|c| c.calls)
-            .sum();
-        drop(session);
-        let (runs, ns) = sys_runs(&costs);
-        miss_ns.push(miss);
-        above_miss.push((ns as f64 - runs as f64 * miss) / accounted.max(1) as f64);
-        for p in costs.iter().filter(|p| p.runs > 0) {
-            let ns_per_run = p.run_ns as f64 / p.runs as f64;
-            match per_program.iter_mut().find(|(name, _)| *name == p.name) {
-                Some((_, v)) => v.push(ns_per_run),
-                None => per_program.push((p.name.clone(), vec![ns_per_run])),
+            let profile = watch(server.pid(), &options)?;
+            let costs = profile.programs.as_deref().unwrap_or_default();
+            // Accounted events: syscalls in tracepoint mode, target samples in sampling mode.
+            let classes = &profile.breakdown.classes;
+            let accounted = match profile.breakdown.mode {
+                Mode::Sampling => classes.samples(),
+                _ => classes.accept.calls + classes.read.calls + classes.write.calls + classes.other.calls,
+            };
+            let (runs, ns) = runs_of(&profile, programs);
+            miss_ns[m].push(miss);
+            above_miss[m].push((ns as f64 - runs as f64 * miss) / accounted.max(1) as f64);
+            for p in costs.iter().filter(|p| p.runs > 0) {
+                match per_program.iter_mut().find(|(name, _)| *name == p.name) {
+                    Some((_, v)) => v.push(p.ns_per_run()),
+                    None => per_program.push((p.name.clone(), vec![p.ns_per_run()])),
+                }
             }
         }
     }
     load.finish()?;
-    if miss_ns.is_empty() {
+    if miss_ns[0].is_empty() {
         bail!("no window pair fitted in the {} s load", LOAD.as_secs());
     }
     println!(
-        "\neBPF programs, BPF run-time statistics ({} window pairs, idle target then the server; medians):",
-        miss_ns.len()
+        "\neBPF programs, BPF run-time statistics ({} window pairs per mode, idle target then the server; medians):",
+        miss_ns[0].len()
     );
     for (name, v) in &per_program {
         println!("  {name:<20} {:>8.1} ns/run (profiling the server)", median(v));
     }
     println!(
         "  sys_enter/sys_exit run for another task (filter miss + the statistics' own clock read): {:>6.1} ns",
-        median(&miss_ns)
+        median(&miss_ns[0])
     );
     println!(
         "  the target's enter + exit above two misses, per accounted syscall of the server:        {:>6.1} ns",
-        median(&above_miss)
+        median(&above_miss[0])
+    );
+    println!(
+        "  cpu_sample run for another task (filter miss + the statistics' own clock read):         {:>6.1} ns",
+        median(&miss_ns[1])
+    );
+    println!(
+        "  cpu_sample above a miss, per sample of the server (classify + two stack walks):        {:>6.1} ns",
+        median(&above_miss[1])
     );
     Ok(())
 }
 
-/// Runs and run time of sys_enter and sys_exit together.
-fn sys_runs(costs: &[ProgramCost]) -> (u64, u64) {
-    costs
+const SYSCALL_PROGRAMS: [&str; 2] = [profiler_common::names::SYS_ENTER, profiler_common::names::SYS_EXIT];
+
+/// A profile of `pid` over one window.
+fn watch(pid: u32, options: &ProfileOptions) -> Result<Profile> {
+    let session = attach(pid, options)?;
+    std::thread::sleep(WINDOW);
+    session.finish()
+}
+
+/// Runs and run time of the named programs together.
+fn runs_of(profile: &Profile, programs: &[&str]) -> (u64, u64) {
+    profile
+        .programs
+        .as_deref()
+        .unwrap_or_default()
         .iter()
-        .filter(|p| p.name == "sys_enter" || p.name == "sys_exit")
-        .fold((0, 0), |(runs, ns), p| (runs + p.runs, ns + p.run_ns))
+        .filter(|p| programs.contains(&p.name.as_str()))
+        .fold((0, 0), |(runs, ns), p: &ProgramCost| (runs + p.runs, ns + p.run_ns))
 }
 
 struct Window {
@@ -388,6 +452,59 @@ impl Bpftrace {
         }
         std::thread::spawn(move || lines.for_each(drop));
         Ok(bpftrace)
+    }
+}
+
+/// perf sampling the server's stacks into a file, as one would by hand to find the code behind a
+/// part; stopped with SIGINT (which makes it write the file) on drop.
+struct PerfRecord {
+    process: Option<Child>,
+    _data: TempFile,
+}
+impl On for PerfRecord {}
+
+impl PerfRecord {
+    fn attach(pid: u32, hz: u32) -> Result<PerfRecord> {
+        let data = TempFile(std::env::temp_dir().join(format!("tcpprof-overhead-{}.perf.data", std::process::id())));
+        let child = std::process::Command::new("perf")
+            .args([
+                "record",
+                "-q",
+                "-g",
+                "-F",
+                &hz.to_string(),
+                "-p",
+                &pid.to_string(),
+                "-o",
+            ])
+            .arg(&data.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting perf record (cargo xtask bench installs linux-perf)")?;
+        Ok(PerfRecord {
+            process: Some(child),
+            _data: data,
+        })
+    }
+}
+
+impl Drop for PerfRecord {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            // SAFETY: signalling our own child, which has not been reaped yet.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A file removed on drop.
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

@@ -1,24 +1,29 @@
-//! Loading the embedded eBPF object and attaching it to one target process, in kprobe or
-//! tracepoint mode, falling back from one to the next and keeping why.
-use anyhow::{Context, Result, bail};
+//! Loading the embedded eBPF object and attaching it to the target processes, in kprobe,
+//! tracepoint or sampling mode, falling back from one to the next and keeping why.
+use anyhow::{Context, Result, bail, ensure};
 use aya::maps::HashMap;
-use aya::programs::{KProbe, RawTracePoint};
+use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
+use aya::programs::{KProbe, PerfEvent, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
-use profiler_common::{MAX_MORE_TARGETS, SyscallClass, names};
+use profiler_common::{MAX_MORE_TARGETS, MAX_STACK_KEYS, MAX_STACKS, SyscallClass, names};
+use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
 
 /// The eBPF object profiler-ebpf's build produced (see build.rs).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
 
-/// How the target's syscalls are observed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the target's time is observed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// kprobe/kretprobe on the architecture's syscall entry points (`__x64_sys_*`).
     Kprobe,
     /// The `sys_enter` / `sys_exit` raw tracepoints: every syscall, classified by number.
     Tracepoint,
-    /// No eBPF: the server times its own calls (wall clock), or /proc for a foreign process.
+    /// A cpu-clock sample per CPU, classified by the syscall the thread is in: no syscall hook.
+    Sampling,
+    /// No eBPF: the server times its own calls (wall clock).
     Userspace,
 }
 
@@ -30,12 +35,22 @@ pub enum Requested {
 }
 
 impl Mode {
+    /// The eBPF modes `Auto` tries, in order; userspace comes after them, where the target can
+    /// time itself.
+    pub const EBPF: [Mode; 3] = [Mode::Kprobe, Mode::Tracepoint, Mode::Sampling];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Kprobe => "kprobe",
             Mode::Tracepoint => "tracepoint",
+            Mode::Sampling => "sampling",
             Mode::Userspace => "userspace",
         }
+    }
+
+    /// Whether every syscall is seen (call counts, latency histograms), rather than sampled.
+    pub fn is_exact(self) -> bool {
+        matches!(self, Mode::Kprobe | Mode::Tracepoint)
     }
 }
 
@@ -48,17 +63,21 @@ impl fmt::Display for Mode {
 impl FromStr for Requested {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "auto" => Requested::Auto,
-            "kprobe" => Requested::Only(Mode::Kprobe),
-            "tracepoint" => Requested::Only(Mode::Tracepoint),
-            "userspace" => Requested::Only(Mode::Userspace),
-            other => {
-                return Err(format!(
-                    "unknown mode {other:?}: expected auto, kprobe, tracepoint or userspace"
-                ));
-            }
-        })
+        if s == "auto" {
+            return Ok(Requested::Auto);
+        }
+        [Mode::Kprobe, Mode::Tracepoint, Mode::Sampling, Mode::Userspace]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .map(Requested::Only)
+            .ok_or_else(|| format!("unknown mode {s:?}: expected auto, kprobe, tracepoint, sampling or userspace"))
+    }
+}
+
+impl Requested {
+    /// Whether the caller may fall back to (or asked for) userspace mode.
+    pub fn allows_userspace(self) -> bool {
+        matches!(self, Requested::Auto | Requested::Only(Mode::Userspace))
     }
 }
 
@@ -103,48 +122,51 @@ pub const KPROBE_SYSCALLS: [&[&str]; 4] = [
     ],
 ];
 
-/// Programs loaded and attached to one process (or a few: a prefork server and its workers).
-/// Dropping it detaches and unloads them: the kernel frees programs and links when their last
-/// descriptor closes, which also happens when this process dies.
-pub struct Session {
-    pub(crate) ebpf: Ebpf,
-    pub tgids: Vec<u32>,
-    pub mode: Mode,
-    /// Why the modes tried before this one failed, in order.
-    pub fallback_reasons: Vec<String>,
+/// What to attach beside the mode's own programs.
+#[derive(Clone, Copy, Debug)]
+pub struct Sampler {
+    /// cpu-clock samples per second, per CPU.
+    pub frequency_hz: u32,
+    /// Count stacks at each target sample. The sampler runs in sampling mode, or for stacks.
+    pub stacks: bool,
 }
 
-impl Session {
-    /// Attaches in the requested eBPF mode, or with `Auto` kprobe then tracepoint, keeping the
-    /// reason each failed step failed. Userspace mode is the caller's to run: asking for it, or
-    /// `Auto` with both eBPF modes failing, is an error carrying the reasons.
-    pub fn attach(tgid: u32, requested: Requested) -> Result<Session, AttachError> {
-        Session::attach_processes(&[tgid], requested)
-    }
+/// Programs loaded and attached to one process (or a few: a prefork server and its workers).
+/// Dropping it detaches and unloads them and closes the perf events: the kernel frees them when
+/// their last descriptor closes, which also happens when this process dies.
+pub struct Programs {
+    pub(crate) ebpf: Ebpf,
+    pub mode: Mode,
+    /// Set when the cpu-clock sampler runs (sampling mode, or stacks).
+    pub sampler: Option<Sampler>,
+}
 
-    /// [`Session::attach`] to several processes, accounted together.
-    pub fn attach_processes(tgids: &[u32], requested: Requested) -> Result<Session, AttachError> {
-        let modes: &[Mode] = match requested {
-            Requested::Auto => &[Mode::Kprobe, Mode::Tracepoint],
-            Requested::Only(Mode::Userspace) => &[],
-            Requested::Only(mode) => &[mode][..],
-        };
-        let mut reasons = Vec::new();
-        for &mode in modes {
-            match attach_mode(tgids, mode) {
-                Ok(ebpf) => {
-                    return Ok(Session {
-                        ebpf,
-                        tgids: tgids.to_vec(),
-                        mode,
-                        fallback_reasons: reasons,
-                    });
-                }
-                Err(e) => reasons.push(format!("{mode}: {e:#}")),
-            }
+/// Attaches in the requested eBPF mode, or with `Auto` each eBPF mode in turn, and returns the
+/// programs with the reason each mode tried before failed. Userspace mode is the caller's to run:
+/// asking for it, or `Auto` with every eBPF mode failing, is an error carrying the reasons.
+pub(crate) fn attach(
+    tgids: &[u32],
+    requested: Requested,
+    sampler: Sampler,
+) -> Result<(Programs, Vec<String>), AttachError> {
+    let modes: &[Mode] = match requested {
+        Requested::Auto => &Mode::EBPF,
+        Requested::Only(Mode::Userspace) => &[],
+        Requested::Only(mode) => &[mode][..],
+    };
+    let mut reasons = Vec::new();
+    for &mode in modes {
+        // Sampling mode is the sampler; the exact modes run it only for stacks.
+        let sampler = (mode == Mode::Sampling || sampler.stacks).then_some(Sampler {
+            stacks: true,
+            ..sampler
+        });
+        match attach_mode(tgids, mode, sampler) {
+            Ok(ebpf) => return Ok((Programs { ebpf, mode, sampler }, reasons)),
+            Err(e) => reasons.push(format!("{mode}: {e:#}")),
         }
-        Err(AttachError { reasons })
     }
+    Err(AttachError { reasons })
 }
 
 /// No eBPF mode could attach; `reasons` says why for each one tried.
@@ -164,7 +186,7 @@ impl fmt::Display for AttachError {
 
 impl std::error::Error for AttachError {}
 
-fn attach_mode(tgids: &[u32], mode: Mode) -> Result<Ebpf> {
+fn attach_mode(tgids: &[u32], mode: Mode, sampler: Option<Sampler>) -> Result<Ebpf> {
     let Some((&tgid, more)) = tgids.split_first() else {
         bail!("no process to profile")
     };
@@ -184,12 +206,22 @@ fn attach_mode(tgids: &[u32], mode: Mode) -> Result<Ebpf> {
             "this kernel has no kprobes (no kprobe PMU in /sys/bus/event_source/devices, no kprobe_events in tracefs)"
         );
     }
+    if let Some(sampler) = sampler {
+        check_frequency(sampler.frequency_hz)?;
+    }
     raise_memlock_limit();
     let offsets = crate::btf::task_offsets()?;
+    let stacks = sampler.is_some_and(|s| s.stacks);
+    // Without stacks the stack maps shrink to one entry: a full stack map is 16 MB of kernel memory.
+    let (stack_entries, key_entries) = if stacks { (MAX_STACKS, MAX_STACK_KEYS) } else { (1, 1) };
     let mut ebpf = EbpfLoader::new()
         .override_global(names::TARGET_TGID, &tgid, true)
         .override_global(names::MULTI_TARGET, &u32::from(!more.is_empty()), true)
         .override_global(names::TASK_OFFSETS, &offsets, true)
+        .override_global(names::SAMPLING, &u32::from(mode == Mode::Sampling), true)
+        .override_global(names::TAKE_STACKS, &u32::from(stacks), true)
+        .map_max_entries(names::STACK_TRACES, stack_entries)
+        .map_max_entries(names::STACK_COUNTS, key_entries)
         .load(EBPF_OBJECT)
         .context("loading the eBPF object into the kernel (needs root, or CAP_BPF and CAP_PERFMON)")?;
     let mut targets: HashMap<_, u32, u8> =
@@ -208,9 +240,50 @@ fn attach_mode(tgids: &[u32], mode: Mode) -> Result<Ebpf> {
             attach_raw_tracepoint(&mut ebpf, names::SYS_EXIT)?;
         }
         Mode::Kprobe => attach_kprobes(&mut ebpf)?,
+        Mode::Sampling => {}
         Mode::Userspace => bail!("userspace mode loads no eBPF"),
     }
+    if let Some(sampler) = sampler {
+        attach_sampler(&mut ebpf, sampler.frequency_hz)?;
+    }
     Ok(ebpf)
+}
+
+/// The kernel refuses a sampling frequency above `kernel.perf_event_max_sample_rate`, which it
+/// also lowers by itself when sampling interrupts run long: say which limit was hit.
+fn check_frequency(hz: u32) -> Result<()> {
+    ensure!(hz > 0, "the sampling frequency must be at least 1 Hz");
+    let path = "/proc/sys/kernel/perf_event_max_sample_rate";
+    if let Some(max) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+    {
+        ensure!(
+            hz <= max,
+            "sampling at {hz} Hz is above this kernel's limit of {max} Hz ({path}; the kernel lowers it when \
+             sampling interrupts take too long)"
+        );
+    }
+    Ok(())
+}
+
+/// One software cpu-clock event per online CPU, all processes, frequency sampling, each running
+/// the sampling program (which filters by target first).
+fn attach_sampler(ebpf: &mut Ebpf, hz: u32) -> Result<()> {
+    let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow::anyhow!("reading {what}: {e}"))?;
+    let prog: &mut PerfEvent = program(ebpf, names::CPU_SAMPLE)?.try_into()?;
+    prog.load()
+        .with_context(|| format!("verifier rejected {}", names::CPU_SAMPLE))?;
+    for cpu in cpus {
+        prog.attach(
+            PerfEventConfig::Software(SoftwareEvent::CpuClock),
+            PerfEventScope::AllProcessesOneCpu { cpu },
+            SamplePolicy::Frequency(u64::from(hz)),
+            false,
+        )
+        .with_context(|| format!("opening a cpu-clock perf event on CPU {cpu} at {hz} Hz"))?;
+    }
+    Ok(())
 }
 
 /// Whether this kernel can attach kprobes at all (CONFIG_KPROBES).

@@ -1,13 +1,11 @@
-//! A benchmark session: a bench-server child (or a loopback target), the load generator against
-//! it, and optionally the profiler attached to the server process alone. The node and the
-//! `profiler bench` command are two front ends to these functions.
+//! A benchmark: a bench-server child (or a loopback target), the load generator against it, and
+//! optionally the server process profiled over the run. The node and the `profiler bench`
+//! command are two front ends to these functions.
 use crate::server_stats::{Sampler, ServerStats};
-use crate::{AttachError, Breakdown, Mode, Requested, Session, Totals};
+use crate::session::{Profile, ProfileOptions, Session};
 use anyhow::{Context, Result};
-use bench::load::{LoadConfig, LoadReport};
-use bench::server::selftime::{SelfTimes, StepTotals};
+use bench::load::{Command, LoadConfig, LoadReport};
 use bench::server::{Model, ServerChild};
-use profiler_common::{CONTEXT_USER, ClassTotals, SyscallClass};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,8 +19,8 @@ pub struct Benchmark {
     pub server_cpus: Option<Vec<usize>>,
     /// The load; its `target` is filled in with the server's address.
     pub load: LoadConfig,
-    /// Report the eBPF programs' own run time (BPF run-time statistics) with a profile.
-    pub bpf_stats: bool,
+    /// How [`Benchmark::profile`] profiles the server.
+    pub profiling: ProfileOptions,
 }
 
 /// Why a profiled run could not happen.
@@ -40,6 +38,36 @@ impl From<anyhow::Error> for ProfileError {
 }
 
 impl Benchmark {
+    /// Requests in a count-bounded run when neither a count nor a duration is given.
+    pub const DEFAULT_REQUESTS: u64 = 10_000;
+    /// Connections when none are given.
+    pub const DEFAULT_CONCURRENCY: usize = 10;
+    /// The sampler's frequency in a profiled benchmark: a server busy at least half a core
+    /// yields 1,000 samples per second of run (a profile's window is the run, often short).
+    pub const PROFILE_FREQUENCY_HZ: u32 = 1999;
+
+    /// `command` against a fresh epoll bench-server: 10 persistent connections, closed loop,
+    /// [`Self::DEFAULT_REQUESTS`] requests, the server on CPU 0 and the load on the other cores.
+    pub fn new(command: Command) -> Benchmark {
+        let (server_cpus, client_cpus) = default_cpus(None, None);
+        Benchmark {
+            server: Model::Epoll,
+            target: None,
+            server_cpus,
+            load: LoadConfig {
+                concurrency: Self::DEFAULT_CONCURRENCY,
+                requests: Some(Self::DEFAULT_REQUESTS),
+                client_cpus,
+                // Filled in with the server's address at each run.
+                ..LoadConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), command)
+            },
+            profiling: ProfileOptions {
+                frequency_hz: Self::PROFILE_FREQUENCY_HZ,
+                ..ProfileOptions::default()
+            },
+        }
+    }
+
     /// One load run.
     pub fn run(&self) -> Result<LoadReport> {
         let (_server, addr) = self.start_server()?;
@@ -64,11 +92,7 @@ impl Benchmark {
     pub fn run_with_server_stats(&self) -> Result<(LoadReport, ServerStats)> {
         let (server, addr) = self.start_server()?;
         let server = server.context("server statistics need our own bench-server, not a target")?;
-        let mut pids = vec![server.pid()];
-        if self.server.forks_workers() {
-            pids.extend(workers_of(server.pid())?);
-        }
-        let sampler = Sampler::start(pids);
+        let sampler = Sampler::start(self.server_processes(&server)?);
         let report = bench::load::run(&self.load_at(addr, self.load.concurrency));
         let stats = sampler.finish();
         Ok((report?, stats))
@@ -76,58 +100,50 @@ impl Benchmark {
 
     /// One load run with the server's threads profiled over exactly the run: in an eBPF mode,
     /// or in userspace mode (the server times itself) when asked or when no eBPF mode attaches.
-    pub fn profile(&self, requested: Requested) -> Result<(LoadReport, Breakdown), ProfileError> {
+    pub fn profile(&self) -> Result<(LoadReport, Profile), ProfileError> {
         if self.target.is_some() {
             return Err(ProfileError::Failed(anyhow::anyhow!(
                 "a target is not our child: profile it with `profiler profile --pid`"
             )));
         }
         let exe = bench_server_exe()?;
-        // Self-timing stays off until asked for, so it costs an eBPF-profiled run nothing.
-        let self_timed = !self.server.forks_workers();
-        let mut server = if self_timed {
-            bench::server::spawn_self_timed(&exe, self.server, self.server_cpus.as_deref())?
-        } else {
-            bench::server::spawn_child(&exe, self.server, self.server_cpus.as_deref())?
-        };
-        let load = self.load_at(server.addr(), self.load.concurrency);
-        // A prefork server serves from its worker processes: account them with the parent.
-        let mut processes = vec![server.pid()];
-        if self.server.forks_workers() {
-            processes.extend(workers_of(server.pid())?);
-        }
-        let reasons = match Session::attach_processes(&processes, requested) {
-            Ok(session) => {
-                let stats = self.bpf_stats.then(crate::totals::enable_run_stats).transpose()?;
-                let start = Instant::now();
-                let report = bench::load::run(&load)?;
-                settle();
-                let totals = session.read_totals()?;
-                let mut breakdown =
-                    Breakdown::new(&totals, session.mode, session.fallback_reasons.clone(), start.elapsed());
-                breakdown.programs = stats.map(|_fd| session.program_costs());
-                return Ok((report, breakdown));
+        let cpus = self.server_cpus.as_deref();
+        let mut server = bench::server::spawn_child(&exe, self.server, cpus)?;
+        let can_time_itself = !self.server.forks_workers();
+        let (session, addr) = match Session::attach(&self.server_processes(&server)?, &self.profiling) {
+            Ok(session) => (session, server.addr()),
+            Err(e) if can_time_itself && self.profiling.mode.allows_userspace() => {
+                // A server started with self-timing has a control thread: started only now, so
+                // that an eBPF-profiled server stays single-threaded (glibc's syscall wrappers
+                // keep a cancel flag in rbp in threaded processes, cutting sampled user stacks).
+                server = bench::server::spawn_self_timed(&exe, self.server, cpus)?;
+                let addr = server.addr();
+                (Session::self_timed(&mut server, e.reasons)?, addr)
             }
-            Err(AttachError { reasons }) => reasons,
+            Err(e) => {
+                let why = if can_time_itself {
+                    String::new()
+                } else {
+                    format!("; {} cannot time itself", self.server)
+                };
+                return Err(ProfileError::Unavailable(format!("{e}{why}")));
+            }
         };
-        let userspace_allowed = matches!(requested, Requested::Auto | Requested::Only(Mode::Userspace));
-        if !userspace_allowed || !self_timed {
-            let why = if self_timed {
-                String::new()
-            } else {
-                format!("; {} cannot time itself", self.server)
-            };
-            return Err(ProfileError::Unavailable(format!("{}{why}", AttachError { reasons })));
-        }
-        server.reset_self_times()?;
+        let load = self.load_at(addr, self.load.concurrency);
         let report = bench::load::run(&load)?;
-        settle();
-        let times = server.self_times()?;
-        let window = Duration::from_nanos(times.window_ns);
-        Ok((
-            report,
-            Breakdown::new(&userspace_totals(&times), Mode::Userspace, reasons, window),
-        ))
+        // The client can read the last response before the server's write call has returned
+        // and been counted: give the server that moment.
+        std::thread::sleep(Duration::from_millis(20));
+        Ok((report, session.finish()?))
+    }
+
+    /// The server's processes: a prefork server serves from its workers, accounted with it.
+    fn server_processes(&self, server: &ServerChild) -> Result<Vec<u32>> {
+        let mut pids = vec![server.pid()];
+        if self.server.forks_workers() {
+            pids.extend(workers_of(server.pid())?);
+        }
+        Ok(pids)
     }
 
     fn load_at(&self, target: SocketAddr, concurrency: usize) -> LoadConfig {
@@ -166,37 +182,6 @@ fn workers_of(pid: u32) -> Result<Vec<u32>> {
         );
         seen = now;
     }
-}
-
-/// The client can read the last response before the server's write call has returned and been
-/// counted: give the server that moment before reading its totals.
-fn settle() {
-    std::thread::sleep(Duration::from_millis(20));
-}
-
-/// The server's own wall-clock timings in the shape of kernel totals: accept, read and write
-/// steps as their classes, processing as user space, and the rest of the process's CPU time
-/// (getrusage) as other syscalls.
-fn userspace_totals(t: &SelfTimes) -> Totals {
-    let class = |s: &StepTotals| ClassTotals {
-        calls: s.calls,
-        errors: s.errors,
-        total_ns: s.ns,
-        oncpu_ns: s.ns,
-        bytes: s.bytes,
-        hist: s.hist,
-        ..ClassTotals::ZERO
-    };
-    let mut totals = Totals::default();
-    totals.contexts[SyscallClass::Accept as usize] = class(&t.accept);
-    totals.contexts[SyscallClass::Read as usize] = class(&t.read);
-    totals.contexts[SyscallClass::Write as usize] = class(&t.write);
-    totals.contexts[CONTEXT_USER as usize].oncpu_ns = t.process.ns;
-    let timed = t.accept.ns + t.read.ns + t.write.ns + t.process.ns;
-    totals.contexts[SyscallClass::Other as usize].oncpu_ns = t.cpu_ns.saturating_sub(timed);
-    totals.sched.voluntary = t.voluntary_switches;
-    totals.sched.involuntary = t.involuntary_switches;
-    totals
 }
 
 /// By default the server gets core 0 and the load generator the others, so that they do not take

@@ -1,14 +1,23 @@
 //! Loads tcpprof's eBPF programs, attaches them to one process, reads back what the kernel
-//! counted and turns it into a breakdown of where the process's time went.
+//! counted and sampled, and turns it into a breakdown of where the process's time went and the
+//! code behind each part.
+//!
+//! One path through it: [`ProfileOptions`] -> [`Session::attach`] -> the caller's wait or load
+//! -> [`Session::finish`] -> a [`Profile`], which [`printer`] writes as a table, JSON, folded
+//! stacks or a flame graph.
 pub mod attach;
 pub mod benchmark;
 pub mod breakdown;
 mod btf;
-pub mod report;
+pub mod printer;
 pub mod server_stats;
+pub mod session;
+pub mod stacks;
+pub mod symbols;
 pub mod totals;
 pub mod workload;
 
-pub use attach::{AttachError, Mode, Requested, Session};
-pub use breakdown::Breakdown;
+pub use attach::{AttachError, Mode, Requested};
+pub use breakdown::{Breakdown, Part};
+pub use session::{Profile, ProfileOptions, Session};
 pub use totals::Totals;

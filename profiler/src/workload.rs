@@ -114,18 +114,17 @@ impl Drop for Child {
     }
 }
 
-/// Runs the workload in a child of `exe` with the programs attached to it in `mode`, and
-/// returns what the kernel counted and the session (its mode and fallback reasons).
+/// Runs the workload in a child of `exe`, profiled from before its first call to after its last.
 pub fn profile(
     exe: &std::path::Path,
     connections: u64,
     messages: u64,
-    mode: crate::Requested,
-) -> Result<(crate::Totals, crate::Session)> {
+    options: &crate::ProfileOptions,
+) -> Result<crate::Profile> {
     let mut child = Child::spawn(exe, connections, messages)?;
-    let session = crate::Session::attach(child.pid(), mode)?;
+    let session = crate::Session::attach(&[child.pid()], options)?;
     child.run_to_done()?;
-    let totals = session.read_totals()?;
+    let profile = session.finish()?;
     child.finish()?;
-    Ok((totals, session))
+    Ok(profile)
 }

@@ -4,57 +4,40 @@ mod common;
 
 use bench::load::{Command, ConnectionMode, LoadConfig};
 use bench::server::Model;
-use common::{requested, require_root, test_mode};
-use profiler::benchmark::{Benchmark, bench_server_exe};
+use common::{options, require_root, test_mode};
+use profiler::benchmark::{Benchmark, ProfileError, bench_server_exe};
 use profiler::server_stats::oncpu_ns;
-use profiler::{Breakdown, Mode, Requested, Session};
-use std::net::SocketAddr;
+use profiler::{Breakdown, Mode, Part, ProfileOptions, Requested, Session};
 use std::time::Duration;
 
-/// Server on CPU 0 and load on CPU 1, as the node does by default.
+/// Server on CPU 0 and load on CPU 1, as the node does by default, profiled in the test mode.
 fn benchmark(command: Command, requests: u64, concurrency: usize) -> Benchmark {
-    let (server_cpus, client_cpus) = profiler::benchmark::default_cpus(None, None);
-    Benchmark {
-        server: Model::Epoll,
-        target: None,
-        server_cpus,
-        load: LoadConfig {
-            concurrency,
-            requests: Some(requests),
-            client_cpus,
-            ..LoadConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), command)
-        },
-        bpf_stats: false,
-    }
+    let mut b = Benchmark::new(command);
+    b.load.requests = Some(requests);
+    b.load.concurrency = concurrency;
+    b.profiling = options();
+    b
 }
 
 fn profile(b: &Benchmark) -> Breakdown {
-    let (report, breakdown) = b.profile(requested()).unwrap_or_else(|e| panic!("{e:?}"));
+    let (report, profile) = b.profile().unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(report.errors, 0, "{report:?}");
-    assert_eq!(breakdown.mode, test_mode().as_str());
-    let sum: f64 = [
-        breakdown.breakdown.accept_pct,
-        breakdown.breakdown.read_pct,
-        breakdown.breakdown.process_pct,
-        breakdown.breakdown.write_pct,
-        breakdown.breakdown.overhead_pct,
-    ]
-    .iter()
-    .sum();
+    assert_eq!(profile.breakdown.mode, test_mode());
+    let sum = profile.breakdown.breakdown.sum();
     assert!(
         (sum - 100.0).abs() <= 0.1,
         "percentages sum to {sum}: {:?}",
-        breakdown.breakdown
+        profile.breakdown.breakdown
     );
-    eprintln!("{}", profiler::report::table(&breakdown));
-    breakdown
+    eprintln!("{}", profiler::printer::profile_table(&profile));
+    profile.breakdown
 }
 
 #[test]
 fn burn_is_process() {
     require_root();
     let b = profile(&benchmark(Command::Burn(20_000), 300, 4));
-    assert_eq!(b.bottleneck, "process", "{:?}", b.breakdown);
+    assert_eq!(b.bottleneck, Some(Part::Process), "{:?}", b.breakdown);
     assert!(b.breakdown.process_pct > 60.0, "{:?}", b.breakdown);
 }
 
@@ -62,7 +45,7 @@ fn burn_is_process() {
 fn large_stream_is_write() {
     require_root();
     let b = profile(&benchmark(Command::Stream(4 << 20), 40, 2));
-    assert_eq!(b.bottleneck, "write", "{:?}", b.breakdown);
+    assert_eq!(b.bottleneck, Some(Part::Write), "{:?}", b.breakdown);
     assert!(b.classes.write.bytes >= 40 * (4 << 20), "{:?}", b.classes.write);
 }
 
@@ -121,8 +104,8 @@ fn oncpu_agrees_with_schedstat() {
     let b = benchmark(Command::Echo { payload_size: 64 }, 30_000, 10);
     let server =
         bench::server::spawn_child(&bench_server_exe().unwrap(), Model::Epoll, b.server_cpus.as_deref()).unwrap();
-    let session = Session::attach(server.pid(), requested()).unwrap();
-    assert_eq!(session.mode, test_mode());
+    let session = Session::attach(&[server.pid()], &options()).unwrap();
+    assert_eq!(session.mode(), test_mode());
     let before = oncpu_ns(server.pid()).unwrap();
     let report = bench::load::run(&LoadConfig {
         target: server.addr(),
@@ -133,7 +116,7 @@ fn oncpu_agrees_with_schedstat() {
     // Let the server finish closing the connections before both sides stop counting.
     std::thread::sleep(Duration::from_millis(200));
     let after = oncpu_ns(server.pid()).unwrap();
-    let ebpf = session.read_totals().unwrap().oncpu_ns();
+    let ebpf = session.totals().unwrap().oncpu_ns();
     let kernel = after - before;
     let diff = (ebpf as f64 - kernel as f64).abs() / kernel as f64;
     eprintln!(
@@ -154,23 +137,28 @@ fn oncpu_agrees_with_schedstat() {
 #[test]
 fn kprobe_mode_attaches_or_fails_cleanly_and_auto_falls_back() {
     require_root();
-    let b = benchmark(Command::Ping, 500, 2);
+    let mut b = benchmark(Command::Ping, 500, 2);
     let kprobes = profiler::attach::kernel_has_kprobes();
-    match b.profile(Requested::Only(Mode::Kprobe)) {
-        Ok((_, breakdown)) => {
+    b.profiling.mode = Requested::Only(Mode::Kprobe);
+    match b.profile() {
+        Ok((_, profile)) => {
             assert!(kprobes, "kprobe mode attached on a kernel said to have none");
-            assert_eq!(breakdown.mode, "kprobe");
-            assert!(breakdown.classes.write.calls >= 500);
+            assert_eq!(profile.breakdown.mode, Mode::Kprobe);
+            assert!(profile.breakdown.classes.write.calls >= 500);
         }
-        Err(profiler::benchmark::ProfileError::Unavailable(reason)) => {
+        Err(ProfileError::Unavailable(reason)) => {
             assert!(!kprobes, "kprobe mode failed on a kernel with kprobes: {reason}");
             assert!(reason.contains("kprobe"), "{reason}");
-            let (_, auto) = b.profile(Requested::Auto).unwrap_or_else(|e| panic!("{e:?}"));
-            assert_eq!(auto.mode, "tracepoint");
+            b.profiling = ProfileOptions::default();
+            let (_, auto) = b.profile().unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(auto.breakdown.mode, Mode::Tracepoint);
             assert!(
-                auto.fallback_reasons.first().is_some_and(|r| r.starts_with("kprobe:")),
+                auto.breakdown
+                    .fallback_reasons
+                    .first()
+                    .is_some_and(|r| r.starts_with("kprobe:")),
                 "{:?}",
-                auto.fallback_reasons
+                auto.breakdown.fallback_reasons
             );
         }
         Err(e) => panic!("{e:?}"),

@@ -1,25 +1,15 @@
 //! C10K: ten thousand concurrent connections against the event-loop servers, with the server's
 //! memory sampled while they are open.
-use bench::load::{Command, LoadConfig};
+use bench::load::Command;
 use bench::server::Model;
 use profiler::benchmark::Benchmark;
-use std::net::SocketAddr;
 
 fn c10k(model: Model) -> (bench::load::LoadReport, profiler::server_stats::ServerStats) {
     bench::raise_nofile_limit().unwrap();
-    let (server_cpus, client_cpus) = profiler::benchmark::default_cpus(None, None);
-    let b = Benchmark {
-        server: model,
-        target: None,
-        server_cpus,
-        load: LoadConfig {
-            concurrency: 10_000,
-            requests: Some(20_000),
-            client_cpus,
-            ..LoadConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), Command::Ping)
-        },
-        bpf_stats: false,
-    };
+    let mut b = Benchmark::new(Command::Ping);
+    b.server = model;
+    b.load.concurrency = 10_000;
+    b.load.requests = Some(20_000);
     b.run_with_server_stats().unwrap()
 }
 

@@ -2,9 +2,10 @@
 //! process whose calls are known. Needs root; without it these tests fail, never pass silently.
 mod common;
 
-use common::{requested, require_root, test_mode};
+use common::{options, require_root, test_mode};
+use profiler::breakdown::Classes;
 use profiler::workload::{self, Expected};
-use profiler::{Requested, Session};
+use profiler::{ProfileOptions, Session};
 use profiler_common::SyscallClass;
 use std::path::Path;
 
@@ -15,13 +16,13 @@ const PROFILER: &str = env!("CARGO_BIN_EXE_profiler");
 /// would add.
 const SLACK: u64 = 50;
 
-fn assert_counts(counted: &profiler::Totals, expected: Expected) {
+fn assert_counts(counted: &Classes, expected: Expected) {
     for (class, want) in [
         (SyscallClass::Accept, expected.accept),
         (SyscallClass::Read, expected.read),
         (SyscallClass::Write, expected.write),
     ] {
-        let got = counted.class(class).calls;
+        let got = counted.get(class).calls;
         assert!(
             (want..=want + SLACK).contains(&got),
             "{}: counted {got} calls, the workload made {want} (+ at most {SLACK} of its runtime)",
@@ -34,31 +35,39 @@ fn assert_counts(counted: &profiler::Totals, expected: Expected) {
 fn counts_a_known_workload() {
     require_root();
     let (connections, messages) = (20, 50);
-    let (totals, session) = workload::profile(Path::new(PROFILER), connections, messages, requested()).unwrap();
-    eprintln!("mode {}: {totals:?}", session.mode);
-    assert_eq!(session.mode, test_mode());
-    assert_counts(&totals, workload::expected(connections, messages));
+    let profile = workload::profile(Path::new(PROFILER), connections, messages, &options()).unwrap();
+    let counted = &profile.breakdown.classes;
+    eprintln!("mode {}: {counted:?}", profile.breakdown.mode);
+    assert_eq!(profile.breakdown.mode, test_mode());
+    assert_counts(counted, workload::expected(connections, messages));
 
-    let read = totals.class(SyscallClass::Read);
-    let write = totals.class(SyscallClass::Write);
+    let (read, write) = (&counted.read, &counted.write);
     let payload = connections * messages * 2 * workload::MESSAGE as u64;
     assert!(read.bytes >= payload, "read bytes {} < {payload}", read.bytes);
     assert!(write.bytes >= payload, "write bytes {} < {payload}", write.bytes);
-    assert_eq!(totals.class(SyscallClass::Accept).bytes, 0, "accept moves no bytes");
+    assert_eq!(counted.accept.bytes, 0, "accept moves no bytes");
     for class in SyscallClass::ALL {
-        let t = totals.class(class);
+        let t = counted.get(class);
         assert_eq!(
-            t.hist.iter().sum::<u64>(),
+            t.hist_log2_ns.iter().sum::<u64>(),
             t.calls,
             "{}: histogram must hold every call",
             class.name()
         );
     }
     assert!(read.total_ns > 0 && write.total_ns > 0);
-    assert!(
-        totals.class(SyscallClass::Other).calls > 0,
-        "the runtime makes other calls too"
-    );
+    assert!(counted.other.calls > 0, "the runtime makes other calls too");
+    // Those other calls, by name: the workload's socket, bind, listen and connect among them.
+    let other: Vec<&str> = profile.breakdown.syscalls.iter().map(|s| s.name.as_str()).collect();
+    for name in ["socket", "bind", "listen", "connect"] {
+        let row = profile.breakdown.syscalls.iter().find(|s| s.name == name);
+        assert!(
+            row.is_some_and(|s| s.calls >= 1),
+            "{name} missing from the other syscalls: {other:?}"
+        );
+    }
+    let by_name: u64 = profile.breakdown.syscalls.iter().map(|s| s.calls).sum();
+    assert_eq!(by_name, counted.other.calls, "every other call is in one syscall's row");
 }
 
 #[test]
@@ -69,18 +78,18 @@ fn ignores_another_busy_process() {
     // A bystander making 20x the target's calls at the same time.
     let mut bystander = workload::Child::spawn(exe, 20, 100).unwrap();
     let mut target = workload::Child::spawn(exe, connections, messages).unwrap();
-    let session = Session::attach(target.pid(), requested()).unwrap();
-    assert_eq!(session.mode, test_mode());
+    let session = Session::attach(&[target.pid()], &options()).unwrap();
+    assert_eq!(session.mode(), test_mode());
     let bystander_run = std::thread::spawn(move || {
         bystander.run_to_done().unwrap();
         bystander
     });
     target.run_to_done().unwrap();
     let bystander = bystander_run.join().unwrap();
-    let totals = session.read_totals().unwrap();
+    let profile = session.finish().unwrap();
     bystander.finish().unwrap();
     target.finish().unwrap();
-    assert_counts(&totals, workload::expected(connections, messages));
+    assert_counts(&profile.breakdown.classes, workload::expected(connections, messages));
 }
 
 #[test]
@@ -88,8 +97,8 @@ fn programs_are_gone_after_the_session() {
     require_root();
     let before = bpf_objects();
     let target = workload::Child::spawn(Path::new(PROFILER), 1, 1).unwrap();
-    let session = Session::attach(target.pid(), requested()).unwrap();
-    assert_eq!(session.mode, test_mode());
+    let session = Session::attach(&[target.pid()], &options()).unwrap();
+    assert_eq!(session.mode(), test_mode());
     assert!(bpf_objects() > before, "attached programs hold bpf descriptors");
     drop(session);
     assert_eq!(
@@ -102,7 +111,7 @@ fn programs_are_gone_after_the_session() {
 
 #[test]
 fn refuses_pid_zero() {
-    let err = Session::attach(0, Requested::Auto)
+    let err = Session::attach(&[0], &ProfileOptions::default())
         .err()
         .expect("pid 0 must be refused");
     assert!(

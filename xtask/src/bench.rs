@@ -146,7 +146,8 @@ pub fn models(root: &Path) -> Result<()> {
 /// alternating windows of one load, beside bpftrace; the programs' own cost per accounted
 /// syscall. Needs root (eBPF) and bpftrace with tracefs mounted.
 pub fn overhead() -> Result<()> {
-    apt_install(&["bpftrace"])?;
+    // The peers the table compares with: bpftrace (exact accounting) and perf (sampling).
+    apt_install(&["bpftrace", "linux-perf"])?;
     // bpftrace finds tracepoints through tracefs, which this machine does not mount by itself.
     if !Path::new("/sys/kernel/tracing/events").exists() {
         crate::setup::run(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))?;

@@ -92,7 +92,7 @@ fn build_release() -> Result<()> {
 fn run_profiler(mut args: Vec<String>) -> Result<()> {
     if args.is_empty() {
         // The main job: a profiled benchmark of our own epoll server.
-        args.extend(["bench", "--profile", "-c", "10", "-n", "100000"].map(String::from));
+        args.extend(["bench", "--profile", "--stacks", "-c", "10", "-n", "100000"].map(String::from));
     }
     build_release()?;
     let profiler = workspace_root().join("target/release/profiler");
@@ -107,6 +107,9 @@ fn run_profiler(mut args: Vec<String>) -> Result<()> {
     run(cmd.args(&args))
 }
 
+/// Debian packages the tests run: redis-server under redis-benchmark, nginx under wrk.
+const TEST_PEERS: &[&str] = &["redis-server", "redis-tools", "nginx-light", "wrk"];
+
 fn test() -> Result<()> {
     if !is_root() {
         let hint = "the eBPF tests load programs into the kernel: run `sudo -E cargo xtask test`";
@@ -115,6 +118,8 @@ fn test() -> Result<()> {
         }
         eprintln!("xtask: warning: not root, so the eBPF tests will fail; {hint}");
     }
+    // Servers and load tools nobody here wrote, which the tests start and profile.
+    setup::apt_install(TEST_PEERS)?;
     eprintln!("xtask: cargo fmt --check");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     eprintln!("xtask: cargo clippy");

@@ -1,6 +1,6 @@
 //! Shared by the eBPF test binaries.
 #![allow(dead_code)] // each test binary uses a different subset
-use profiler::{Mode, Requested};
+use profiler::{Mode, ProfileOptions, Requested};
 
 /// The eBPF mode the tests profile in: `TCPPROF_TEST_MODE=kprobe|tracepoint`, tracepoint when
 /// unset. `cargo xtask vm-test` runs them in kprobe mode on a kernel that has kprobes; asking for
@@ -17,6 +17,14 @@ pub fn requested() -> Requested {
     Requested::Only(test_mode())
 }
 
+/// Profiling in the test mode, nothing else.
+pub fn options() -> ProfileOptions {
+    ProfileOptions {
+        mode: requested(),
+        ..ProfileOptions::default()
+    }
+}
+
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
@@ -24,4 +32,64 @@ pub fn require_root() {
         euid, 0,
         "these tests load eBPF programs and need root: run `sudo -E cargo xtask test`"
     );
+}
+
+/// A program the tests start (a peer server, a load tool), killed and reaped on drop.
+pub struct Peer(pub std::process::Child);
+
+impl Peer {
+    /// Starts `program` with `args`, its output discarded; fails loudly when it is not installed.
+    pub fn start(program: &str, args: &[&str]) -> Peer {
+        let child = std::process::Command::new(program)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program} ({e}): `cargo xtask test` installs it from Debian"));
+        Peer(child)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding an ephemeral port")
+        .port()
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port` (at most 10 s).
+pub fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("nothing listens on 127.0.0.1:{port} after 10 s");
+}
+
+/// Runs a load tool to completion and returns its stdout; fails loudly when it fails.
+pub fn run_to_end(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program} ({e}): `cargo xtask test` installs it from Debian"));
+    assert!(
+        out.status.success(),
+        "{program} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

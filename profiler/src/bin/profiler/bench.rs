@@ -1,12 +1,13 @@
 //! `profiler bench`: the node's bench_run / bench_sweep / bench_profile from the shell, printed
 //! as tables (or JSON), with a progress bar on runs longer than a second.
+use crate::profiling::ProfileArgs;
 use anyhow::{Context, Result, bail};
-use bench::load::{Command, ConnectionMode, LoadConfig, LoadReport};
+use bench::load::{Command, ConnectionMode, LoadConfig};
 use bench::server::Model;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use profiler::benchmark::{Benchmark, ProfileError, default_cpus};
-use profiler::{Requested, report};
+use profiler::printer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,7 +33,7 @@ pub struct BenchArgs {
     /// ECHO payload size in bytes.
     #[arg(long, default_value_t = 64)]
     payload: usize,
-    #[arg(short, long, default_value_t = 10)]
+    #[arg(short, long, default_value_t = Benchmark::DEFAULT_CONCURRENCY)]
     concurrency: usize,
     /// Total requests (default 10000, or unlimited with --duration).
     #[arg(short = 'n', long)]
@@ -53,18 +54,14 @@ pub struct BenchArgs {
     /// Run once per concurrency level, e.g. --sweep 1,10,100.
     #[arg(long, value_delimiter = ',', conflicts_with = "profile")]
     sweep: Option<Vec<usize>>,
-    /// Profile the server while it is loaded.
+    /// Profile the server while it is loaded (the flags below say how).
     #[arg(long)]
     profile: bool,
-    /// auto, kprobe, tracepoint (with --profile).
-    #[arg(long, default_value = "auto")]
-    mode: Requested,
+    #[command(flatten)]
+    profiling: ProfileArgs,
     /// Also sample the server's memory, threads and context switches during the run.
     #[arg(long, conflicts_with_all = ["profile", "sweep", "target"])]
     server_stats: bool,
-    /// With --profile: also report the eBPF programs' own run time (BPF run-time statistics).
-    #[arg(long)]
-    bpf_stats: bool,
     /// One JSON object instead of tables.
     #[arg(long)]
     json: bool,
@@ -76,25 +73,28 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(levels) = &args.sweep {
         let reports = benchmark.sweep(levels, |_, _| progress.reset())?;
         progress.finish();
-        return print_sweep(&reports, args.json);
+        if args.json {
+            println!("{}", serde_json::to_string(&reports)?);
+        } else {
+            print!("{}", printer::sweep_table(&reports));
+        }
+        return Ok(());
     }
     if args.profile {
-        let (report, breakdown) = benchmark.profile(args.mode).map_err(|e| match e {
+        let (report, profile) = benchmark.profile().map_err(|e| match e {
             ProfileError::Unavailable(reason) => anyhow::anyhow!("cannot profile: {reason}"),
             ProfileError::Failed(e) => e,
         })?;
         progress.finish();
         if args.json {
-            let mut value = serde_json::to_value(&report)?;
-            if let (Some(v), serde_json::Value::Object(b)) = (value.as_object_mut(), serde_json::to_value(&breakdown)?)
-            {
-                v.extend(b);
-            }
-            println!("{value}");
+            println!("{}", printer::profiled_run_json(&report, &profile)?);
         } else {
-            print!("{}\n{}", report::load_table(&report), report::table(&breakdown));
+            print!("{}\n{}", printer::load_table(&report), printer::profile_table(&profile));
         }
-        return Ok(());
+        return args.profiling.write_stacks(
+            &profile,
+            &format!("bench-server {}, {}", benchmark.server, benchmark.load.command),
+        );
     }
     if args.server_stats {
         let (report, stats) = benchmark.run_with_server_stats()?;
@@ -104,7 +104,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             value["server_stats"] = serde_json::to_value(stats)?;
             println!("{value}");
         } else {
-            print!("{}", report::load_table(&report));
+            print!("{}", printer::load_table(&report));
             println!(
                 "server: RSS up to {} KiB, up to {} threads, {} voluntary and {} involuntary context switches",
                 stats.rss_max_kb, stats.threads_max, stats.voluntary_switches, stats.involuntary_switches
@@ -117,7 +117,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        print!("{}", report::load_table(&report));
+        print!("{}", printer::load_table(&report));
     }
     Ok(())
 }
@@ -136,47 +136,33 @@ fn benchmark(args: &BenchArgs) -> Result<Benchmark> {
         }
         d => d.map(Duration::from_secs_f64),
     };
-    let requests = args.requests.or(if duration.is_some() { None } else { Some(10_000) });
+    let mut benchmark = Benchmark::new(command);
     let (server_cpus, client_cpus) = default_cpus(args.server_cpus.clone(), args.client_cpus.clone());
-    let progress = Some(Arc::new(AtomicU64::new(0)));
-    Ok(Benchmark {
-        server: args.server,
-        target: args.target,
-        server_cpus,
-        load: LoadConfig {
-            concurrency: args.concurrency,
-            requests,
-            duration,
-            connection: args.connection,
-            rate: args.rate,
-            client_cpus,
-            progress,
-            ..LoadConfig::new(args.target.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))), command)
-        },
-        bpf_stats: args.bpf_stats,
-    })
+    benchmark.server = args.server;
+    benchmark.target = args.target;
+    benchmark.server_cpus = server_cpus;
+    benchmark.profiling = args.profiling.options(Benchmark::PROFILE_FREQUENCY_HZ);
+    benchmark.load = LoadConfig {
+        target: args.target.unwrap_or(benchmark.load.target),
+        concurrency: args.concurrency,
+        // A duration alone bounds the run by time.
+        requests: args.requests.or(if duration.is_some() {
+            None
+        } else {
+            benchmark.load.requests
+        }),
+        duration,
+        connection: args.connection,
+        rate: args.rate,
+        client_cpus,
+        progress: Some(Arc::new(AtomicU64::new(0))),
+        ..benchmark.load
+    };
+    Ok(benchmark)
 }
 
 fn unescape(s: &str) -> String {
     s.replace("\\r", "\r").replace("\\n", "\n").replace("\\t", "\t")
-}
-
-fn print_sweep(reports: &[LoadReport], json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(reports)?);
-        return Ok(());
-    }
-    println!(
-        "{:>11} {:>12} {:>9} {:>9} {:>9} {:>7}",
-        "concurrency", "requests/s", "p50 us", "p99 us", "max us", "errors"
-    );
-    for r in reports {
-        println!(
-            "{:>11} {:>12.0} {:>9} {:>9} {:>9} {:>7}",
-            r.concurrency, r.throughput_rps, r.latency_p50_us, r.latency_p99_us, r.latency_max_us, r.errors
-        );
-    }
-    Ok(())
 }
 
 /// A progress bar fed by the load generator's counter; it appears only once a run has lasted a

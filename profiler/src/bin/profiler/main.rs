@@ -1,8 +1,11 @@
 mod bench;
+mod profiling;
 
 use anyhow::{Context, Result, ensure};
 use clap::{Parser, Subcommand};
-use profiler::{Breakdown, Requested, Session, report, workload};
+use profiler::{ProfileOptions, Requested, Session, printer, workload};
+use profiling::ProfileArgs;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 /// tcpprof's profiler: where a TCP server's time goes, from inside the kernel.
@@ -21,26 +24,23 @@ enum Command {
         connections: u64,
         #[arg(long, default_value_t = 100)]
         messages: u64,
-        /// auto, kprobe or tracepoint.
+        /// auto, kprobe, tracepoint or sampling.
         #[arg(long, default_value = "auto")]
         mode: Requested,
     },
     /// Profile a running process (all its threads) for a while and print where its time went.
+    /// Ctrl-C ends the window early and still prints it.
     Profile {
         #[arg(long)]
         pid: u32,
         /// How long to watch, in seconds.
         #[arg(long, default_value_t = 5.0)]
         duration: f64,
-        /// auto (kprobe, then tracepoint), kprobe or tracepoint.
-        #[arg(long, default_value = "auto")]
-        mode: Requested,
+        #[command(flatten)]
+        profiling: ProfileArgs,
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
-        /// Also report the eBPF programs' own run time (BPF run-time statistics).
-        #[arg(long)]
-        bpf_stats: bool,
         /// Also profile the process's children (nginx's or a prefork server's workers).
         #[arg(long)]
         children: bool,
@@ -66,8 +66,11 @@ fn main() -> Result<()> {
             mode,
         } => {
             let exe = std::env::current_exe().context("locating the profiler binary")?;
-            let start = Instant::now();
-            let (totals, session) = workload::profile(&exe, connections, messages, mode)?;
+            let options = ProfileOptions {
+                mode,
+                ..ProfileOptions::default()
+            };
+            let profile = workload::profile(&exe, connections, messages, &options)?;
             let expected = workload::expected(connections, messages);
             println!(
                 "workload: {connections} connections x {messages} messages of {} bytes, making {} accept, \
@@ -77,15 +80,13 @@ fn main() -> Result<()> {
                 expected.read,
                 expected.write
             );
-            let breakdown = Breakdown::new(&totals, session.mode, session.fallback_reasons, start.elapsed());
-            print!("{}", report::table(&breakdown));
+            print!("{}", printer::profile_table(&profile));
         }
         Command::Profile {
             pid,
             duration,
-            mode,
+            profiling,
             json,
-            bpf_stats,
             children,
         } => {
             ensure!(
@@ -100,23 +101,63 @@ fn main() -> Result<()> {
             if children {
                 pids.extend(profiler::attach::child_processes(pid));
             }
-            let session = Session::attach_processes(&pids, mode).with_context(|| format!("profiling pid {pid}"))?;
-            eprintln!("profiling pids {pids:?} for {duration} s (mode {})", session.mode);
-            let stats = bpf_stats.then(profiler::totals::enable_run_stats).transpose()?;
-            let start = Instant::now();
-            std::thread::sleep(Duration::from_secs_f64(duration));
-            let totals = session.read_totals()?;
-            let mut breakdown =
-                Breakdown::new(&totals, session.mode, session.fallback_reasons.clone(), start.elapsed());
-            breakdown.programs = stats.map(|_fd| session.program_costs());
+            let options = profiling.options(ProfileOptions::DEFAULT_FREQUENCY_HZ);
+            let mut session = Session::attach(&pids, &options).with_context(|| format!("profiling pid {pid}"))?;
+            eprintln!("profiling pids {pids:?} for {duration} s (mode {})", session.mode());
+            let interrupted = wait(&mut session, Duration::from_secs_f64(duration));
+            let profile = session.finish()?;
             if json {
-                println!("{}", serde_json::to_string(&breakdown)?);
+                println!("{}", serde_json::to_string(&profile)?);
             } else {
-                print!("{}", report::table(&breakdown));
+                print!("{}", printer::profile_table(&profile));
+            }
+            profiling.write_stacks(&profile, &format!("pid {pid}"))?;
+            if let Some(signal) = interrupted {
+                eprintln!(
+                    "interrupted: the window ended early, after {} ms",
+                    profile.breakdown.window_ms
+                );
+                // The shell's convention for a command ended by a signal.
+                std::process::exit(128 + signal);
             }
         }
         Command::Bench(args) => bench::run(*args)?,
         Command::Workload { connections, messages } => workload::run_as_child(connections, messages)?,
     }
     Ok(())
+}
+
+/// The signal that asked us to stop, or 0.
+static STOP: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn request_stop(signal: libc::c_int) {
+    STOP.store(signal, Ordering::Relaxed);
+}
+
+/// Waits out the window, or until SIGINT or SIGTERM (returns the signal then), reading the
+/// targets' mappings again every second so that one that exits mid-window still gets its stacks
+/// named.
+fn wait(session: &mut Session, window: Duration) -> Option<i32> {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, request_stop as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, request_stop as *const () as libc::sighandler_t);
+    }
+    let start = Instant::now();
+    let mut refreshed = start;
+    loop {
+        match STOP.load(Ordering::Relaxed) {
+            0 => {}
+            signal => return Some(signal),
+        }
+        let left = window.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return None;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+        if refreshed.elapsed() >= Duration::from_secs(1) {
+            session.refresh();
+            refreshed = Instant::now();
+        }
+    }
 }

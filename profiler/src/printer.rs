@@ -1,0 +1,338 @@
+//! Every way a result is written out: tables for people, JSON for programs, folded stacks and
+//! flame graphs for the stacks.
+use crate::breakdown::{Breakdown, ClassReport};
+use crate::stacks::Stacks;
+use crate::{Part, Profile};
+use anyhow::{Context, Result};
+use bench::load::LoadReport;
+use profiler_common::SyscallClass;
+use serde_json::Value;
+use std::fmt::Write;
+
+/// How many `other` syscalls the table lists.
+pub const TOP_SYSCALLS: usize = 10;
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// A profile as tables: per class, the breakdown, the top functions per part, the `other`
+/// syscalls, and what went missing.
+pub fn profile_table(p: &Profile) -> String {
+    let b = &p.breakdown;
+    let mut out = String::new();
+    match &b.sampling {
+        Some(s) => {
+            let _ = writeln!(
+                out,
+                "mode: {} ({} Hz per CPU, {} samples of the target)   window: {} ms",
+                b.mode, s.frequency_hz, s.samples, b.window_ms
+            );
+        }
+        None => {
+            let _ = writeln!(out, "mode: {}   window: {} ms", b.mode, b.window_ms);
+        }
+    }
+    for reason in &b.fallback_reasons {
+        let _ = writeln!(out, "  fell back from {reason}");
+    }
+    out.push('\n');
+    if b.sampling.is_some() {
+        sampled_classes(&mut out, b);
+    } else {
+        exact_classes(&mut out, b);
+    }
+    let _ = writeln!(
+        out,
+        "\non-CPU {:.3} ms{}, run-queue wait {:.3} ms; context switches: {} voluntary, {} involuntary",
+        ms(b.oncpu_ns),
+        if b.sampling.is_some() { " (sampled)" } else { "" },
+        ms(b.runq_ns),
+        b.context_switches.voluntary,
+        b.context_switches.involuntary
+    );
+    breakdown_bars(&mut out, b);
+    if let Some(stacks) = &p.stacks {
+        top_functions(&mut out, stacks);
+    }
+    other_syscalls(&mut out, b);
+    if let Some(stacks) = &p.stacks {
+        let tracing: u64 = stacks.tracing_samples.values().sum();
+        let total = stacks.total_samples();
+        if tracing > 0 && total > 0 {
+            let _ = writeln!(
+                out,
+                "\nprofiler's own cost: {tracing} of {total} samples ({:.1}%) caught the target in the syscall tracing \
+                 path or BPF programs{}",
+                tracing as f64 * 100.0 / total as f64,
+                if b.mode.is_exact() {
+                    "; the shares above count that time as the server's, mostly as process"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    if let Some(stacks) = &p.stacks {
+        let e = stacks.errors;
+        if e.collisions + e.failed + e.lost + e.truncated > 0 {
+            let _ = writeln!(
+                out,
+                "\nstacks: {} samples with a truncated user stack (no frame pointers), {} stack-map collisions, \
+                 {} stacks not walked, {} samples lost (count map full)",
+                e.truncated, e.collisions, e.failed, e.lost
+            );
+        }
+    }
+    for pid in &p.exited {
+        let _ = writeln!(
+            out,
+            "\nprocess {pid} exited during the window: the profile covers what it did until then"
+        );
+    }
+    if let Some(programs) = &p.programs {
+        let _ = writeln!(
+            out,
+            "\neBPF programs' own cost (every task's events, filtered in the kernel):"
+        );
+        for program in programs {
+            let _ = writeln!(
+                out,
+                "  {:<20} {:>10} runs {:>10.3} ms {:>8.1} ns/run",
+                program.name,
+                program.runs,
+                ms(program.run_ns),
+                program.ns_per_run()
+            );
+        }
+    }
+    out
+}
+
+fn class_rows(b: &Breakdown) -> impl Iterator<Item = (&'static str, &ClassReport)> {
+    SyscallClass::ALL.into_iter().map(|c| (c.name(), b.classes.get(c)))
+}
+
+fn exact_classes(out: &mut String, b: &Breakdown) {
+    let us = |ns: u64| ns as f64 / 1e3;
+    let _ = writeln!(
+        out,
+        "{:<8} {:>10} {:>12} {:>12} {:>10} {:>10} {:>12} {:>8}",
+        "class", "calls", "on-CPU ms", "blocked ms", "p50 us", "p99 us", "bytes", "errors"
+    );
+    for (name, r) in class_rows(b) {
+        let _ = writeln!(
+            out,
+            "{:<8} {:>10} {:>12.3} {:>12.3} {:>10.1} {:>10.1} {:>12} {:>8}",
+            name,
+            r.calls,
+            ms(r.oncpu_ns),
+            ms(r.blocked_ns),
+            us(r.p50_ns),
+            us(r.p99_ns),
+            r.bytes,
+            r.errors
+        );
+    }
+}
+
+fn sampled_classes(out: &mut String, b: &Breakdown) {
+    let _ = writeln!(
+        out,
+        "{:<8} {:>10} {:>12} {:>12}",
+        "class", "samples", "on-CPU ms", "blocked ms"
+    );
+    for (name, r) in class_rows(b).chain([("user", &b.classes.user)]) {
+        let _ = writeln!(
+            out,
+            "{:<8} {:>10} {:>12.3} {:>12.3}",
+            name,
+            r.samples,
+            ms(r.oncpu_ns),
+            ms(r.blocked_ns)
+        );
+    }
+}
+
+fn breakdown_bars(out: &mut String, b: &Breakdown) {
+    match &b.sampling {
+        Some(_) => {
+            let _ = writeln!(out, "\nbreakdown (share of on-CPU + run-queue time, +- 95% margin):");
+        }
+        None => {
+            let _ = writeln!(out, "\nbreakdown (share of on-CPU + run-queue time):");
+        }
+    }
+    for part in Part::ALL {
+        let pct = b.percent(part);
+        let bar = "#".repeat((pct / 2.0).round() as usize);
+        match &b.sampling {
+            Some(s) => {
+                let _ = writeln!(
+                    out,
+                    "  {:<9} {pct:>5.1}% +- {:<4.1} {bar}",
+                    part.name(),
+                    s.margin_pct.get(part)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  {:<9} {pct:>5.1}%  {bar}", part.name());
+            }
+        }
+    }
+    let _ = writeln!(out, "bottleneck: {}", b.bottleneck.map_or("none", Part::name));
+}
+
+fn top_functions(out: &mut String, stacks: &Stacks) {
+    if stacks.top_functions.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\ntop functions by self samples (share of the part):");
+    for (part, functions) in &stacks.top_functions {
+        let samples = stacks.samples(*part);
+        for (i, f) in functions.iter().enumerate() {
+            let label = if i == 0 {
+                format!("{part} ({samples})")
+            } else {
+                String::new()
+            };
+            // Files in brackets, like the [kernel] and [vdso] pseudo-modules.
+            let module = if f.module.starts_with('[') {
+                f.module.clone()
+            } else {
+                format!("[{}]", f.module)
+            };
+            let _ = writeln!(out, "  {label:<16} {:>5.1}%  {}  {module}", f.pct, f.function);
+        }
+    }
+}
+
+fn other_syscalls(out: &mut String, b: &Breakdown) {
+    if b.syscalls.is_empty() {
+        return;
+    }
+    let sampled = b.sampling.is_some();
+    let _ = writeln!(
+        out,
+        "\nother syscalls, by on-CPU + run-queue time (top {TOP_SYSCALLS} of {}):",
+        b.syscalls.len()
+    );
+    let _ = writeln!(
+        out,
+        "  {:<20} {:>10} {:>12} {:>12} {:>12}",
+        "syscall",
+        if sampled { "samples" } else { "calls" },
+        "on-CPU ms",
+        "run-queue ms",
+        "blocked ms"
+    );
+    for s in b.syscalls.iter().take(TOP_SYSCALLS) {
+        let _ = writeln!(
+            out,
+            "  {:<20} {:>10} {:>12.3} {:>12.3} {:>12.3}",
+            s.name,
+            if sampled { s.samples } else { s.calls },
+            ms(s.oncpu_ns),
+            ms(s.runq_ns),
+            ms(s.blocked_ns)
+        );
+    }
+}
+
+/// Folded stacks, one line per distinct stack: `part;process;frame;...;frame count`.
+pub fn folded(stacks: &Stacks) -> String {
+    let mut out = String::new();
+    for (line, count) in &stacks.folded {
+        let _ = writeln!(out, "{line} {count}");
+    }
+    out
+}
+
+/// An SVG flame graph of the stacks (inferno); the five parts are its first row.
+pub fn flamegraph(stacks: &Stacks, title: &str) -> Result<Vec<u8>> {
+    let lines = folded(stacks);
+    let mut options = inferno::flamegraph::Options::default();
+    options.title = title.to_string();
+    options.count_name = "samples".into();
+    let mut svg = Vec::new();
+    inferno::flamegraph::from_lines(&mut options, lines.lines(), &mut svg).context("drawing the flame graph")?;
+    Ok(svg)
+}
+
+/// A load run and the profile taken over it as one JSON object (bench_profile_ok's fields).
+pub fn profiled_run_json(report: &LoadReport, profile: &Profile) -> Result<Value> {
+    let mut value = serde_json::to_value(report)?;
+    if let (Some(v), Value::Object(p)) = (value.as_object_mut(), serde_json::to_value(profile)?) {
+        v.extend(p);
+    }
+    Ok(value)
+}
+
+/// A load run's figures as a table, with the per-worker send/recv statistics seed 002 prints.
+pub fn load_table(r: &LoadReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} requests, {} errors in {:.3} s: {:.0} requests/s, {} connections opened",
+        r.requests,
+        r.errors,
+        r.elapsed.as_secs_f64(),
+        r.throughput_rps,
+        r.connections_opened
+    );
+    if let Some(first) = &r.first_error {
+        let _ = writeln!(out, "first error: {first}");
+    }
+    let corrected = if r.rate.is_some() {
+        " (from the intended send time)"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "latency us{corrected}: p50 {}  p95 {}  p99 {}  p99.9 {}  max {}  mean {:.1}",
+        r.latency_p50_us, r.latency_p95_us, r.latency_p99_us, r.latency_p999_us, r.latency_max_us, r.latency_mean_us
+    );
+    if let Some(u) = &r.latency_uncorrected {
+        let _ = writeln!(
+            out,
+            "latency us (from the actual send): p50 {}  p95 {}  p99 {}  p99.9 {}  max {}",
+            u.p50_us, u.p95_us, u.p99_us, u.p999_us, u.max_us
+        );
+    }
+    let _ = writeln!(out, "bytes: {} sent, {} received", r.bytes_sent, r.bytes_received);
+    for w in &r.workers {
+        let cpu = w.cpu.map_or("?".into(), |c| c.to_string());
+        let _ = writeln!(
+            out,
+            "worker {} on CPU {cpu}: {} connections, {} requests",
+            w.worker, w.connections, w.requests
+        );
+        for (name, s) in [("send", &w.send), ("recv", &w.recv)] {
+            let _ = writeln!(
+                out,
+                "  {name}: {} calls, mean {:.3} us, min {:.3} us, max {:.3} us, stddev {:.3} us, {} bytes",
+                s.calls, s.mean_us, s.min_us, s.max_us, s.stddev_us, s.bytes
+            );
+        }
+    }
+    out
+}
+
+/// A sweep as a table, one row per concurrency level.
+pub fn sweep_table(reports: &[LoadReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>11} {:>12} {:>9} {:>9} {:>9} {:>7}",
+        "concurrency", "requests/s", "p50 us", "p99 us", "max us", "errors"
+    );
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "{:>11} {:>12.0} {:>9} {:>9} {:>9} {:>7}",
+            r.concurrency, r.throughput_rps, r.latency_p50_us, r.latency_p99_us, r.latency_max_us, r.errors
+        );
+    }
+    out
+}

@@ -1,0 +1,232 @@
+//! The one profiling path: options -> attach -> (the caller waits or runs its load) -> finish into
+//! a [`Profile`]. The `profile` and `bench --profile` commands, the node's bench_profile, the
+//! demo and the benchmarks all go through [`Session`].
+use crate::attach::{self, AttachError, Programs, Sampler};
+use crate::breakdown::{Breakdown, ProgramCost};
+use crate::stacks::Stacks;
+use crate::symbols::{Names, ProcessImage};
+use crate::{Mode, Requested, Totals};
+use anyhow::{Context, Result};
+use bench::server::ServerChild;
+use bench::server::selftime::{SelfTimes, StepTotals};
+use profiler_common::{CONTEXT_USER, ClassTotals, SyscallClass};
+use serde::Serialize;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+/// How to profile: a plain plan filled from flags or request fields before anything touches the
+/// kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProfileOptions {
+    pub mode: Requested,
+    /// cpu-clock samples per second on each CPU, when the sampler runs (sampling mode, stacks).
+    pub frequency_hz: u32,
+    /// Take stacks in the exact modes too (sampling mode always takes them).
+    pub stacks: bool,
+    /// Report the eBPF programs' own run time (BPF run-time statistics).
+    pub bpf_stats: bool,
+}
+
+impl ProfileOptions {
+    /// `profile`'s default frequency: perf's and BCC's 99 Hz, off step with timer ticks.
+    pub const DEFAULT_FREQUENCY_HZ: u32 = 99;
+    /// Highest frequency accepted (the kernel may allow less: `kernel.perf_event_max_sample_rate`).
+    pub const MAX_FREQUENCY_HZ: u32 = 20_000;
+}
+
+impl Default for ProfileOptions {
+    fn default() -> Self {
+        ProfileOptions {
+            mode: Requested::Auto,
+            frequency_hz: ProfileOptions::DEFAULT_FREQUENCY_HZ,
+            stacks: false,
+            bpf_stats: false,
+        }
+    }
+}
+
+/// Everything one profiling window measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Profile {
+    #[serde(flatten)]
+    pub breakdown: Breakdown,
+    /// The sampled stacks, when taken: `top_functions` and `stack_errors` in JSON.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<Stacks>,
+    /// Target processes that exited during the window: the profile covers what they did before.
+    pub exited: Vec<u32>,
+    /// The eBPF programs' own cost, when run-time statistics were asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub programs: Option<Vec<ProgramCost>>,
+}
+
+/// A profile being taken. Dropping it detaches everything.
+pub struct Session<'a> {
+    source: Source<'a>,
+    pids: Vec<u32>,
+    fallback_reasons: Vec<String>,
+    start: Instant,
+}
+
+enum Source<'a> {
+    Kernel {
+        programs: Programs,
+        /// The targets' mappings, for naming their stacks even after they exit.
+        images: Vec<ProcessImage>,
+        run_stats: Option<OwnedFd>,
+    },
+    /// A bench-server that times its own steps (userspace mode).
+    SelfTimed(&'a mut ServerChild),
+}
+
+impl Session<'static> {
+    /// Attaches to `pids` (accounted together) in the first mode `options` allows that works.
+    /// Userspace mode needs a server that times itself ([`Session::self_timed`]): asking for it
+    /// here, or no eBPF mode attaching, is an error that carries each mode's reason.
+    pub fn attach(pids: &[u32], options: &ProfileOptions) -> Result<Session<'static>, AttachError> {
+        let sampler = Sampler {
+            frequency_hz: options.frequency_hz,
+            stacks: options.stacks,
+        };
+        let (programs, fallback_reasons) = attach::attach(pids, options.mode, sampler)?;
+        let failed = |e: anyhow::Error| AttachError {
+            reasons: vec![format!("{}: {e:#}", programs.mode)],
+        };
+        let images = match programs.sampler {
+            Some(_) => pids
+                .iter()
+                .map(|&pid| ProcessImage::read(pid).with_context(|| format!("reading /proc/{pid}/maps")))
+                .collect::<Result<_>>()
+                .map_err(failed)?,
+            None => Vec::new(),
+        };
+        let run_stats = options
+            .bpf_stats
+            .then(crate::totals::enable_run_stats)
+            .transpose()
+            .map_err(failed)?;
+        Ok(Session {
+            source: Source::Kernel {
+                programs,
+                images,
+                run_stats,
+            },
+            pids: pids.to_vec(),
+            fallback_reasons,
+            start: Instant::now(),
+        })
+    }
+}
+
+impl<'a> Session<'a> {
+    /// Userspace mode: `server` (started with self-timing) times its own accept, read, process
+    /// and write steps from now on. `fallback_reasons` says why no eBPF mode ran.
+    pub fn self_timed(server: &'a mut ServerChild, fallback_reasons: Vec<String>) -> Result<Session<'a>> {
+        server.reset_self_times()?;
+        Ok(Session {
+            pids: vec![server.pid()],
+            source: Source::SelfTimed(server),
+            fallback_reasons,
+            start: Instant::now(),
+        })
+    }
+
+    pub fn mode(&self) -> Mode {
+        match &self.source {
+            Source::Kernel { programs, .. } => programs.mode,
+            Source::SelfTimed(_) => Mode::Userspace,
+        }
+    }
+
+    pub fn fallback_reasons(&self) -> &[String] {
+        &self.fallback_reasons
+    }
+
+    /// Reads the targets' mappings again (libraries loaded since attach): long windows call this
+    /// now and then so that a target that exits later still gets its frames named.
+    pub fn refresh(&mut self) {
+        if let Source::Kernel { images, .. } = &mut self.source {
+            images.iter_mut().for_each(ProcessImage::refresh);
+        }
+    }
+
+    /// What the kernel has counted so far, without ending the window.
+    pub fn totals(&self) -> Result<Totals> {
+        match &self.source {
+            Source::Kernel { programs, .. } => programs.read_totals(),
+            Source::SelfTimed(_) => anyhow::bail!("userspace mode has no kernel totals"),
+        }
+    }
+
+    /// Ends the window: reads the totals and stacks, names the stacks while the targets still
+    /// run, and detaches.
+    pub fn finish(mut self) -> Result<Profile> {
+        let window = self.start.elapsed();
+        self.refresh();
+        let exited = self.pids.iter().copied().filter(|&pid| !is_alive(pid)).collect();
+        let reasons = std::mem::take(&mut self.fallback_reasons);
+        match self.source {
+            Source::Kernel {
+                programs,
+                images,
+                run_stats,
+            } => {
+                let totals = programs.read_totals()?;
+                let frequency = programs.sampler.map(|s| s.frequency_hz);
+                let stacks = match programs.sampler {
+                    Some(_) => Some(crate::stacks::read(&programs, &images, &Names::default())?),
+                    None => None,
+                };
+                Ok(Profile {
+                    breakdown: Breakdown::new(&totals, programs.mode, frequency, reasons, window),
+                    stacks,
+                    exited,
+                    programs: run_stats.map(|_fd| programs.program_costs()),
+                })
+            }
+            Source::SelfTimed(server) => {
+                let times = server.self_times()?;
+                let window = Duration::from_nanos(times.window_ns);
+                Ok(Profile {
+                    breakdown: Breakdown::new(&userspace_totals(&times), Mode::Userspace, None, reasons, window),
+                    stacks: None,
+                    exited,
+                    programs: None,
+                })
+            }
+        }
+    }
+}
+
+/// Whether `pid` still runs (a zombie has exited).
+fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(')')?.1.split_whitespace().next()? != "Z"))
+        .unwrap_or(false)
+}
+
+/// The server's own wall-clock timings in the shape of kernel totals: accept, read and write
+/// steps as their classes, processing as user space, and the rest of the process's CPU time
+/// (getrusage) as other syscalls.
+fn userspace_totals(t: &SelfTimes) -> Totals {
+    let class = |s: &StepTotals| ClassTotals {
+        calls: s.calls,
+        errors: s.errors,
+        total_ns: s.ns,
+        oncpu_ns: s.ns,
+        bytes: s.bytes,
+        hist: s.hist,
+        ..ClassTotals::ZERO
+    };
+    let mut totals = Totals::default();
+    totals.contexts[SyscallClass::Accept as usize] = class(&t.accept);
+    totals.contexts[SyscallClass::Read as usize] = class(&t.read);
+    totals.contexts[SyscallClass::Write as usize] = class(&t.write);
+    totals.contexts[CONTEXT_USER as usize].oncpu_ns = t.process.ns;
+    let timed = t.accept.ns + t.read.ns + t.write.ns + t.process.ns;
+    totals.contexts[SyscallClass::Other as usize].oncpu_ns = t.cpu_ns.saturating_sub(timed);
+    totals.sched.voluntary = t.voluntary_switches;
+    totals.sched.involuntary = t.involuntary_switches;
+    totals
+}

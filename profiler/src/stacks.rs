@@ -1,0 +1,273 @@
+//! The sampled stacks of the target, read from the kernel's maps at the end of the window and
+//! named, as folded stacks (the part first, then the process, then frames outermost first, kernel
+//! frames ending in `_[k]`, as perf's and inferno's are) and as each part's top functions.
+use crate::attach::Programs;
+use crate::breakdown::Part;
+use crate::symbols::{Frame, Names, ProcessImage};
+use anyhow::{Context, Result};
+use aya::maps::{PerCpuArray, PerCpuHashMap, StackTraceMap};
+use profiler_common::{NO_STACK, StackErrors, StackKey, names};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// How many functions per part the reports list.
+pub const TOP_FUNCTIONS: usize = 5;
+/// The deepest stack the kernel walks (PERF_MAX_STACK_DEPTH): a user stack this deep was cut.
+const MAX_DEPTH: usize = 127;
+/// Functions that only a whole user stack reaches: the start of the process or of a thread. The
+/// outermost frames themselves are often nameless (glibc ships without its internal symbols), so
+/// a stack counts as whole when it holds any of these.
+const ROOTS: [&str; 7] = [
+    "main",
+    "_start",
+    "__libc_start_main",
+    "start_thread",
+    "clone",
+    "clone3",
+    "__clone3",
+];
+
+/// Kernel functions that run only because a profiler is attached: the syscall slow path that a
+/// syscall tracepoint switches on, its dispatch, and BPF programs (ours among them).
+const TRACING_FRAMES: [&str; 5] = [
+    "syscall_trace_enter",
+    "syscall_exit_work",
+    "__bpf_trace_run",
+    "bpf_trace_run",
+    "bpf_prog_",
+];
+
+/// Whether a kernel stack (innermost first) is running the tracing machinery.
+fn is_tracing(frames: &[Frame]) -> bool {
+    frames
+        .iter()
+        .any(|f| TRACING_FRAMES.iter().any(|t| f.function.starts_with(t)))
+}
+
+/// Whether a user stack (innermost first) was walked to the start of its thread.
+fn is_whole(frames: &[Frame]) -> bool {
+    frames.len() < MAX_DEPTH
+        && frames.iter().any(|f| {
+            // Rust threads start in std's `...::Thread::new::thread_start`.
+            ROOTS.contains(&f.function.as_str()) || f.function.ends_with("::thread_start")
+        })
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stacks {
+    /// One line per distinct stack, with its samples, in folded order (written to files, not
+    /// into JSON).
+    #[serde(skip)]
+    pub folded: Vec<(String, u64)>,
+    /// Each part's functions with the most self samples.
+    pub top_functions: BTreeMap<Part, Vec<FunctionShare>>,
+    #[serde(rename = "stack_errors")]
+    pub errors: StackErrorCounts,
+    /// Samples, per part, that caught the target running the tracing machinery (the syscall
+    /// slow path and BPF programs): the profiler's own cost, which the exact modes count as
+    /// the server's time, mostly in process. Sampling mode hooks no syscall, so it has little.
+    pub tracing_samples: BTreeMap<Part, u64>,
+}
+
+/// A function's self samples (it was the innermost frame) and their share of its part.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FunctionShare {
+    pub function: String,
+    pub module: String,
+    pub samples: u64,
+    pub pct: f64,
+}
+
+/// Samples whose stacks are missing or partial.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct StackErrorCounts {
+    /// The stack map bucket held another stack: the sample has no stack of that kind.
+    pub collisions: u64,
+    /// The kernel could not walk the stack at all.
+    pub failed: u64,
+    /// The count map was full: the sample is in the totals but in no stack.
+    pub lost: u64,
+    /// Samples whose user stack stops before its thread's first function: code built without
+    /// frame pointers, or deeper than 127 frames. They keep at least the sampled function.
+    pub truncated: u64,
+}
+
+impl Stacks {
+    /// Samples with a stack recorded, in every part.
+    pub fn total_samples(&self) -> u64 {
+        self.folded.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Samples with a stack recorded, per part.
+    pub fn samples(&self, part: Part) -> u64 {
+        self.folded
+            .iter()
+            .filter(|(line, _)| line.split(';').next() == Some(part.name()))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// Reads and names the stacks counted since attach. `images` are the targets' mappings.
+pub(crate) fn read(programs: &Programs, images: &[ProcessImage], names: &Names) -> Result<Stacks> {
+    let counts: PerCpuHashMap<_, StackKey, u64> = PerCpuHashMap::try_from(programs.map(names::STACK_COUNTS)?)?;
+    let mut by_key: HashMap<StackKey, u64> = HashMap::new();
+    for entry in counts.iter() {
+        let (key, per_cpu) = entry.context("reading STACK_COUNTS")?;
+        *by_key.entry(key).or_default() += per_cpu.iter().sum::<u64>();
+    }
+    let errors: PerCpuArray<_, StackErrors> = PerCpuArray::try_from(programs.map(names::STACK_ERRORS)?)?;
+    let mut report = StackErrorCounts::default();
+    for cpu in errors.get(&0, 0).context("reading STACK_ERRORS")?.iter() {
+        report.collisions += cpu.collisions;
+        report.failed += cpu.failed;
+        report.lost += cpu.lost;
+    }
+
+    let traces = StackTraceMap::try_from(programs.map(names::STACK_TRACES)?)?;
+    let mut addrs: HashMap<i32, Vec<u64>> = HashMap::new();
+    for key in by_key.keys() {
+        for id in [key.user_stack, key.kernel_stack] {
+            if id >= 0 && !addrs.contains_key(&id) {
+                let trace = traces
+                    .get(&(id as u32), 0)
+                    .with_context(|| format!("reading stack {id}"))?;
+                addrs.insert(id, trace.frames().iter().map(|f| f.ip).collect());
+            }
+        }
+    }
+    let named = Named::new(&by_key, &addrs, images, names);
+
+    let mut folded: HashMap<String, u64> = HashMap::new();
+    let mut leaves: BTreeMap<Part, HashMap<Frame, u64>> = BTreeMap::new();
+    let mut tracing_samples: BTreeMap<Part, u64> = BTreeMap::new();
+    for (key, &count) in &by_key {
+        let part = Part::of_context(key.context);
+        let process = images.iter().find(|i| i.pid == key.tgid).map_or("?", |i| &i.name);
+        let mut line = vec![part.name().to_string(), clean(process)];
+        let user = named.stack(key.tgid, key.user_stack);
+        match user {
+            Some(frames) => {
+                if !is_whole(frames) {
+                    report.truncated += count;
+                }
+                line.extend(frames.iter().rev().map(|f| clean(&f.function)));
+            }
+            None => line.push("[missing user stack]".into()),
+        }
+        let kernel = (key.kernel_stack != NO_STACK).then(|| named.stack(0, key.kernel_stack));
+        match kernel {
+            Some(Some(frames)) => {
+                if is_tracing(frames) {
+                    *tracing_samples.entry(part).or_default() += count;
+                }
+                line.extend(frames.iter().rev().map(|f| format!("{}_[k]", clean(&f.function))));
+            }
+            Some(None) => line.push("[missing kernel stack]_[k]".into()),
+            None => {}
+        }
+        *folded.entry(line.join(";")).or_default() += count;
+        let leaf = match (kernel, user) {
+            (Some(Some(frames)), _) | (None, Some(frames)) => frames.first().cloned(),
+            _ => None,
+        }
+        .unwrap_or_else(|| Frame {
+            function: "[missing stack]".into(),
+            module: "[unknown]".into(),
+        });
+        *leaves.entry(part).or_default().entry(leaf).or_default() += count;
+    }
+    let mut folded: Vec<(String, u64)> = folded.into_iter().collect();
+    folded.sort();
+    Ok(Stacks {
+        folded,
+        top_functions: leaves.into_iter().map(|(part, leaves)| (part, top(leaves))).collect(),
+        errors: report,
+        tracing_samples,
+    })
+}
+
+/// The functions with the most self samples, largest first, with their share of the part.
+fn top(leaves: HashMap<Frame, u64>) -> Vec<FunctionShare> {
+    let total: u64 = leaves.values().sum();
+    let mut ranked: Vec<(Frame, u64)> = leaves.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.function.cmp(&b.0.function)));
+    ranked
+        .into_iter()
+        .take(TOP_FUNCTIONS)
+        .map(|(frame, samples)| FunctionShare {
+            function: frame.function,
+            module: frame.module,
+            samples,
+            pct: (samples as f64 * 1000.0 / total as f64).round() / 10.0,
+        })
+        .collect()
+}
+
+/// Every stack's frames, named in one batch per process (and one for the kernel).
+struct Named {
+    /// (tgid, stack id) -> frames, innermost first; tgid 0 for kernel stacks.
+    stacks: HashMap<(u32, i32), Vec<Frame>>,
+}
+
+impl Named {
+    fn new(
+        keys: &HashMap<StackKey, u64>,
+        addrs: &HashMap<i32, Vec<u64>>,
+        images: &[ProcessImage],
+        names: &Names,
+    ) -> Named {
+        // Which stacks to name in which address space.
+        let mut wanted: BTreeMap<u32, HashSet<i32>> = BTreeMap::new();
+        for key in keys.keys() {
+            if key.user_stack >= 0 {
+                wanted.entry(key.tgid).or_default().insert(key.user_stack);
+            }
+            if key.kernel_stack >= 0 {
+                wanted.entry(0).or_default().insert(key.kernel_stack);
+            }
+        }
+        let mut stacks = HashMap::new();
+        for (tgid, ids) in wanted {
+            let ids: Vec<i32> = ids.into_iter().collect();
+            // Every frame but the innermost is a return address: name the call before it.
+            let lookups: Vec<u64> = ids
+                .iter()
+                .flat_map(|id| {
+                    addrs[id]
+                        .iter()
+                        .enumerate()
+                        .map(|(depth, &ip)| if depth == 0 { ip } else { ip.saturating_sub(1) })
+                })
+                .collect();
+            let frames = match (tgid, images.iter().find(|i| i.pid == tgid)) {
+                (0, _) => names.kernel(&lookups),
+                (_, Some(image)) => names.user(image, &lookups),
+                (_, None) => vec![
+                    Frame {
+                        function: "[unknown]".into(),
+                        module: "[unknown]".into()
+                    };
+                    lookups.len()
+                ],
+            };
+            let mut frames = frames.into_iter();
+            for id in ids {
+                let n = addrs[&id].len();
+                stacks.insert((tgid, id), frames.by_ref().take(n).collect());
+            }
+        }
+        Named { stacks }
+    }
+
+    /// A stack's frames (innermost first), or None when the sample has no such stack.
+    fn stack(&self, tgid: u32, id: i32) -> Option<&Vec<Frame>> {
+        self.stacks.get(&(tgid, id))
+    }
+}
+
+/// A frame or process name as one folded field: `;` separates frames and a line's count follows
+/// its last space, so neither may be mistaken.
+fn clean(name: &str) -> String {
+    name.replace(';', ":")
+}

@@ -1,0 +1,148 @@
+//! Servers nobody here wrote, profiled under their own load tools: redis-server under
+//! redis-benchmark in sampling mode, nginx and its workers under wrk in tracepoint mode. The
+//! peers are Debian's, installed by `cargo xtask test`. Needs root (eBPF).
+mod common;
+
+use common::{Peer, free_port, require_root, run_to_end, wait_for_port};
+use profiler::{Mode, Part, ProfileOptions, Requested, Session, printer};
+
+#[test]
+fn redis_under_redis_benchmark_names_redis_functions() {
+    require_root();
+    let port = free_port().to_string();
+    let redis = Peer::start(
+        "redis-server",
+        &[
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+    );
+    wait_for_port(port.parse().unwrap());
+    let options = ProfileOptions {
+        mode: Requested::Only(Mode::Sampling),
+        frequency_hz: 999,
+        ..ProfileOptions::default()
+    };
+    let session = Session::attach(&[redis.pid()], &options).unwrap();
+    run_to_end(
+        "redis-benchmark",
+        &["-p", &port, "-t", "set,get", "-n", "100000", "-c", "50", "-q"],
+    );
+    let profile = session.finish().unwrap();
+    eprintln!("{}", printer::profile_table(&profile));
+    assert_eq!(profile.breakdown.mode, Mode::Sampling);
+    let stacks = profile.stacks.as_ref().unwrap();
+    // Debian's /usr/bin/redis-server links to the binary the process maps, whatever its name.
+    let exe = std::fs::read_link(format!("/proc/{}/exe", redis.pid())).unwrap();
+    let binary = exe.file_name().unwrap().to_string_lossy().into_owned();
+    let named_in_redis = |f: &profiler::stacks::FunctionShare| f.module == binary && !f.function.starts_with('[');
+    let process = &stacks.top_functions[&Part::Process];
+    assert!(
+        process.iter().any(named_in_redis),
+        "no function of {binary} named among the process part's top functions: {process:#?}"
+    );
+    // Command handling itself shows up: redis reads each query in readQueryFromClient.
+    assert!(
+        stacks
+            .folded
+            .iter()
+            .any(|(line, _)| line.starts_with("process;redis-server;") && line.contains("readQueryFromClient")),
+        "no process stack in readQueryFromClient"
+    );
+    // Its replies are writes, its reads reads: a server doing I/O on a socket per command.
+    assert!(
+        profile.breakdown.percent(Part::Write) > 10.0,
+        "{:?}",
+        profile.breakdown.breakdown
+    );
+    assert!(
+        profile.breakdown.percent(Part::Read) > 2.0,
+        "{:?}",
+        profile.breakdown.breakdown
+    );
+}
+
+#[test]
+fn nginx_workers_other_syscalls_name_epoll_wait_and_the_file_calls_per_request() {
+    require_root();
+    let dir = TempDir::new("nginx");
+    let port = free_port();
+    std::fs::create_dir_all(dir.0.join("html")).unwrap();
+    std::fs::write(dir.0.join("html/index.html"), "x".repeat(1024)).unwrap();
+    let conf = dir.0.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; worker_processes 1; user root; pid {dir}/nginx.pid; error_log {dir}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; server {{ listen 127.0.0.1:{port}; root {dir}/html; }} }}\n",
+            dir = dir.0.display()
+        ),
+    )
+    .unwrap();
+    let nginx = Peer::start(
+        "nginx",
+        &["-c", &conf.to_string_lossy(), "-p", &dir.0.to_string_lossy()],
+    );
+    wait_for_port(port);
+    // --children: the master only manages; the worker serves.
+    let mut pids = vec![nginx.pid()];
+    pids.extend(profiler::attach::child_processes(nginx.pid()));
+    assert_eq!(pids.len(), 2, "the master and its one worker: {pids:?}");
+    let options = ProfileOptions {
+        mode: Requested::Only(Mode::Tracepoint),
+        ..ProfileOptions::default()
+    };
+    let session = Session::attach(&pids, &options).unwrap();
+    let url = format!("http://127.0.0.1:{port}/index.html");
+    let out = run_to_end("wrk", &["-t1", "-c10", "-d2s", &url]);
+    let profile = session.finish().unwrap();
+    eprintln!("{out}\n{}", printer::profile_table(&profile));
+    let requests: u64 = out
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in ")?.0.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk's output: {out}"));
+    assert!(requests >= 1000, "{out}");
+    let calls = |name: &str| {
+        profile
+            .breakdown
+            .syscalls
+            .iter()
+            .find(|s| s.name == name)
+            .map_or(0, |s| s.calls)
+    };
+    assert!(calls("epoll_wait") > 0, "{:#?}", profile.breakdown.syscalls);
+    // Per request, without open_file_cache: open, stat, read (pread64) and close the file.
+    for name in ["openat", "newfstatat", "pread64", "close"] {
+        assert!(
+            calls(name) >= requests,
+            "{name}: {} calls for {requests} requests: {:#?}",
+            calls(name),
+            profile.breakdown.syscalls
+        );
+    }
+    assert!(printer::profile_table(&profile).contains("openat"));
+}
+
+/// A directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("tcpprof-test-{what}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
