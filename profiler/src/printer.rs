@@ -1,7 +1,7 @@
 //! Every way a result is written out: tables for people, JSON for programs, folded stacks and
 //! flame graphs for the stacks.
 use crate::breakdown::{Breakdown, ClassReport};
-use crate::stacks::Stacks;
+use crate::stacks::{Stacks, TOP_FUNCTIONS};
 use crate::{Part, Profile};
 use anyhow::{Context, Result};
 use bench::load::LoadReport;
@@ -83,6 +83,13 @@ pub fn profile_table(p: &Profile) -> String {
                 e.truncated, e.collisions, e.failed, e.lost
             );
         }
+    }
+    if p.partial {
+        let _ = writeln!(
+            out,
+            "\npartial: interrupted after {} ms; the figures cover that much",
+            b.window_ms
+        );
     }
     for pid in &p.exited {
         let _ = writeln!(
@@ -184,13 +191,13 @@ fn breakdown_bars(out: &mut String, b: &Breakdown) {
 }
 
 fn top_functions(out: &mut String, stacks: &Stacks) {
-    if stacks.top_functions.is_empty() {
+    if stacks.functions.is_empty() {
         return;
     }
     let _ = writeln!(out, "\ntop functions by self samples (share of the part):");
-    for (part, functions) in &stacks.top_functions {
+    for (part, functions) in &stacks.functions {
         let samples = stacks.samples(*part);
-        for (i, f) in functions.iter().enumerate() {
+        for (i, f) in functions.iter().take(TOP_FUNCTIONS).enumerate() {
             let label = if i == 0 {
                 format!("{part} ({samples})")
             } else {

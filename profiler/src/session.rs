@@ -55,6 +55,8 @@ pub struct Profile {
     pub stacks: Option<Stacks>,
     /// Target processes that exited during the window: the profile covers what they did before.
     pub exited: Vec<u32>,
+    /// The window was cut short (Ctrl-C): the figures cover the part that ran.
+    pub partial: bool,
     /// The eBPF programs' own cost, when run-time statistics were asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub programs: Option<Vec<ProgramCost>>,
@@ -181,6 +183,7 @@ impl<'a> Session<'a> {
                     breakdown: Breakdown::new(&totals, programs.mode, frequency, reasons, window),
                     stacks,
                     exited,
+                    partial: false,
                     programs: run_stats.map(|_fd| programs.program_costs()),
                 })
             }
@@ -191,6 +194,7 @@ impl<'a> Session<'a> {
                     breakdown: Breakdown::new(&userspace_totals(&times), Mode::Userspace, None, reasons, window),
                     stacks: None,
                     exited,
+                    partial: false,
                     programs: None,
                 })
             }

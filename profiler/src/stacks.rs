@@ -59,8 +59,9 @@ pub struct Stacks {
     /// into JSON).
     #[serde(skip)]
     pub folded: Vec<(String, u64)>,
-    /// Each part's functions with the most self samples.
-    pub top_functions: BTreeMap<Part, Vec<FunctionShare>>,
+    /// Each part's functions by self samples, most first (JSON keeps the top ones).
+    #[serde(rename = "top_functions", serialize_with = "top_only")]
+    pub functions: BTreeMap<Part, Vec<FunctionShare>>,
     #[serde(rename = "stack_errors")]
     pub errors: StackErrorCounts,
     /// Samples, per part, that caught the target running the tracing machinery (the syscall
@@ -181,20 +182,30 @@ pub(crate) fn read(programs: &Programs, images: &[ProcessImage], names: &Names) 
     folded.sort();
     Ok(Stacks {
         folded,
-        top_functions: leaves.into_iter().map(|(part, leaves)| (part, top(leaves))).collect(),
+        functions: leaves
+            .into_iter()
+            .map(|(part, leaves)| (part, ranked(leaves)))
+            .collect(),
         errors: report,
         tracing_samples,
     })
 }
 
-/// The functions with the most self samples, largest first, with their share of the part.
-fn top(leaves: HashMap<Frame, u64>) -> Vec<FunctionShare> {
+fn top_only<S: serde::Serializer>(functions: &BTreeMap<Part, Vec<FunctionShare>>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(
+        functions
+            .iter()
+            .map(|(part, f)| (part, &f[..f.len().min(TOP_FUNCTIONS)])),
+    )
+}
+
+/// The functions by self samples, largest first, with their share of the part.
+fn ranked(leaves: HashMap<Frame, u64>) -> Vec<FunctionShare> {
     let total: u64 = leaves.values().sum();
     let mut ranked: Vec<(Frame, u64)> = leaves.into_iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.function.cmp(&b.0.function)));
     ranked
         .into_iter()
-        .take(TOP_FUNCTIONS)
         .map(|(frame, samples)| FunctionShare {
             function: frame.function,
             module: frame.module,

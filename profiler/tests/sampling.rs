@@ -41,7 +41,7 @@ fn burn_is_process_and_its_top_function_is_burn() {
     // Sampling mode has no syscall hook: no calls are counted.
     assert_eq!(b.classes.write.calls, 0);
     let stacks = p.stacks.as_ref().expect("sampling mode takes stacks");
-    let first = &stacks.top_functions[&Part::Process][0];
+    let first = &stacks.functions[&Part::Process][0];
     assert!(first.function.ends_with("burn"), "{first:?}");
     assert_eq!(first.module, "bench-server");
     assert!(first.pct >= 80.0, "{first:?}");
@@ -216,7 +216,7 @@ fn exact_modes_take_stacks_when_asked() {
     assert!(p.breakdown.sampling.is_none(), "exact shares carry no margin");
     assert!(p.breakdown.classes.write.calls >= 3000, "calls are still counted");
     let stacks = p.stacks.expect("stacks were asked for");
-    assert!(stacks.top_functions[&Part::Process][0].function.ends_with("burn"));
+    assert!(stacks.functions[&Part::Process][0].function.ends_with("burn"));
     let json = serde_json::to_value(&p.breakdown).unwrap();
     assert!(json.get("margin_pct").is_none(), "{json}");
 }

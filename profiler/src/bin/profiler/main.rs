@@ -3,7 +3,7 @@ mod profiling;
 
 use anyhow::{Context, Result, ensure};
 use clap::{Parser, Subcommand};
-use profiler::{ProfileOptions, Requested, Session, printer, workload};
+use profiler::{Mode, ProfileOptions, Requested, Session, printer, workload};
 use profiling::ProfileArgs;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
@@ -102,21 +102,24 @@ fn main() -> Result<()> {
                 pids.extend(profiler::attach::child_processes(pid));
             }
             let options = profiling.options(ProfileOptions::DEFAULT_FREQUENCY_HZ);
+            ensure!(
+                options.mode != Requested::Only(Mode::Userspace),
+                "userspace mode is bench-server timing its own steps, so it serves `bench --profile --mode \
+                 userspace`; a running process is profiled in kprobe, tracepoint or sampling mode"
+            );
             let mut session = Session::attach(&pids, &options).with_context(|| format!("profiling pid {pid}"))?;
             eprintln!("profiling pids {pids:?} for {duration} s (mode {})", session.mode());
             let interrupted = wait(&mut session, Duration::from_secs_f64(duration));
-            let profile = session.finish()?;
+            let mut profile = session.finish()?;
+            profile.partial = interrupted.is_some();
             if json {
                 println!("{}", serde_json::to_string(&profile)?);
             } else {
                 print!("{}", printer::profile_table(&profile));
             }
-            profiling.write_stacks(&profile, &format!("pid {pid}"))?;
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            profiling.write_stacks(&profile, &format!("{} (pid {pid})", name.trim_end()))?;
             if let Some(signal) = interrupted {
-                eprintln!(
-                    "interrupted: the window ended early, after {} ms",
-                    profile.breakdown.window_ms
-                );
                 // The shell's convention for a command ended by a signal.
                 std::process::exit(128 + signal);
             }

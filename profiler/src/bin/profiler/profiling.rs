@@ -55,6 +55,13 @@ impl ProfileArgs {
         }
         if let Some(path) = &self.flamegraph {
             let b = &profile.breakdown;
+            if stacks.folded.is_empty() {
+                bail!(
+                    "no flame graph written to {}: no sample caught the target on a CPU in the {} ms window",
+                    path.display(),
+                    b.window_ms
+                );
+            }
             let samples = b.classes.samples();
             let how = if b.mode == Mode::Sampling {
                 String::from("sampling")

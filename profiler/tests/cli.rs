@@ -1,0 +1,85 @@
+//! The `profiler` command as a user runs it: the stack files it writes, and Ctrl-C during a
+//! `profile` window. Needs root (eBPF).
+mod common;
+
+use common::{Peer, require_root};
+use std::process::Command;
+use std::time::Duration;
+
+const PROFILER: &str = env!("CARGO_BIN_EXE_profiler");
+
+#[test]
+fn bench_writes_folded_stacks_and_a_flame_graph() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("tcpprof-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (folded, svg) = (dir.join("stacks.folded"), dir.join("flame.svg"));
+    let out = Command::new(PROFILER)
+        .args([
+            "bench",
+            "--command",
+            "BURN 20000",
+            "-c",
+            "2",
+            "-n",
+            "1500",
+            "--profile",
+            "--mode",
+            "sampling",
+        ])
+        .arg("--folded")
+        .arg(&folded)
+        .arg("--flamegraph")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("mode: sampling") && stdout.contains("top functions"),
+        "{stdout}"
+    );
+    let folded = std::fs::read_to_string(&folded).unwrap();
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.starts_with("process;bench-server;") && l.contains("burn ")),
+        "{folded}"
+    );
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        svg.contains("<svg") && svg.contains("bench-server epoll, BURN 20000"),
+        "the title names the run"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ctrl_c_ends_a_profile_early_and_still_prints_it_marked_partial() {
+    require_root();
+    let target = Peer::start("sleep", &["60"]);
+    let child = Command::new(PROFILER)
+        .args([
+            "profile",
+            "--pid",
+            &target.pid().to_string(),
+            "--duration",
+            "60",
+            "--json",
+        ])
+        .args(["--mode", "sampling"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the profile, as JSON");
+    assert_eq!(json["partial"], true, "{json}");
+    assert_eq!(json["mode"], "sampling", "{json}");
+    let window = json["window_ms"].as_u64().unwrap();
+    assert!((1000..10_000).contains(&window), "window {window} ms");
+}
