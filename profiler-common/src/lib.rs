@@ -142,6 +142,53 @@ impl Default for ClassTotals {
     }
 }
 
+/// Sums, for adding up the per-CPU values of a map entry on the user side.
+macro_rules! add_fields {
+    ($type:ty { $($field:ident),* } $(, $array:ident)?) => {
+        impl core::ops::AddAssign for $type {
+            fn add_assign(&mut self, other: Self) {
+                $(self.$field += other.$field;)*
+                $(for (a, b) in self.$array.iter_mut().zip(other.$array) {
+                    *a += b;
+                })?
+            }
+        }
+    };
+}
+
+add_fields!(
+    ClassTotals {
+        calls,
+        errors,
+        total_ns,
+        oncpu_ns,
+        blocked_ns,
+        runq_ns,
+        bytes,
+        samples,
+        sample_ns
+    },
+    hist
+);
+add_fields!(SchedTotals {
+    voluntary,
+    involuntary,
+    exits
+});
+add_fields!(SyscallTotals {
+    calls,
+    oncpu_ns,
+    blocked_ns,
+    runq_ns,
+    samples,
+    sample_ns
+});
+add_fields!(StackErrors {
+    collisions,
+    failed,
+    lost
+});
+
 /// Context switches of the target's threads.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]

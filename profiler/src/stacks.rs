@@ -5,7 +5,7 @@ use crate::attach::Programs;
 use crate::breakdown::Part;
 use crate::symbols::{Frame, Names, ProcessImage};
 use anyhow::{Context, Result};
-use aya::maps::{PerCpuArray, PerCpuHashMap, StackTraceMap};
+use aya::maps::{PerCpuHashMap, StackTraceMap};
 use profiler_common::{NO_STACK, StackErrors, StackKey, names};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -117,13 +117,13 @@ pub(crate) fn read(programs: &Programs, images: &[ProcessImage], names: &Names) 
         let (key, per_cpu) = entry.context("reading STACK_COUNTS")?;
         *by_key.entry(key).or_default() += per_cpu.iter().sum::<u64>();
     }
-    let errors: PerCpuArray<_, StackErrors> = PerCpuArray::try_from(programs.map(names::STACK_ERRORS)?)?;
-    let mut report = StackErrorCounts::default();
-    for cpu in errors.get(&0, 0).context("reading STACK_ERRORS")?.iter() {
-        report.collisions += cpu.collisions;
-        report.failed += cpu.failed;
-        report.lost += cpu.lost;
-    }
+    let errors: StackErrors = programs.sum_over_cpus(names::STACK_ERRORS, 0)?;
+    let mut report = StackErrorCounts {
+        collisions: errors.collisions,
+        failed: errors.failed,
+        lost: errors.lost,
+        truncated: 0,
+    };
 
     let traces = StackTraceMap::try_from(programs.map(names::STACK_TRACES)?)?;
     let mut addrs: HashMap<i32, Vec<u64>> = HashMap::new();

@@ -4,9 +4,9 @@ use crate::breakdown::ProgramCost;
 use anyhow::{Context, Result};
 use aya::maps::PerCpuArray;
 use profiler_common::{
-    CONTEXT_COUNT, CONTEXT_USER, ClassTotals, HIST_BUCKETS, SYSCALL_SLOTS, SchedTotals, SyscallClass, SyscallTotals,
-    names,
+    CONTEXT_COUNT, CONTEXT_USER, ClassTotals, SYSCALL_SLOTS, SchedTotals, SyscallClass, SyscallTotals, names,
 };
+use std::ops::AddAssign;
 
 /// What the kernel counted for the target since attach, summed over CPUs.
 #[derive(Clone, Debug, Default)]
@@ -37,39 +37,30 @@ impl Programs {
     /// Sums the per-CPU totals. Can be called while the programs keep counting.
     pub fn read_totals(&self) -> Result<Totals> {
         let mut totals = Totals::default();
-        let contexts: PerCpuArray<_, ClassTotals> = PerCpuArray::try_from(self.map(names::CONTEXT_TOTALS)?)?;
         for (i, sum) in totals.contexts.iter_mut().enumerate() {
-            let per_cpu = contexts
-                .get(&(i as u32), 0)
-                .with_context(|| format!("reading CONTEXT_TOTALS[{i}]"))?;
-            per_cpu.iter().for_each(|cpu| add(sum, cpu));
+            *sum = self.sum_over_cpus(names::CONTEXT_TOTALS, i as u32)?;
         }
-        let sched: PerCpuArray<_, SchedTotals> = PerCpuArray::try_from(self.map(names::SCHED_TOTALS)?)?;
-        for cpu in sched.get(&0, 0).context("reading SCHED_TOTALS")?.iter() {
-            totals.sched.voluntary += cpu.voluntary;
-            totals.sched.involuntary += cpu.involuntary;
-            totals.sched.exits += cpu.exits;
-        }
-        let syscalls: PerCpuArray<_, SyscallTotals> = PerCpuArray::try_from(self.map(names::SYSCALL_TOTALS)?)?;
+        totals.sched = self.sum_over_cpus(names::SCHED_TOTALS, 0)?;
         for nr in 0..SYSCALL_SLOTS as u32 {
-            let mut sum = SyscallTotals::default();
-            for cpu in syscalls
-                .get(&nr, 0)
-                .with_context(|| format!("reading SYSCALL_TOTALS[{nr}]"))?
-                .iter()
-            {
-                sum.calls += cpu.calls;
-                sum.oncpu_ns += cpu.oncpu_ns;
-                sum.blocked_ns += cpu.blocked_ns;
-                sum.runq_ns += cpu.runq_ns;
-                sum.samples += cpu.samples;
-                sum.sample_ns += cpu.sample_ns;
-            }
+            let sum: SyscallTotals = self.sum_over_cpus(names::SYSCALL_TOTALS, nr)?;
             if sum.calls + sum.samples + sum.oncpu_ns + sum.blocked_ns + sum.runq_ns > 0 {
                 totals.syscalls.push((nr, sum));
             }
         }
         Ok(totals)
+    }
+
+    /// Entry `index` of the per-CPU array `name`, summed over the CPUs.
+    pub(crate) fn sum_over_cpus<T>(&self, name: &str, index: u32) -> Result<T>
+    where
+        T: aya::Pod + Default + AddAssign,
+    {
+        let map: PerCpuArray<_, T> = PerCpuArray::try_from(self.map(name)?)?;
+        let per_cpu = map.get(&index, 0).with_context(|| format!("reading {name}[{index}]"))?;
+        Ok(per_cpu.iter().fold(T::default(), |mut sum, &cpu| {
+            sum += cpu;
+            sum
+        }))
     }
 
     /// Run counts and run time of our programs (non-zero only while BPF run-time statistics
@@ -93,21 +84,6 @@ impl Programs {
         self.ebpf
             .map(name)
             .with_context(|| format!("map {name} missing from the eBPF object"))
-    }
-}
-
-fn add(sum: &mut ClassTotals, x: &ClassTotals) {
-    sum.calls += x.calls;
-    sum.errors += x.errors;
-    sum.total_ns += x.total_ns;
-    sum.oncpu_ns += x.oncpu_ns;
-    sum.blocked_ns += x.blocked_ns;
-    sum.runq_ns += x.runq_ns;
-    sum.bytes += x.bytes;
-    sum.samples += x.samples;
-    sum.sample_ns += x.sample_ns;
-    for i in 0..HIST_BUCKETS {
-        sum.hist[i] += x.hist[i];
     }
 }
 
