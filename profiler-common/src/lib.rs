@@ -254,7 +254,8 @@ pub const NO_STACK: i32 = i32::MIN;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StackErrors {
-    /// The stack's hash bucket held another stack (`-EEXIST`): the sample keeps no stack.
+    /// Stacks not stored because their hash bucket held another stack (`-EEXIST`); a sample
+    /// can lose its user stack, its kernel stack, or both.
     pub collisions: u64,
     /// The stack could not be walked at all (`-EFAULT` and the like).
     pub failed: u64,
@@ -271,12 +272,10 @@ pub const MAX_STACKS: u32 = 32768;
 
 /// x86_64 `struct pt_regs`: where the registers saved at kernel entry sit. `orig_ax` holds the
 /// syscall number in a syscall (an interrupt vector or fault error code otherwise); the entry
-/// code sets `ax` to -ENOSYS until the syscall returns its value there; `cs & 3` is 3 in user
-/// mode.
+/// code sets `ax` to -ENOSYS until the syscall returns its value there.
 pub mod pt_regs {
     pub const AX: usize = 80;
     pub const ORIG_AX: usize = 120;
-    pub const CS: usize = 136;
     pub const ENOSYS: i64 = 38;
 }
 
@@ -320,7 +319,6 @@ pub mod names {
     pub const MORE_TARGETS: &str = "MORE_TARGETS";
     pub const TASK_OFFSETS: &str = "TASK_OFFSETS";
     pub const SAMPLING: &str = "SAMPLING";
-    pub const TAKE_STACKS: &str = "TAKE_STACKS";
     pub const SYSCALL_TOTALS: &str = "SYSCALL_TOTALS";
     pub const STACK_TRACES: &str = "STACK_TRACES";
     pub const STACK_COUNTS: &str = "STACK_COUNTS";

@@ -13,9 +13,10 @@
 //!
 //! Sampling mode attaches no syscall hook: `cpu_sample` runs on each CPU's cpu-clock tick and
 //! charges the tick's period to where the target thread it interrupted was, read from the
-//! registers the thread saved when it entered the kernel (profiler-common's `pt_regs`). The
-//! scheduler programs find a switched-out thread's syscall the same way, so blocked and run-queue
-//! time keep their classes. With stacks, the same program counts (part, user stack, kernel stack).
+//! registers the thread saved when it entered the kernel (profiler-common's `pt_regs`), and
+//! counts its (part, user stack, kernel stack). `sched_switch` finds a switched-out thread's
+//! syscall the same way, so blocked and run-queue time keep their classes. The same sampler runs
+//! beside the syscall hooks when an exact-mode profile asks for stacks.
 #![no_std]
 #![no_main]
 
@@ -34,7 +35,9 @@ use profiler_common::{
     SyscallClass, SyscallTotals, TaskOffsets, ThreadState, classify, hist_bucket, pt_regs,
 };
 
-/// A syscall number not known (a call entered before a kprobe-mode attach).
+/// No syscall number: the thread is not in a syscall of the `Other` class, or its number could not
+/// be read (kprobe mode reads it only for `Other`; a call entered before attach shows none).
+/// Past [`SYSCALL_SLOTS`], so it is never accounted by number.
 const NR_UNKNOWN: u32 = u32::MAX;
 
 /// The process to account; set by the loader before load (0 matches nothing real).
@@ -57,10 +60,6 @@ static TASK_OFFSETS: TaskOffsets = TaskOffsets { pid: 0, tgid: 0 };
 /// programs read it from the thread's saved registers.
 #[unsafe(no_mangle)]
 static SAMPLING: u32 = 0;
-
-/// Non-zero when `cpu_sample` should count stacks.
-#[unsafe(no_mangle)]
-static TAKE_STACKS: u32 = 0;
 
 #[map]
 static CONTEXT_TOTALS: PerCpuArray<ClassTotals> = PerCpuArray::with_max_entries(CONTEXT_COUNT as u32, 0);
@@ -229,15 +228,16 @@ fn on_cpu_slot() -> Option<&'static mut ThreadState> {
     ON_CPU.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
-/// The state of `tid`, the current task. Its slot holds another tid only for a thread that has
-/// been running since before we attached: it starts afresh in `context`.
+/// The state of `tid`, the current task, and whether it was there already. Its slot holds another
+/// tid only for a thread that has been running since before we attached: it starts afresh in
+/// `context`, its clock from `now()` (read only then, so that callers choose when to read it).
 #[inline(always)]
-fn running(tid: u32, now: u64, context: u32) -> Option<(&'static mut ThreadState, bool)> {
+fn running(tid: u32, context: u32, now: impl FnOnce() -> u64) -> Option<(&'static mut ThreadState, bool)> {
     let slot = on_cpu_slot()?;
     if slot.tid == tid {
         return Some((slot, true));
     }
-    *slot = new_state(tid, now, context, SCHED_ONCPU);
+    *slot = new_state(tid, now(), context, SCHED_ONCPU);
     Some((slot, false))
 }
 
@@ -245,9 +245,13 @@ fn running(tid: u32, now: u64, context: u32) -> Option<(&'static mut ThreadState
 #[inline(always)]
 fn on_enter(tid: u32, class: u32, nr: u32) {
     let now = now();
-    let Some((state, true)) = running(tid, now, class) else {
+    let Some((state, seen)) = running(tid, class, || now) else {
         return;
     };
+    if !seen {
+        state.nr = nr;
+        return;
+    }
     if state.context == CONTEXT_USER {
         // The common case. The thread is running, so its last stretch was on CPU.
         if let Some(t) = totals(CONTEXT_USER) {
@@ -268,12 +272,10 @@ fn on_enter(tid: u32, class: u32, nr: u32) {
 /// enter; for a call entered before we attached, `unseen` tells it (class, syscall number).
 #[inline(always)]
 fn on_exit(tid: u32, ret: i64, unseen: impl FnOnce() -> (u32, u32)) {
-    let Some(state) = on_cpu_slot() else { return };
-    if state.tid != tid {
-        // Not seen before: entered before we attached, and from here on in user space.
-        *state = new_state(tid, now(), CONTEXT_USER, SCHED_ONCPU);
+    // Not seen before: entered before we attached, and from here on in user space.
+    let Some((state, true)) = running(tid, CONTEXT_USER, now) else {
         return;
-    }
+    };
     if state.context < CLASS_COUNT as u32 {
         // The common case: one lookup charges the last stretch (on CPU: the thread is running)
         // and closes the call. The lookups come before the clock read: whatever this program
@@ -337,7 +339,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     // TP_PROTO(struct pt_regs *regs, long ret). The class of a call entered before we attached
-    // comes from regs->orig_ax (offset 120 in x86_64's pt_regs).
+    // comes from the number in regs->orig_ax.
     let ret: i64 = ctx.arg(1);
     on_exit(tid, ret, || {
         let regs: *const u8 = ctx.arg(0);
@@ -515,9 +517,7 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
         s.samples += 1;
         s.sample_ns += period;
     }
-    if unsafe { core::ptr::read_volatile(&TAKE_STACKS) } != 0 {
-        count_stack(&ctx, tgid, context, in_user);
-    }
+    count_stack(&ctx, tgid, context, in_user);
     0
 }
 

@@ -266,7 +266,7 @@ fn program_costs(exe: &std::path::Path, idle: &IdleProcess) -> Result<()> {
             let miss = ns as f64 / runs.max(1) as f64;
 
             let profile = watch(server.pid(), &options)?;
-            let costs = profile.programs.as_deref().unwrap_or_default();
+            let costs = profile.program_costs.as_deref().unwrap_or_default();
             // Accounted events: syscalls in tracepoint mode, target samples in sampling mode.
             let classes = &profile.breakdown.classes;
             let accounted = match profile.breakdown.mode {
@@ -326,7 +326,7 @@ fn watch(pid: u32, options: &ProfileOptions) -> Result<Profile> {
 /// Runs and run time of the named programs together.
 fn runs_of(profile: &Profile, programs: &[&str]) -> (u64, u64) {
     profile
-        .programs
+        .program_costs
         .as_deref()
         .unwrap_or_default()
         .iter()

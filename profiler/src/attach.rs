@@ -122,71 +122,81 @@ pub const KPROBE_SYSCALLS: [&[&str]; 4] = [
     ],
 ];
 
-/// What to attach beside the mode's own programs.
-#[derive(Clone, Copy, Debug)]
-pub struct Sampler {
-    /// cpu-clock samples per second, per CPU.
-    pub frequency_hz: u32,
-    /// Count stacks at each target sample. The sampler runs in sampling mode, or for stacks.
-    pub stacks: bool,
-}
-
 /// Programs loaded and attached to one process (or a few: a prefork server and its workers).
 /// Dropping it detaches and unloads them and closes the perf events: the kernel frees them when
 /// their last descriptor closes, which also happens when this process dies.
 pub struct Programs {
     pub(crate) ebpf: Ebpf,
     pub mode: Mode,
-    /// Set when the cpu-clock sampler runs (sampling mode, or stacks).
-    pub sampler: Option<Sampler>,
+    /// The cpu-clock sampler's frequency, when it runs (sampling mode, or stacks): it samples
+    /// stacks whenever it runs.
+    pub sampler_hz: Option<u32>,
 }
 
 /// Attaches in the requested eBPF mode, or with `Auto` each eBPF mode in turn, and returns the
 /// programs with the reason each mode tried before failed. Userspace mode is the caller's to run:
-/// asking for it, or `Auto` with every eBPF mode failing, is an error carrying the reasons.
+/// asking for it, or `Auto` with every eBPF mode failing, is [`AttachError::NoMode`]. A request
+/// no mode could meet (a sampling frequency above the kernel's limit) is refused before any mode
+/// is tried, so that it cannot pass for a mode's failure.
 pub(crate) fn attach(
     tgids: &[u32],
     requested: Requested,
-    sampler: Sampler,
+    frequency_hz: u32,
+    stacks: bool,
 ) -> Result<(Programs, Vec<String>), AttachError> {
     let modes: &[Mode] = match requested {
         Requested::Auto => &Mode::EBPF,
         Requested::Only(Mode::Userspace) => &[],
         Requested::Only(mode) => &[mode][..],
     };
+    if stacks || modes.contains(&Mode::Sampling) {
+        check_frequency(frequency_hz).map_err(|e| AttachError::Refused(format!("{e:#}")))?;
+    }
     let mut reasons = Vec::new();
     for &mode in modes {
-        // Sampling mode is the sampler; the exact modes run it only for stacks.
-        let sampler = (mode == Mode::Sampling || sampler.stacks).then_some(Sampler {
-            stacks: true,
-            ..sampler
-        });
-        match attach_mode(tgids, mode, sampler) {
-            Ok(ebpf) => return Ok((Programs { ebpf, mode, sampler }, reasons)),
+        // Sampling mode is the sampler; the exact modes run it for stacks.
+        let sampler_hz = (mode == Mode::Sampling || stacks).then_some(frequency_hz);
+        match attach_mode(tgids, mode, sampler_hz) {
+            Ok(ebpf) => return Ok((Programs { ebpf, mode, sampler_hz }, reasons)),
             Err(e) => reasons.push(format!("{mode}: {e:#}")),
         }
     }
-    Err(AttachError { reasons })
+    Err(AttachError::NoMode { reasons })
 }
 
-/// No eBPF mode could attach; `reasons` says why for each one tried.
+/// Why no eBPF profile could start.
 #[derive(Debug)]
-pub struct AttachError {
-    pub reasons: Vec<String>,
+pub enum AttachError {
+    /// No mode the request allows could attach; why, for each one tried (none: userspace mode was
+    /// asked for, which is not an eBPF mode).
+    NoMode { reasons: Vec<String> },
+    /// The request cannot be met here in any mode.
+    Refused(String),
+}
+
+impl AttachError {
+    /// Why each mode tried failed (empty for a refused request).
+    pub fn reasons(&self) -> &[String] {
+        match self {
+            AttachError::NoMode { reasons } => reasons,
+            AttachError::Refused(_) => &[],
+        }
+    }
 }
 
 impl fmt::Display for AttachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.reasons.is_empty() {
-            return f.write_str("no eBPF mode was requested");
+        match self {
+            AttachError::NoMode { reasons } if reasons.is_empty() => f.write_str("no eBPF mode was requested"),
+            AttachError::NoMode { reasons } => write!(f, "no eBPF mode could attach: {}", reasons.join("; ")),
+            AttachError::Refused(why) => f.write_str(why),
         }
-        write!(f, "no eBPF mode could attach: {}", self.reasons.join("; "))
     }
 }
 
 impl std::error::Error for AttachError {}
 
-fn attach_mode(tgids: &[u32], mode: Mode, sampler: Option<Sampler>) -> Result<Ebpf> {
+fn attach_mode(tgids: &[u32], mode: Mode, sampler_hz: Option<u32>) -> Result<Ebpf> {
     let Some((&tgid, more)) = tgids.split_first() else {
         bail!("no process to profile")
     };
@@ -206,20 +216,19 @@ fn attach_mode(tgids: &[u32], mode: Mode, sampler: Option<Sampler>) -> Result<Eb
             "this kernel has no kprobes (no kprobe PMU in /sys/bus/event_source/devices, no kprobe_events in tracefs)"
         );
     }
-    if let Some(sampler) = sampler {
-        check_frequency(sampler.frequency_hz)?;
-    }
     raise_memlock_limit();
     let offsets = crate::btf::task_offsets()?;
-    let stacks = sampler.is_some_and(|s| s.stacks);
-    // Without stacks the stack maps shrink to one entry: a full stack map is 16 MB of kernel memory.
-    let (stack_entries, key_entries) = if stacks { (MAX_STACKS, MAX_STACK_KEYS) } else { (1, 1) };
+    // Without the sampler the stack maps shrink to one entry: a full stack map is some 34 MB of
+    // kernel memory.
+    let (stack_entries, key_entries) = match sampler_hz {
+        Some(_) => (MAX_STACKS, MAX_STACK_KEYS),
+        None => (1, 1),
+    };
     let mut ebpf = EbpfLoader::new()
         .override_global(names::TARGET_TGID, &tgid, true)
         .override_global(names::MULTI_TARGET, &u32::from(!more.is_empty()), true)
         .override_global(names::TASK_OFFSETS, &offsets, true)
         .override_global(names::SAMPLING, &u32::from(mode == Mode::Sampling), true)
-        .override_global(names::TAKE_STACKS, &u32::from(stacks), true)
         .map_max_entries(names::STACK_TRACES, stack_entries)
         .map_max_entries(names::STACK_COUNTS, key_entries)
         .load(EBPF_OBJECT)
@@ -243,8 +252,8 @@ fn attach_mode(tgids: &[u32], mode: Mode, sampler: Option<Sampler>) -> Result<Eb
         Mode::Sampling => {}
         Mode::Userspace => bail!("userspace mode loads no eBPF"),
     }
-    if let Some(sampler) = sampler {
-        attach_sampler(&mut ebpf, sampler.frequency_hz)?;
+    if let Some(hz) = sampler_hz {
+        attach_sampler(&mut ebpf, hz)?;
     }
     Ok(ebpf)
 }
@@ -348,24 +357,4 @@ fn raise_memlock_limit() {
     // SAFETY: plain syscall on a valid struct; failure only matters on old kernels and shows up
     // as a load error there.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
-}
-
-/// The processes whose parent is `pid` (a prefork server's or nginx's workers), from /proc.
-pub fn child_processes(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&child| {
-            // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
-            std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .is_some_and(|stat| {
-                    stat.rsplit_once(')')
-                        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
-                        == Some(pid)
-                })
-        })
-        .collect()
 }

@@ -1,6 +1,7 @@
 //! A benchmark: a bench-server child (or a loopback target), the load generator against it, and
 //! optionally the server process profiled over the run. The node and the `profiler bench`
 //! command are two front ends to these functions.
+use crate::attach::AttachError;
 use crate::server_stats::{Sampler, ServerStats};
 use crate::session::{Profile, ProfileOptions, Session};
 use anyhow::{Context, Result};
@@ -112,22 +113,21 @@ impl Benchmark {
         let can_time_itself = !self.server.forks_workers();
         let (session, addr) = match Session::attach(&self.server_processes(&server)?, &self.profiling) {
             Ok(session) => (session, server.addr()),
-            Err(e) if can_time_itself && self.profiling.mode.allows_userspace() => {
+            Err(AttachError::NoMode { reasons }) if can_time_itself && self.profiling.mode.allows_userspace() => {
                 // A server started with self-timing has a control thread: started only now, so
                 // that an eBPF-profiled server stays single-threaded (glibc's syscall wrappers
                 // keep a cancel flag in rbp in threaded processes, cutting sampled user stacks).
                 server = bench::server::spawn_self_timed(&exe, self.server, cpus)?;
                 let addr = server.addr();
-                (Session::self_timed(&mut server, e.reasons)?, addr)
+                (Session::self_timed(&mut server, reasons)?, addr)
             }
-            Err(e) => {
-                let why = if can_time_itself {
-                    String::new()
-                } else {
-                    format!("; {} cannot time itself", self.server)
-                };
-                return Err(ProfileError::Unavailable(format!("{e}{why}")));
+            Err(e @ AttachError::NoMode { .. }) if !can_time_itself => {
+                return Err(ProfileError::Unavailable(format!(
+                    "{e}; {} cannot time itself",
+                    self.server
+                )));
             }
+            Err(e) => return Err(ProfileError::Unavailable(e.to_string())),
         };
         let load = self.load_at(addr, self.load.concurrency);
         let report = bench::load::run(&load)?;
@@ -172,7 +172,7 @@ fn workers_of(pid: u32) -> Result<Vec<u32>> {
     let mut seen = Vec::new();
     loop {
         std::thread::sleep(Duration::from_millis(50));
-        let now = crate::attach::child_processes(pid);
+        let now = crate::procfs::children(pid);
         if !now.is_empty() && now.len() == seen.len() {
             return Ok(now);
         }

@@ -18,6 +18,7 @@ pub enum Part {
 }
 
 impl Part {
+    /// In declaration order, so that `part as usize` indexes it.
     pub const ALL: [Part; 5] = [Part::Accept, Part::Read, Part::Process, Part::Write, Part::Overhead];
 
     pub fn name(self) -> &'static str {
@@ -230,32 +231,24 @@ impl Breakdown {
     ) -> Breakdown {
         let sampled = mode == Mode::Sampling;
         let oncpu = |t: &ClassTotals| if sampled { t.sample_ns } else { t.oncpu_ns };
-        let class_oncpu = |class: SyscallClass| oncpu(totals.class(class));
         let runq_ns: u64 = totals.contexts.iter().map(|c| c.runq_ns).sum();
-        let parts_ns = [
-            class_oncpu(SyscallClass::Accept),
-            class_oncpu(SyscallClass::Read),
-            oncpu(totals.user()),
-            class_oncpu(SyscallClass::Write),
-            class_oncpu(SyscallClass::Other) + runq_ns,
-        ];
+        // On-CPU time and samples per part; overhead adds the run-queue time of every context.
+        let (mut parts_ns, mut part_samples) = ([0u64; 5], [0u64; 5]);
+        for (context, t) in totals.contexts.iter().enumerate() {
+            let part = Part::of_context(context as u32) as usize;
+            parts_ns[part] += oncpu(t);
+            part_samples[part] += t.samples;
+        }
+        parts_ns[Part::Overhead as usize] += runq_ns;
         let largest = (0..5).max_by_key(|&i| parts_ns[i]).unwrap_or(0);
         let bottleneck = (parts_ns[largest] > 0).then_some(Part::ALL[largest]);
         let class = |c: SyscallClass| ClassReport::new(totals.class(c), sampled);
         let sampling = sampled.then(|| {
-            let samples = |c: &ClassTotals| c.samples;
-            let counts = [
-                samples(totals.class(SyscallClass::Accept)),
-                samples(totals.class(SyscallClass::Read)),
-                samples(totals.user()),
-                samples(totals.class(SyscallClass::Write)),
-                samples(totals.class(SyscallClass::Other)),
-            ];
             let sample_ns: u64 = totals.contexts.iter().map(|c| c.sample_ns).sum();
             Sampling {
-                samples: counts.iter().sum(),
+                samples: part_samples.iter().sum(),
                 frequency_hz: frequency_hz.unwrap_or(0),
-                margin_pct: Percentages::from_parts(margins(counts, sample_ns, runq_ns)),
+                margin_pct: Percentages::from_parts(margins(part_samples, sample_ns, runq_ns)),
             }
         });
         Breakdown {
@@ -364,7 +357,8 @@ fn margins(samples: [u64; 5], sample_ns: u64, runq_ns: u64) -> [f64; 5] {
     const Z: f64 = 1.96;
     let n: u64 = samples.iter().sum();
     if n == 0 {
-        return [0.0; 5];
+        // No sample: how on-CPU time split is unknown, whatever the shares read.
+        return [100.0; 5];
     }
     let n = n as f64;
     let sampled_share = sample_ns as f64 / (sample_ns as f64 + runq_ns as f64);
@@ -443,6 +437,12 @@ mod tests {
         assert!(b.sampling.is_none());
         let idle = Breakdown::new(&Totals::default(), Mode::Tracepoint, None, vec![], Duration::ZERO);
         assert_eq!(idle.bottleneck, None);
+        let unsampled = Breakdown::new(&Totals::default(), Mode::Sampling, Some(99), vec![], Duration::ZERO);
+        assert_eq!(
+            unsampled.sampling.unwrap().margin_pct.process_pct,
+            100.0,
+            "no sample, no certainty"
+        );
         assert_eq!(serde_json::to_value(&idle).unwrap()["bottleneck"], "none");
     }
 

@@ -1,6 +1,6 @@
-//! Loads tcpprof's eBPF programs, attaches them to one process, reads back what the kernel
-//! counted and sampled, and turns it into a breakdown of where the process's time went and the
-//! code behind each part.
+//! Loads tcpprof's eBPF programs, attaches them to a server's processes, reads back what the
+//! kernel counted and sampled, and turns it into a breakdown of where the server's time went and
+//! the code behind each part.
 //!
 //! One path through it: [`ProfileOptions`] -> [`Session::attach`] -> the caller's wait or load
 //! -> [`Session::finish`] -> a [`Profile`], which [`printer`] writes as a table, JSON, folded
@@ -10,6 +10,7 @@ pub mod benchmark;
 pub mod breakdown;
 mod btf;
 pub mod printer;
+pub mod procfs;
 pub mod server_stats;
 pub mod session;
 pub mod stacks;

@@ -58,12 +58,12 @@ pub fn profile_table(p: &Profile) -> String {
     other_syscalls(&mut out, b);
     if let Some(stacks) = &p.stacks {
         let tracing: u64 = stacks.tracing_samples.values().sum();
-        let total = stacks.total_samples();
+        let total = stacks.total_stacked_samples();
         if tracing > 0 && total > 0 {
             let _ = writeln!(
                 out,
-                "\nprofiler's own cost: {tracing} of {total} samples ({:.1}%) caught the target in the syscall tracing \
-                 path or BPF programs{}",
+                "\ntracing cost: {tracing} of {total} samples ({:.1}%) caught the target in the kernel's syscall \
+                 tracing path or in BPF programs (ours; seccomp, audit or another tool's run there too){}",
                 tracing as f64 * 100.0 / total as f64,
                 if b.mode.is_exact() {
                     "; the shares above count that time as the server's, mostly as process"
@@ -97,7 +97,7 @@ pub fn profile_table(p: &Profile) -> String {
             "\nprocess {pid} exited during the window: the profile covers what it did until then"
         );
     }
-    if let Some(programs) = &p.programs {
+    if let Some(programs) = &p.program_costs {
         let _ = writeln!(
             out,
             "\neBPF programs' own cost (every task's events, filtered in the kernel):"
@@ -196,7 +196,7 @@ fn top_functions(out: &mut String, stacks: &Stacks) {
     }
     let _ = writeln!(out, "\ntop functions by self samples (share of the part):");
     for (part, functions) in &stacks.functions {
-        let samples = stacks.samples(*part);
+        let samples = stacks.stacked_samples(*part);
         for (i, f) in functions.iter().take(TOP_FUNCTIONS).enumerate() {
             let label = if i == 0 {
                 format!("{part} ({samples})")

@@ -1,12 +1,12 @@
 //! The one profiling path: options -> attach -> (the caller waits or runs its load) -> finish into
 //! a [`Profile`]. The `profile` and `bench --profile` commands, the node's bench_profile, the
 //! demo and the benchmarks all go through [`Session`].
-use crate::attach::{self, AttachError, Programs, Sampler};
+use crate::attach::{self, AttachError, Programs};
 use crate::breakdown::{Breakdown, ProgramCost};
 use crate::stacks::Stacks;
-use crate::symbols::{Names, ProcessImage};
+use crate::symbols::{ProcessImage, Symbols};
 use crate::{Mode, Requested, Totals};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bench::server::ServerChild;
 use bench::server::selftime::{SelfTimes, StepTotals};
 use profiler_common::{CONTEXT_USER, ClassTotals, SyscallClass};
@@ -58,8 +58,8 @@ pub struct Profile {
     /// The window was cut short (Ctrl-C): the figures cover the part that ran.
     pub partial: bool,
     /// The eBPF programs' own cost, when run-time statistics were asked for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub programs: Option<Vec<ProgramCost>>,
+    #[serde(rename = "programs", skip_serializing_if = "Option::is_none")]
+    pub program_costs: Option<Vec<ProgramCost>>,
 }
 
 /// A profile being taken. Dropping it detaches everything.
@@ -86,27 +86,21 @@ impl Session<'static> {
     /// Userspace mode needs a server that times itself ([`Session::self_timed`]): asking for it
     /// here, or no eBPF mode attaching, is an error that carries each mode's reason.
     pub fn attach(pids: &[u32], options: &ProfileOptions) -> Result<Session<'static>, AttachError> {
-        let sampler = Sampler {
-            frequency_hz: options.frequency_hz,
-            stacks: options.stacks,
-        };
-        let (programs, fallback_reasons) = attach::attach(pids, options.mode, sampler)?;
-        let failed = |e: anyhow::Error| AttachError {
-            reasons: vec![format!("{}: {e:#}", programs.mode)],
-        };
-        let images = match programs.sampler {
+        let (programs, fallback_reasons) = attach::attach(pids, options.mode, options.frequency_hz, options.stacks)?;
+        // A process that is gone already (a worker that exited since it was listed) keeps no
+        // mappings: its frames will be [unknown], the rest of the profile stands.
+        let images = match programs.sampler_hz {
             Some(_) => pids
                 .iter()
-                .map(|&pid| ProcessImage::read(pid).with_context(|| format!("reading /proc/{pid}/maps")))
-                .collect::<Result<_>>()
-                .map_err(failed)?,
+                .map(|&pid| ProcessImage::read(pid).unwrap_or_else(|_| ProcessImage::gone(pid)))
+                .collect(),
             None => Vec::new(),
         };
         let run_stats = options
             .bpf_stats
             .then(crate::totals::enable_run_stats)
             .transpose()
-            .map_err(failed)?;
+            .map_err(|e| AttachError::Refused(format!("{e:#}")))?;
         Ok(Session {
             source: Source::Kernel {
                 programs,
@@ -165,7 +159,12 @@ impl<'a> Session<'a> {
     pub fn finish(mut self) -> Result<Profile> {
         let window = self.start.elapsed();
         self.refresh();
-        let exited = self.pids.iter().copied().filter(|&pid| !is_alive(pid)).collect();
+        let exited = self
+            .pids
+            .iter()
+            .copied()
+            .filter(|&pid| !crate::procfs::is_alive(pid))
+            .collect();
         let reasons = std::mem::take(&mut self.fallback_reasons);
         match self.source {
             Source::Kernel {
@@ -174,9 +173,9 @@ impl<'a> Session<'a> {
                 run_stats,
             } => {
                 let totals = programs.read_totals()?;
-                let frequency = programs.sampler.map(|s| s.frequency_hz);
-                let stacks = match programs.sampler {
-                    Some(_) => Some(crate::stacks::read(&programs, &images, &Names::default())?),
+                let frequency = programs.sampler_hz;
+                let stacks = match programs.sampler_hz {
+                    Some(_) => Some(crate::stacks::read(&programs, &images, &Symbols::default())?),
                     None => None,
                 };
                 Ok(Profile {
@@ -184,7 +183,7 @@ impl<'a> Session<'a> {
                     stacks,
                     exited,
                     partial: false,
-                    programs: run_stats.map(|_fd| programs.program_costs()),
+                    program_costs: run_stats.map(|_fd| programs.program_costs()),
                 })
             }
             Source::SelfTimed(server) => {
@@ -195,19 +194,11 @@ impl<'a> Session<'a> {
                     stacks: None,
                     exited,
                     partial: false,
-                    programs: None,
+                    program_costs: None,
                 })
             }
         }
     }
-}
-
-/// Whether `pid` still runs (a zombie has exited).
-fn is_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| Some(stat.rsplit_once(')')?.1.split_whitespace().next()? != "Z"))
-        .unwrap_or(false)
 }
 
 /// The server's own wall-clock timings in the shape of kernel totals: accept, read and write

@@ -3,7 +3,7 @@
 //! frames ending in `_[k]`, as perf's and inferno's are) and as each part's top functions.
 use crate::attach::Programs;
 use crate::breakdown::Part;
-use crate::symbols::{Frame, Names, ProcessImage};
+use crate::symbols::{Frame, ProcessImage, Symbols};
 use anyhow::{Context, Result};
 use aya::maps::{PerCpuHashMap, StackTraceMap};
 use profiler_common::{NO_STACK, StackErrors, StackKey, names};
@@ -27,8 +27,9 @@ const ROOTS: [&str; 7] = [
     "__clone3",
 ];
 
-/// Kernel functions that run only because a profiler is attached: the syscall slow path that a
-/// syscall tracepoint switches on, its dispatch, and BPF programs (ours among them).
+/// Kernel functions that run because something traces the task: the syscall slow path that a
+/// syscall tracepoint switches on (seccomp, audit and ptrace take it too), its dispatch, and BPF
+/// programs (ours, and any other tool's).
 const TRACING_FRAMES: [&str; 5] = [
     "syscall_trace_enter",
     "syscall_exit_work",
@@ -44,13 +45,20 @@ fn is_tracing(frames: &[Frame]) -> bool {
         .any(|f| TRACING_FRAMES.iter().any(|t| f.function.starts_with(t)))
 }
 
-/// Whether a user stack (innermost first) was walked to the start of its thread.
+/// Whether a user stack (innermost first) was walked to the start of its thread: it holds a
+/// thread's first function, or it ends in the C library's own unnamed code, where glibc starts
+/// processes and threads (`__libc_start_call_main`, `start_thread` and `clone3` are not in its
+/// `.dynsym`). A cut stack ends wherever its last frame pointer happened to point.
 fn is_whole(frames: &[Frame]) -> bool {
+    let ends_in_libc_start = frames
+        .last()
+        .is_some_and(|f| f.function == "[unknown]" && f.module.starts_with("libc.so"));
     frames.len() < MAX_DEPTH
-        && frames.iter().any(|f| {
-            // Rust threads start in std's `...::Thread::new::thread_start`.
-            ROOTS.contains(&f.function.as_str()) || f.function.ends_with("::thread_start")
-        })
+        && (ends_in_libc_start
+            || frames.iter().any(|f| {
+                // Rust threads start in std's `...::Thread::new::thread_start`.
+                ROOTS.contains(&f.function.as_str()) || f.function.ends_with("::thread_start")
+            }))
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -65,8 +73,8 @@ pub struct Stacks {
     #[serde(rename = "stack_errors")]
     pub errors: StackErrorCounts,
     /// Samples, per part, that caught the target running the tracing machinery (the syscall
-    /// slow path and BPF programs): the profiler's own cost, which the exact modes count as
-    /// the server's time, mostly in process. Sampling mode hooks no syscall, so it has little.
+    /// slow path and BPF programs): mostly the exact modes' own cost, which they count as the
+    /// server's time, mostly in process. Sampling mode hooks no syscall, so it has little.
     pub tracing_samples: BTreeMap<Part, u64>,
 }
 
@@ -95,29 +103,27 @@ pub struct StackErrorCounts {
 
 impl Stacks {
     /// Samples with a stack recorded, in every part.
-    pub fn total_samples(&self) -> u64 {
+    pub fn total_stacked_samples(&self) -> u64 {
         self.folded.iter().map(|(_, n)| n).sum()
     }
 
     /// Samples with a stack recorded, per part.
-    pub fn samples(&self, part: Part) -> u64 {
-        self.folded
-            .iter()
-            .filter(|(line, _)| line.split(';').next() == Some(part.name()))
-            .map(|(_, n)| n)
-            .sum()
+    pub fn stacked_samples(&self, part: Part) -> u64 {
+        self.functions
+            .get(&part)
+            .map_or(0, |f| f.iter().map(|f| f.samples).sum())
     }
 }
 
 /// Reads and names the stacks counted since attach. `images` are the targets' mappings.
-pub(crate) fn read(programs: &Programs, images: &[ProcessImage], names: &Names) -> Result<Stacks> {
+pub(crate) fn read(programs: &Programs, images: &[ProcessImage], symbols: &Symbols) -> Result<Stacks> {
     let counts: PerCpuHashMap<_, StackKey, u64> = PerCpuHashMap::try_from(programs.map(names::STACK_COUNTS)?)?;
     let mut by_key: HashMap<StackKey, u64> = HashMap::new();
     for entry in counts.iter() {
         let (key, per_cpu) = entry.context("reading STACK_COUNTS")?;
         *by_key.entry(key).or_default() += per_cpu.iter().sum::<u64>();
     }
-    let errors: StackErrors = programs.sum_over_cpus(names::STACK_ERRORS, 0)?;
+    let errors: StackErrors = programs.sum_over_cpus(names::STACK_ERRORS)?;
     let mut report = StackErrorCounts {
         collisions: errors.collisions,
         failed: errors.failed,
@@ -137,7 +143,7 @@ pub(crate) fn read(programs: &Programs, images: &[ProcessImage], names: &Names) 
             }
         }
     }
-    let named = Named::new(&by_key, &addrs, images, names);
+    let named = NamedStacks::new(&by_key, &addrs, images, symbols);
 
     let mut folded: HashMap<String, u64> = HashMap::new();
     let mut leaves: BTreeMap<Part, HashMap<Frame, u64>> = BTreeMap::new();
@@ -216,18 +222,18 @@ fn ranked(leaves: HashMap<Frame, u64>) -> Vec<FunctionShare> {
 }
 
 /// Every stack's frames, named in one batch per process (and one for the kernel).
-struct Named {
+struct NamedStacks {
     /// (tgid, stack id) -> frames, innermost first; tgid 0 for kernel stacks.
     stacks: HashMap<(u32, i32), Vec<Frame>>,
 }
 
-impl Named {
+impl NamedStacks {
     fn new(
         keys: &HashMap<StackKey, u64>,
         addrs: &HashMap<i32, Vec<u64>>,
         images: &[ProcessImage],
-        names: &Names,
-    ) -> Named {
+        symbols: &Symbols,
+    ) -> NamedStacks {
         // Which stacks to name in which address space.
         let mut wanted: BTreeMap<u32, HashSet<i32>> = BTreeMap::new();
         for key in keys.keys() {
@@ -252,8 +258,8 @@ impl Named {
                 })
                 .collect();
             let frames = match (tgid, images.iter().find(|i| i.pid == tgid)) {
-                (0, _) => names.kernel(&lookups),
-                (_, Some(image)) => names.user(image, &lookups),
+                (0, _) => symbols.kernel(&lookups),
+                (_, Some(image)) => symbols.user(image, &lookups),
                 (_, None) => vec![
                     Frame {
                         function: "[unknown]".into(),
@@ -268,7 +274,7 @@ impl Named {
                 stacks.insert((tgid, id), frames.by_ref().take(n).collect());
             }
         }
-        Named { stacks }
+        NamedStacks { stacks }
     }
 
     /// A stack's frames (innermost first), or None when the sample has no such stack.

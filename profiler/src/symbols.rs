@@ -3,7 +3,9 @@
 //!
 //! A process's mappings are read from /proc while it lives ([`ProcessImage`]) and its addresses
 //! named from the files afterwards, by file offset: a target that exits before the end of the
-//! window still gets names for what it did.
+//! window still gets names for what it did. While it lives, each file is opened through
+//! /proc/PID/map_files, which reaches it in the target's mount namespace (a container) and after
+//! it was replaced on disk; once it has exited, by its path.
 use blazesym::symbolize::source::{Elf, Kernel, Process, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use blazesym::{MaybeDefault, Pid};
@@ -37,7 +39,7 @@ pub struct ProcessImage {
     mappings: Vec<Mapping>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Mapping {
     start: u64,
     end: u64,
@@ -59,6 +61,15 @@ impl ProcessImage {
             name,
             mappings: parse_maps(&maps),
         })
+    }
+
+    /// A process whose /proc could not be read: nothing of it can be named.
+    pub fn gone(pid: u32) -> ProcessImage {
+        ProcessImage {
+            pid,
+            name: format!("[{pid}]"),
+            mappings: Vec::new(),
+        }
     }
 
     /// Adds what the process has mapped since (libraries loaded later), keeping the older
@@ -105,19 +116,19 @@ fn parse_maps(text: &str) -> Vec<Mapping> {
 }
 
 /// Names addresses, kernel and user, with one blazesym symbolizer (which caches parsed files).
-pub struct Names {
+pub struct Symbols {
     symbolizer: Symbolizer,
 }
 
-impl Default for Names {
+impl Default for Symbols {
     fn default() -> Self {
-        Names {
+        Symbols {
             symbolizer: Symbolizer::new(),
         }
     }
 }
 
-impl Names {
+impl Symbols {
     /// Kernel addresses, from /proc/kallsyms.
     pub fn kernel(&self, addrs: &[u64]) -> Vec<Frame> {
         let source = Source::Kernel(Kernel {
@@ -135,13 +146,13 @@ impl Names {
     pub fn user(&self, image: &ProcessImage, addrs: &[u64]) -> Vec<Frame> {
         let mut frames = vec![Frame::unknown("[unknown]"); addrs.len()];
         // Batched per file: (index into addrs, file offset).
-        let mut by_file: HashMap<&str, Vec<(usize, u64)>> = HashMap::new();
+        let mut by_file: HashMap<&Mapping, Vec<(usize, u64)>> = HashMap::new();
         // (index into addrs, offset into the vDSO)
         let mut vdso = Vec::new();
         for (i, &addr) in addrs.iter().enumerate() {
             match image.find(addr) {
                 Some(m) if m.path.starts_with('/') => {
-                    by_file.entry(&m.path).or_default().push((i, addr - m.start + m.offset));
+                    by_file.entry(m).or_default().push((i, addr - m.start + m.offset));
                 }
                 Some(m) if m.path == VDSO => vdso.push((i, addr - m.start)),
                 // [vsyscall] and the like: no file to read, the mapping's name is all there is.
@@ -155,12 +166,19 @@ impl Names {
             }
         }
         self.name_vdso(&vdso, &mut frames);
-        for (path, wanted) in by_file {
+        for (mapping, wanted) in by_file {
+            let path = mapping.path.trim_end_matches(" (deleted)");
             let module = path.rsplit('/').next().unwrap_or(path);
             let offsets: Vec<u64> = wanted.iter().map(|&(_, offset)| offset).collect();
+            let through_proc = format!("/proc/{}/map_files/{:x}-{:x}", image.pid, mapping.start, mapping.end);
+            let file = if std::path::Path::new(&through_proc).exists() {
+                through_proc
+            } else {
+                path.to_string()
+            };
             let source = Source::Elf(Elf {
                 debug_syms: false,
-                ..Elf::new(path)
+                ..Elf::new(file)
             });
             let Ok(symbols) = self.symbolizer.symbolize(&source, Input::FileOffset(&offsets)) else {
                 wanted.iter().for_each(|&(i, _)| frames[i] = Frame::unknown(module));
@@ -176,7 +194,7 @@ impl Names {
 
 const VDSO: &str = "[vdso]";
 
-impl Names {
+impl Symbols {
     /// The vDSO is one image the kernel maps into every process: a target's vDSO address is
     /// named by the same offset into ours, which blazesym reads from our own memory.
     fn name_vdso(&self, wanted: &[(usize, u64)], frames: &mut [Frame]) {
@@ -241,7 +259,7 @@ mod tests {
     #[test]
     fn names_this_process_and_the_kernel() {
         let image = ProcessImage::read(std::process::id()).unwrap();
-        let names = Names::default();
+        let names = Symbols::default();
         let here = maps_keep_executable_lines_with_their_paths as *const () as u64;
         let frames = names.user(&image, &[here, 1]);
         assert!(

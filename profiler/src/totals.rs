@@ -3,9 +3,7 @@ use crate::attach::Programs;
 use crate::breakdown::ProgramCost;
 use anyhow::{Context, Result};
 use aya::maps::PerCpuArray;
-use profiler_common::{
-    CONTEXT_COUNT, CONTEXT_USER, ClassTotals, SYSCALL_SLOTS, SchedTotals, SyscallClass, SyscallTotals, names,
-};
+use profiler_common::{CONTEXT_COUNT, CONTEXT_USER, ClassTotals, SchedTotals, SyscallClass, SyscallTotals, names};
 use std::ops::AddAssign;
 
 /// What the kernel counted for the target since attach, summed over CPUs.
@@ -37,30 +35,42 @@ impl Programs {
     /// Sums the per-CPU totals. Can be called while the programs keep counting.
     pub fn read_totals(&self) -> Result<Totals> {
         let mut totals = Totals::default();
-        for (i, sum) in totals.contexts.iter_mut().enumerate() {
-            *sum = self.sum_over_cpus(names::CONTEXT_TOTALS, i as u32)?;
+        let contexts = self.sums_over_cpus::<ClassTotals>(names::CONTEXT_TOTALS)?;
+        for (sum, read) in totals.contexts.iter_mut().zip(contexts) {
+            *sum = read;
         }
-        totals.sched = self.sum_over_cpus(names::SCHED_TOTALS, 0)?;
-        for nr in 0..SYSCALL_SLOTS as u32 {
-            let sum: SyscallTotals = self.sum_over_cpus(names::SYSCALL_TOTALS, nr)?;
-            if sum.calls + sum.samples + sum.oncpu_ns + sum.blocked_ns + sum.runq_ns > 0 {
-                totals.syscalls.push((nr, sum));
-            }
-        }
+        totals.sched = self.sum_over_cpus(names::SCHED_TOTALS)?;
+        let syscalls = self.sums_over_cpus::<SyscallTotals>(names::SYSCALL_TOTALS)?;
+        totals.syscalls = (0..)
+            .zip(syscalls)
+            .filter(|(_, s)| s.calls + s.samples + s.oncpu_ns + s.blocked_ns + s.runq_ns > 0)
+            .collect();
         Ok(totals)
     }
 
-    /// Entry `index` of the per-CPU array `name`, summed over the CPUs.
-    pub(crate) fn sum_over_cpus<T>(&self, name: &str, index: u32) -> Result<T>
+    /// Every entry of the per-CPU array `name`, each summed over the CPUs.
+    fn sums_over_cpus<T>(&self, name: &str) -> Result<Vec<T>>
     where
         T: aya::Pod + Default + AddAssign,
     {
         let map: PerCpuArray<_, T> = PerCpuArray::try_from(self.map(name)?)?;
-        let per_cpu = map.get(&index, 0).with_context(|| format!("reading {name}[{index}]"))?;
-        Ok(per_cpu.iter().fold(T::default(), |mut sum, &cpu| {
-            sum += cpu;
-            sum
-        }))
+        map.iter()
+            .map(|per_cpu| {
+                let per_cpu = per_cpu.with_context(|| format!("reading {name}"))?;
+                Ok(per_cpu.iter().fold(T::default(), |mut sum, &cpu| {
+                    sum += cpu;
+                    sum
+                }))
+            })
+            .collect()
+    }
+
+    /// The one entry of the per-CPU array `name`, summed over the CPUs.
+    pub(crate) fn sum_over_cpus<T>(&self, name: &str) -> Result<T>
+    where
+        T: aya::Pod + Default + AddAssign,
+    {
+        Ok(self.sums_over_cpus(name)?.into_iter().next().unwrap_or_default())
     }
 
     /// Run counts and run time of our programs (non-zero only while BPF run-time statistics

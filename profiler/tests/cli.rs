@@ -55,6 +55,18 @@ fn bench_writes_folded_stacks_and_a_flame_graph() {
 }
 
 #[test]
+fn profiling_flags_without_profile_are_refused() {
+    let out = Command::new(PROFILER)
+        .args(["bench", "-n", "10", "--flamegraph", "never-written.svg"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("add --profile"), "{stderr}");
+    assert!(!std::path::Path::new("never-written.svg").exists());
+}
+
+#[test]
 fn ctrl_c_ends_a_profile_early_and_still_prints_it_marked_partial() {
     require_root();
     let target = Peer::start("sleep", &["60"]);

@@ -115,7 +115,7 @@ fn refuses_pid_zero() {
         .err()
         .expect("pid 0 must be refused");
     assert!(
-        !err.reasons.is_empty() && err.reasons.iter().all(|r| r.contains("pid 0")),
+        !err.reasons().is_empty() && err.reasons().iter().all(|r| r.contains("pid 0")),
         "{err}"
     );
 }

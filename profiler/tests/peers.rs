@@ -101,7 +101,7 @@ fn nginx_workers_other_syscalls_name_epoll_wait_and_the_file_calls_per_request()
     wait_for_port(port);
     // --children: the master only manages; the worker serves.
     let mut pids = vec![nginx.pid()];
-    pids.extend(profiler::attach::child_processes(nginx.pid()));
+    pids.extend(profiler::procfs::children(nginx.pid()));
     assert_eq!(pids.len(), 2, "the master and its one worker: {pids:?}");
     let options = ProfileOptions {
         mode: Requested::Only(Mode::Tracepoint),

@@ -5,7 +5,7 @@ mod common;
 
 use bench::load::Command;
 use common::require_root;
-use profiler::benchmark::Benchmark;
+use profiler::benchmark::{Benchmark, ProfileError};
 use profiler::{Mode, Part, Profile, ProfileOptions, Requested, Session, printer, workload};
 use std::path::Path;
 
@@ -118,7 +118,7 @@ fn small_echo_shares_agree_with_tracepoint_mode() {
     let same_run_total: f64 = same_run_parts.iter().sum();
     // The tracing time, per part, as a share of the exact total.
     let oncpu_share = e.oncpu_ns as f64 / (e.oncpu_ns + e.runq_ns) as f64;
-    let all_samples = stacks.total_samples() as f64;
+    let all_samples = stacks.total_stacked_samples() as f64;
     let tracing =
         |part: Part| stacks.tracing_samples.get(&part).copied().unwrap_or(0) as f64 / all_samples * oncpu_share * 100.0;
     let tracing_total: f64 = Part::ALL.iter().map(|&p| tracing(p)).sum();
@@ -307,6 +307,19 @@ fn a_frequency_above_the_kernels_limit_is_refused_with_the_limit() {
     let err = Session::attach(&[target.pid()], &options).err().expect("refused");
     let text = err.to_string();
     assert!(text.contains(&format!("limit of {max} Hz")), "{text}");
+    // In a benchmark, with stacks in auto mode: refused as well, not passed off as a profile in
+    // userspace mode (which takes no stacks) after every eBPF mode "failed".
+    let mut b = benchmark(Command::Ping, 100, 1, Mode::Tracepoint);
+    b.profiling = ProfileOptions {
+        stacks: true,
+        frequency_hz: max + 1,
+        ..ProfileOptions::default()
+    };
+    match b.profile() {
+        Err(ProfileError::Unavailable(text)) => assert!(text.contains(&format!("limit of {max} Hz")), "{text}"),
+        Ok((_, p)) => panic!("profiled in {} mode instead of refusing", p.breakdown.mode),
+        Err(e) => panic!("{e:?}"),
+    }
 }
 
 /// This process's descriptors whose link starts with `kind`.

@@ -68,6 +68,11 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if !args.profile && args.profiling.any_given() {
+        bail!(
+            "--mode, --frequency, --stacks, --folded, --flamegraph and --bpf-stats profile the server: add --profile"
+        );
+    }
     let benchmark = benchmark(&args)?;
     let progress = Progress::start(&benchmark.load);
     if let Some(levels) = &args.sweep {

@@ -99,7 +99,7 @@ fn main() -> Result<()> {
             );
             let mut pids = vec![pid];
             if children {
-                pids.extend(profiler::attach::child_processes(pid));
+                pids.extend(profiler::procfs::children(pid));
             }
             let options = profiling.options(ProfileOptions::DEFAULT_FREQUENCY_HZ);
             ensure!(
@@ -107,6 +107,8 @@ fn main() -> Result<()> {
                 "userspace mode is bench-server timing its own steps, so it serves `bench --profile --mode \
                  userspace`; a running process is profiled in kprobe, tracepoint or sampling mode"
             );
+            // Named now: the process may be gone by the time its flame graph is drawn.
+            let title = format!("{} (pid {pid})", profiler::procfs::comm(pid).unwrap_or_default());
             let mut session = Session::attach(&pids, &options).with_context(|| format!("profiling pid {pid}"))?;
             eprintln!("profiling pids {pids:?} for {duration} s (mode {})", session.mode());
             let interrupted = wait(&mut session, Duration::from_secs_f64(duration));
@@ -117,12 +119,15 @@ fn main() -> Result<()> {
             } else {
                 print!("{}", printer::profile_table(&profile));
             }
-            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            profiling.write_stacks(&profile, &format!("{} (pid {pid})", name.trim_end()))?;
+            let written = profiling.write_stacks(&profile, &title);
             if let Some(signal) = interrupted {
+                if let Err(e) = written {
+                    eprintln!("Error: {e:#}");
+                }
                 // The shell's convention for a command ended by a signal.
                 std::process::exit(128 + signal);
             }
+            written?;
         }
         Command::Bench(args) => bench::run(*args)?,
         Command::Workload { connections, messages } => workload::run_as_child(connections, messages)?,
@@ -148,19 +153,26 @@ fn wait(session: &mut Session, window: Duration) -> Option<i32> {
     }
     let start = Instant::now();
     let mut refreshed = start;
-    loop {
+    let stopped = loop {
         match STOP.load(Ordering::Relaxed) {
             0 => {}
-            signal => return Some(signal),
+            signal => break Some(signal),
         }
         let left = window.saturating_sub(start.elapsed());
         if left.is_zero() {
-            return None;
+            break None;
         }
         std::thread::sleep(left.min(Duration::from_millis(100)));
         if refreshed.elapsed() >= Duration::from_secs(1) {
             session.refresh();
             refreshed = Instant::now();
         }
+    };
+    // A second Ctrl-C, while the stacks are named and printed, stops us at once.
+    // SAFETY: restoring the default disposition.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
     }
+    stopped
 }

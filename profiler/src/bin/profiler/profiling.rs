@@ -7,9 +7,9 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct ProfileArgs {
     /// auto (kprobe, tracepoint, sampling, then userspace where the server times itself),
-    /// kprobe, tracepoint, sampling or userspace.
-    #[arg(long, default_value = "auto")]
-    mode: Requested,
+    /// kprobe, tracepoint, sampling or userspace [default: auto].
+    #[arg(long)]
+    mode: Option<Requested>,
     /// cpu-clock samples per second on each CPU, in sampling mode or with stacks
     /// [default: 99 for profile, 1999 for bench].
     #[arg(long, value_name = "HZ",
@@ -30,10 +30,20 @@ pub struct ProfileArgs {
 }
 
 impl ProfileArgs {
+    /// Whether any of these flags was given (they mean nothing to an unprofiled run).
+    pub fn any_given(&self) -> bool {
+        self.mode.is_some()
+            || self.frequency.is_some()
+            || self.stacks
+            || self.folded.is_some()
+            || self.flamegraph.is_some()
+            || self.bpf_stats
+    }
+
     /// The plan these flags make, with `default_frequency` when none is given.
     pub fn options(&self, default_frequency: u32) -> ProfileOptions {
         ProfileOptions {
-            mode: self.mode,
+            mode: self.mode.unwrap_or(Requested::Auto),
             frequency_hz: self.frequency.unwrap_or(default_frequency),
             stacks: self.stacks || self.folded.is_some() || self.flamegraph.is_some(),
             bpf_stats: self.bpf_stats,
