@@ -190,7 +190,7 @@ fn programs_and_server_are_gone_after_a_profile_and_after_the_node_is_killed() {
     // The kernel frees programs a little after their last descriptor closes (RCU), so an earlier
     // test's may still be on their way out: start from none.
     wait_until("programs of earlier tests gone", || our_programs() == 0);
-    let (programs, servers) = (0, bench_servers());
+    let (programs, servers, perf_before) = (0, bench_servers(), perf_events_anywhere());
     let mut node = Node::start();
     let reply = node.call(json!({"type": "bench_profile", "num_requests": 200}), ms(10_000));
     assert_eq!(reply["type"], "bench_profile_ok", "{reply}");
@@ -199,22 +199,29 @@ fn programs_and_server_are_gone_after_a_profile_and_after_the_node_is_killed() {
     // Sampling mode, killed mid-run: its cpu-clock perf events must go with the programs.
     node.send(json!({"type": "bench_profile", "duration_ms": 5000, "concurrency": 2, "mode": "sampling"}));
     wait_until("programs attached during the profile", || our_programs() > programs);
-    wait_until("perf events open during the profile", || perf_event_links() > 0);
+    wait_until("perf events open during the profile", || {
+        perf_events_anywhere() > perf_before
+    });
     assert!(bench_servers() > servers, "the profiled server runs");
     let pid = node.pid();
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
     drop(node);
     wait_until("programs unloaded after SIGKILL", || our_programs() == programs);
-    wait_until("perf events closed after SIGKILL", || perf_event_links() == 0);
+    wait_until("perf events closed after SIGKILL", || {
+        perf_events_anywhere() == perf_before
+    });
     wait_until("bench-server stopped after SIGKILL", || bench_servers() == servers);
 }
 
-/// BPF links to perf events in the whole system (each holds one of our cpu-clock events).
-fn perf_event_links() -> usize {
-    aya::programs::loaded_links()
-        .filter_map(Result::ok)
-        .filter(|link| matches!(link.link_type(), Ok(aya::programs::links::LinkType::PerfEvent)))
+/// Perf event descriptors held by any process (the node holds one cpu-clock event per CPU while
+/// it samples).
+fn perf_events_anywhere() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read_dir(e.ok()?.path().join("fd")).ok())
+        .flat_map(|fds| fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok()))
+        .filter(|target| target.to_string_lossy() == "anon_inode:[perf_event]")
         .count()
 }
 

@@ -1,13 +1,14 @@
 //! Loading the embedded eBPF object and attaching it to the target processes, in kprobe,
 //! tracepoint or sampling mode, falling back from one to the next and keeping why.
+use crate::cpu_clock::CpuClock;
 use anyhow::{Context, Result, bail, ensure};
 use aya::maps::HashMap;
-use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::{KProbe, PerfEvent, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 use profiler_common::{MAX_MORE_TARGETS, MAX_STACK_KEYS, MAX_STACKS, SyscallClass, names};
 use serde::Serialize;
 use std::fmt;
+use std::os::fd::AsFd;
 use std::str::FromStr;
 
 /// The eBPF object profiler-ebpf's build produced (see build.rs).
@@ -126,6 +127,8 @@ pub const KPROBE_SYSCALLS: [&[&str]; 4] = [
 /// Dropping it detaches and unloads them and closes the perf events: the kernel frees them when
 /// their last descriptor closes, which also happens when this process dies.
 pub struct Programs {
+    /// Closed before the programs are unloaded (fields drop in order).
+    _clock: Option<CpuClock>,
     pub(crate) ebpf: Ebpf,
     pub mode: Mode,
     /// The cpu-clock sampler's frequency, when it runs (sampling mode, or stacks): it samples
@@ -157,7 +160,15 @@ pub(crate) fn attach(
         // Sampling mode is the sampler; the exact modes run it for stacks.
         let sampler_hz = (mode == Mode::Sampling || stacks).then_some(frequency_hz);
         match attach_mode(tgids, mode, sampler_hz) {
-            Ok(ebpf) => return Ok((Programs { ebpf, mode, sampler_hz }, reasons)),
+            Ok((ebpf, clock)) => {
+                let programs = Programs {
+                    _clock: clock,
+                    ebpf,
+                    mode,
+                    sampler_hz,
+                };
+                return Ok((programs, reasons));
+            }
             Err(e) => reasons.push(format!("{mode}: {e:#}")),
         }
     }
@@ -196,7 +207,7 @@ impl fmt::Display for AttachError {
 
 impl std::error::Error for AttachError {}
 
-fn attach_mode(tgids: &[u32], mode: Mode, sampler_hz: Option<u32>) -> Result<Ebpf> {
+fn attach_mode(tgids: &[u32], mode: Mode, sampler_hz: Option<u32>) -> Result<(Ebpf, Option<CpuClock>)> {
     let Some((&tgid, more)) = tgids.split_first() else {
         bail!("no process to profile")
     };
@@ -252,10 +263,8 @@ fn attach_mode(tgids: &[u32], mode: Mode, sampler_hz: Option<u32>) -> Result<Ebp
         Mode::Sampling => {}
         Mode::Userspace => bail!("userspace mode loads no eBPF"),
     }
-    if let Some(hz) = sampler_hz {
-        attach_sampler(&mut ebpf, hz)?;
-    }
-    Ok(ebpf)
+    let clock = sampler_hz.map(|hz| attach_sampler(&mut ebpf, hz)).transpose()?;
+    Ok((ebpf, clock))
 }
 
 /// The kernel refuses a sampling frequency above `kernel.perf_event_max_sample_rate`, which it
@@ -276,23 +285,15 @@ fn check_frequency(hz: u32) -> Result<()> {
     Ok(())
 }
 
-/// One software cpu-clock event per online CPU, all processes, frequency sampling, each running
-/// the sampling program (which filters by target first).
-fn attach_sampler(ebpf: &mut Ebpf, hz: u32) -> Result<()> {
+/// One software cpu-clock event per online CPU, every task, each running the sampling program
+/// (which filters by target first); see [`CpuClock`] for why they are not aya's.
+fn attach_sampler(ebpf: &mut Ebpf, hz: u32) -> Result<CpuClock> {
     let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow::anyhow!("reading {what}: {e}"))?;
     let prog: &mut PerfEvent = program(ebpf, names::CPU_SAMPLE)?.try_into()?;
     prog.load()
         .with_context(|| format!("verifier rejected {}", names::CPU_SAMPLE))?;
-    for cpu in cpus {
-        prog.attach(
-            PerfEventConfig::Software(SoftwareEvent::CpuClock),
-            PerfEventScope::AllProcessesOneCpu { cpu },
-            SamplePolicy::Frequency(u64::from(hz)),
-            false,
-        )
-        .with_context(|| format!("opening a cpu-clock perf event on CPU {cpu} at {hz} Hz"))?;
-    }
-    Ok(())
+    let fd = prog.fd().context("the sampling program has no descriptor")?;
+    CpuClock::start(fd.as_fd(), &cpus, hz)
 }
 
 /// Whether this kernel can attach kprobes at all (CONFIG_KPROBES).

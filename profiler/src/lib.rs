@@ -9,6 +9,7 @@ pub mod attach;
 pub mod benchmark;
 pub mod breakdown;
 mod btf;
+mod cpu_clock;
 pub mod printer;
 pub mod procfs;
 pub mod server_stats;
