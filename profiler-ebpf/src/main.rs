@@ -56,8 +56,8 @@ static MORE_TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_MORE_TARGE
 #[unsafe(no_mangle)]
 static TASK_OFFSETS: TaskOffsets = TaskOffsets { pid: 0, tgid: 0 };
 
-/// Non-zero in sampling mode: no syscall hook keeps each thread's context, so the scheduler
-/// programs read it from the thread's saved registers.
+/// Non-zero in sampling mode: no syscall hook keeps each thread's context, so `sched_switch`
+/// reads a switched-out thread's from its saved registers.
 #[unsafe(no_mangle)]
 static SAMPLING: u32 = 0;
 
@@ -387,17 +387,12 @@ kprobe_pair!(kprobe_other, kretprobe_other, SyscallClass::Other);
 
 // ---- the scheduler, in every eBPF mode ---------------------------------------------------------
 
-#[inline(always)]
-fn sampling() -> bool {
-    unsafe { core::ptr::read_volatile(&SAMPLING) != 0 }
-}
-
 #[raw_tracepoint(tracepoint = "sched_switch")]
 pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
     // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next,
     //          unsigned int prev_state); prev is the current task.
     let now = now();
-    let sampling = sampling();
+    let sampling = unsafe { core::ptr::read_volatile(&SAMPLING) } != 0;
     if let Some(tid) = current_target_tid() {
         let preempt: u64 = ctx.arg(0);
         let prev_state: u64 = ctx.arg(3);

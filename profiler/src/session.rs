@@ -134,10 +134,6 @@ impl<'a> Session<'a> {
         }
     }
 
-    pub fn fallback_reasons(&self) -> &[String] {
-        &self.fallback_reasons
-    }
-
     /// Reads the targets' mappings again (libraries loaded since attach): long windows call this
     /// now and then so that a target that exits later still gets its frames named.
     pub fn refresh(&mut self) {
