@@ -3,7 +3,7 @@
 //! frames ending in `_[k]`, as perf's and inferno's are) and as each part's top functions.
 use crate::attach::Programs;
 use crate::breakdown::Part;
-use crate::symbols::{Frame, ProcessImage, Symbols};
+use crate::symbols::{Frame, ProcessImage, Symbols, UNKNOWN};
 use anyhow::{Context, Result};
 use aya::maps::{PerCpuHashMap, StackTraceMap};
 use profiler_common::{NO_STACK, StackErrors, StackKey, names};
@@ -52,7 +52,7 @@ fn is_tracing(frames: &[Frame]) -> bool {
 fn is_whole(frames: &[Frame]) -> bool {
     let ends_in_libc_start = frames
         .last()
-        .is_some_and(|f| f.function == "[unknown]" && f.module.starts_with("libc.so"));
+        .is_some_and(|f| f.is_unknown() && f.module.starts_with("libc.so"));
     frames.len() < MAX_DEPTH
         && (ends_in_libc_start
             || frames.iter().any(|f| {
@@ -180,7 +180,7 @@ pub(crate) fn read(programs: &Programs, images: &[ProcessImage], symbols: &Symbo
         }
         .unwrap_or_else(|| Frame {
             function: "[missing stack]".into(),
-            module: "[unknown]".into(),
+            module: UNKNOWN.into(),
         });
         *leaves.entry(part).or_default().entry(leaf).or_default() += count;
     }
@@ -260,13 +260,7 @@ impl NamedStacks {
             let frames = match (tgid, images.iter().find(|i| i.pid == tgid)) {
                 (0, _) => symbols.kernel(&lookups),
                 (_, Some(image)) => symbols.user(image, &lookups),
-                (_, None) => vec![
-                    Frame {
-                        function: "[unknown]".into(),
-                        module: "[unknown]".into()
-                    };
-                    lookups.len()
-                ],
+                (_, None) => vec![Frame::unknown(UNKNOWN); lookups.len()],
             };
             let mut frames = frames.into_iter();
             for id in ids {

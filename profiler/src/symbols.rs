@@ -19,12 +19,20 @@ pub struct Frame {
     pub module: String,
 }
 
+/// The name of what could not be named: a function, or a module.
+pub const UNKNOWN: &str = "[unknown]";
+
 impl Frame {
-    fn unknown(module: &str) -> Frame {
+    /// A frame in `module` whose function has no name.
+    pub fn unknown(module: &str) -> Frame {
         Frame {
-            function: "[unknown]".into(),
+            function: UNKNOWN.into(),
             module: module.into(),
         }
+    }
+
+    pub fn is_unknown(&self) -> bool {
+        self.function == UNKNOWN
     }
 }
 
@@ -144,7 +152,7 @@ impl Symbols {
 
     /// Addresses in `image`'s process, each named from the file mapped there.
     pub fn user(&self, image: &ProcessImage, addrs: &[u64]) -> Vec<Frame> {
-        let mut frames = vec![Frame::unknown("[unknown]"); addrs.len()];
+        let mut frames = vec![Frame::unknown(UNKNOWN); addrs.len()];
         // Batched per file: (index into addrs, file offset).
         let mut by_file: HashMap<&Mapping, Vec<(usize, u64)>> = HashMap::new();
         // (index into addrs, offset into the vDSO)
@@ -268,7 +276,7 @@ mod tests {
                 .contains("maps_keep_executable_lines_with_their_paths"),
             "{frames:?}"
         );
-        assert_eq!(frames[1], Frame::unknown("[unknown]"));
+        assert_eq!(frames[1], Frame::unknown(UNKNOWN));
         // The vDSO, found at its offset: clock_gettime lives there on x86_64.
         let vdso = image.mappings.iter().find(|m| m.path == VDSO).unwrap();
         let clock = names.user(&image, &[libc::clock_gettime as *const () as u64]);
