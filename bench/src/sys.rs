@@ -49,6 +49,16 @@ pub fn current_cpu() -> Option<usize> {
     sched_getcpu().ok()
 }
 
+/// CPU time the calling thread has used (user and system).
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid clock id and a timespec that outlives the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Asks the kernel to fire this thread's timers on time: by default it may delay them by up to
 /// 50 us to batch wakeups, which an open-loop client would report as latency.
 pub(crate) fn precise_timers() -> Result<()> {

@@ -8,7 +8,7 @@ const SERVER: &str = env!("CARGO_BIN_EXE_bench-server");
 #[test]
 fn every_single_process_model_times_its_steps() {
     for &model in Model::ALL.iter().filter(|m| !m.forks_workers()) {
-        let mut server = spawn_self_timed(Path::new(SERVER), model, None).unwrap();
+        let mut server = spawn_self_timed(Path::new(SERVER), &model.into()).unwrap();
         let idle = server.self_times().unwrap();
         assert_eq!(
             idle.read.calls, 0,
@@ -55,13 +55,13 @@ fn every_single_process_model_times_its_steps() {
 
 #[test]
 fn prefork_refuses_self_timing() {
-    let err = spawn_self_timed(Path::new(SERVER), Model::Prefork, None).unwrap_err();
+    let err = spawn_self_timed(Path::new(SERVER), &Model::Prefork.into()).unwrap_err();
     assert!(format!("{err:#}").contains("worker processes"), "{err:#}");
 }
 
 #[test]
 fn stop_ends_timing_until_the_next_reset() {
-    let mut server = spawn_self_timed(Path::new(SERVER), Model::Epoll, None).unwrap();
+    let mut server = spawn_self_timed(Path::new(SERVER), &Model::Epoll.into()).unwrap();
     let config = LoadConfig {
         requests: Some(100),
         ..LoadConfig::new(server.addr(), Command::Ping)

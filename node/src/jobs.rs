@@ -4,9 +4,9 @@
 use crate::fields::{self, Body};
 use crate::message::{Outbox, Request, code};
 use anyhow::Context;
-use bench::load::{Command, LoadConfig, LoadReport};
-use profiler::ProfileOptions;
+use bench::load::{Command, LoadConfig};
 use profiler::benchmark::{Benchmark, ProfileError, default_cpus};
+use profiler::{ProfileOptions, Report};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -20,6 +20,7 @@ pub const MAX_PAYLOAD: u64 = 1 << 20;
 pub const MAX_DURATION_MS: u64 = 600_000;
 pub const MAX_RATE: f64 = 10_000_000.0;
 pub const MAX_SWEEP_LEVELS: usize = 32;
+pub const MAX_BACKLOG: u64 = 65_535;
 /// Descriptors the node keeps for itself beside one per connection.
 const RESERVED_FDS: u64 = 64;
 
@@ -100,7 +101,11 @@ fn benchmark(body: &Body, default_requests: u64) -> Result<Benchmark, String> {
     };
     let mut benchmark = Benchmark::new(command);
     if let Some(name) = fields::string_opt(body, "server")? {
-        benchmark.server = name.parse().map_err(|e| format!("server: {e}"))?;
+        benchmark.server.model = name.parse().map_err(|e| format!("server: {e}"))?;
+    }
+    benchmark.server.backlog = fields::integer_opt(body, "backlog", 1..=MAX_BACKLOG)?.map(|b| b as u32);
+    if target.is_some() && benchmark.server.backlog.is_some() {
+        return Err("backlog: sets our bench-server's listen backlog, not a target's".into());
     }
     let connection = match fields::string_opt(body, "connection")? {
         None => benchmark.load.connection,
@@ -112,7 +117,7 @@ fn benchmark(body: &Body, default_requests: u64) -> Result<Benchmark, String> {
     };
     let (server_cpus, client_cpus) = default_cpus(cpus("server_cpus")?, cpus("client_cpus")?);
     benchmark.target = target;
-    benchmark.server_cpus = server_cpus;
+    benchmark.server.cpus = server_cpus;
     benchmark.load = LoadConfig {
         concurrency: fields::integer(
             body,
@@ -194,69 +199,56 @@ impl Runner {
 
 impl Job {
     fn run(self) -> Result<Value, ProfileError> {
-        match self {
-            Job::Run(benchmark) => Ok(reply("bench_run_ok", &benchmark, &benchmark.run()?)),
-            Job::Sweep(benchmark, levels) => {
-                let reports = benchmark.sweep(&levels, |_, _| {})?;
-                let rows: Vec<Value> = reports.iter().map(sweep_row).collect();
-                Ok(json!({
-                    "type": "bench_sweep_ok",
-                    "saturation": saturation(&rows),
-                    "results": rows,
-                    "server": server_name(&benchmark),
-                }))
+        let (kind, benchmark, report) = match self {
+            Job::Run(benchmark) => {
+                let report = benchmark.run()?;
+                ("bench_run_ok", benchmark, report)
             }
             Job::Profile(benchmark) => {
-                let (report, profile) = benchmark.profile()?;
-                let mut body =
-                    profiler::printer::profiled_run_json(&report, &profile).context("serialising the profile")?;
-                describe(&mut body, "bench_profile_ok", &benchmark);
-                Ok(body)
+                let report = benchmark.profile()?;
+                ("bench_profile_ok", benchmark, report)
             }
-        }
+            Job::Sweep(benchmark, levels) => {
+                let sweep = benchmark.sweep(&levels, |_, _| {})?;
+                let rows: Vec<Value> = sweep.levels.iter().map(sweep_row).collect();
+                return Ok(json!({
+                    "type": "bench_sweep_ok",
+                    "saturation": sweep.saturation,
+                    "saturation_reason": sweep.saturation_reason,
+                    "results": rows,
+                    "server": server_name(&benchmark),
+                }));
+            }
+        };
+        let mut body = serde_json::to_value(&report).context("serialising the report")?;
+        body["type"] = json!(kind);
+        body["server"] = json!(server_name(&benchmark));
+        body["command"] = json!(benchmark.load.command.to_string());
+        body["connection"] = json!(benchmark.load.connection.to_string());
+        Ok(body)
     }
 }
 
 fn server_name(b: &Benchmark) -> String {
-    b.target.map_or_else(|| b.server.name().to_string(), |t| t.to_string())
+    b.target
+        .map_or_else(|| b.server.model.name().to_string(), |t| t.to_string())
 }
 
-/// bench_run_ok's fields.
-fn reply(kind: &str, b: &Benchmark, r: &LoadReport) -> Value {
-    let mut body = serde_json::to_value(r).unwrap_or_else(|_| json!({}));
-    describe(&mut body, kind, b);
-    body
-}
-
-/// The reply's type and what was run.
-fn describe(body: &mut Value, kind: &str, b: &Benchmark) {
-    body["type"] = json!(kind);
-    body["server"] = json!(server_name(b));
-    body["command"] = json!(b.load.command.to_string());
-    body["connection"] = json!(b.load.connection.to_string());
-}
-
-fn sweep_row(r: &LoadReport) -> Value {
-    json!({
-        "concurrency": r.concurrency,
-        "throughput_rps": r.throughput_rps,
-        "latency_p50_us": r.latency_p50_us,
-        "latency_p95_us": r.latency_p95_us,
-        "latency_p99_us": r.latency_p99_us,
-        "latency_max_us": r.latency_max_us,
-        "requests": r.requests,
-        "errors": r.errors,
-    })
-}
-
-/// The first level after which throughput grows by less than 10% while p99 still grows: more
-/// clients only queue. None when every step still pays off.
-fn saturation(rows: &[Value]) -> Option<u64> {
-    rows.windows(2).find_map(|pair| {
-        let get = |row: &Value, key: &str| row[key].as_f64().unwrap_or(0.0);
-        let (a, b) = (&pair[0], &pair[1]);
-        let flat = get(b, "throughput_rps") < get(a, "throughput_rps") * 1.10;
-        let slower = get(b, "latency_p99_us") > get(a, "latency_p99_us");
-        (flat && slower).then(|| a["concurrency"].as_u64().unwrap_or(0))
-    })
+fn sweep_row(level: &Report) -> Value {
+    let mut row = match &level.load {
+        Some(r) => json!({
+            "concurrency": r.concurrency,
+            "throughput_rps": r.throughput_rps,
+            "latency_p50_us": r.latency_p50_us,
+            "latency_p95_us": r.latency_p95_us,
+            "latency_p99_us": r.latency_p99_us,
+            "latency_max_us": r.latency_max_us,
+            "requests": r.requests,
+            "errors": r.errors,
+        }),
+        None => json!({}),
+    };
+    row["signals"] = json!(level.signals);
+    row["limit"] = json!(level.limit);
+    row
 }

@@ -18,6 +18,24 @@ fn assert_run_ok(reply: &Value, requests: u64) {
     assert!(p("latency_p999_us") <= p("latency_max_us"));
     assert!(p("elapsed_ms") >= 0.0 && p("bytes_sent") > 0.0 && p("bytes_received") > 0.0);
     assert!(!reply["workers"].as_array().unwrap().is_empty(), "{reply}");
+    // Every run carries its saturation signals and a verdict.
+    let signals = &reply["signals"];
+    assert!(signals["server_cpu_pct"].as_f64().is_some(), "{signals}");
+    assert!(signals["client_cpu_pct"].as_f64().is_some(), "{signals}");
+    assert_eq!(signals["accept_queue_limit"], 4096, "{signals}");
+    let kinds = [
+        "server-cpu",
+        "client-cpu",
+        "run-queue",
+        "accept-queue",
+        "network",
+        "none",
+    ];
+    assert!(
+        kinds.contains(&reply["limit"]["kind"].as_str().unwrap_or("")),
+        "{reply}"
+    );
+    assert!(!reply["limit"]["reason"].as_str().unwrap_or("").is_empty(), "{reply}");
 }
 
 #[test]
@@ -110,9 +128,33 @@ fn sweep_rows_in_order() {
         );
     }
     assert!(
-        reply.get("saturation").is_some(),
-        "saturation must be present (null or a level)"
+        reply.get("saturation").is_some() && reply.get("saturation_reason").is_some(),
+        "saturation and its reason must be present (null or a level): {reply}"
     );
+    for row in rows {
+        assert!(row["limit"]["kind"].is_string() && row["signals"].is_object(), "{row}");
+    }
+}
+
+#[test]
+fn a_sweep_names_its_knee_and_why() {
+    let mut node = Node::start();
+    let reply = node.call(
+        json!({"type": "bench_sweep", "server": "threads", "command": "PING",
+               "concurrency_levels": [1, 10, 100, 1000], "num_requests": 20_000}),
+        ms(120_000),
+    );
+    assert_eq!(reply["type"], "bench_sweep_ok", "{reply}");
+    let knee = reply["saturation"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no knee: {reply}"));
+    let reason = reply["saturation_reason"].as_str().unwrap();
+    assert!(reason.contains(&format!("from {knee} to")), "{reason}");
+    let rows = reply["results"].as_array().unwrap();
+    let past = rows.iter().find(|r| r["concurrency"].as_u64().unwrap() > knee).unwrap();
+    let kind = past["limit"]["kind"].as_str().unwrap();
+    assert_ne!(kind, "none", "{past}");
+    assert!(reason.contains(kind), "{reason}");
 }
 
 #[test]

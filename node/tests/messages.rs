@@ -98,6 +98,13 @@ fn bad_input_gets_errors_naming_the_field_and_the_node_keeps_serving() {
             "concurrency_levels[1]",
         ),
         (json!({"type": "bench_profile", "mode": "magic"}), 12, "mode"),
+        (json!({"type": "bench_run", "backlog": 0}), 12, "backlog"),
+        (json!({"type": "bench_run", "backlog": 70_000}), 12, "backlog"),
+        (
+            json!({"type": "bench_run", "backlog": 8, "target": "127.0.0.1:6379", "request": "x", "response": "y"}),
+            12,
+            "backlog",
+        ),
         (json!({"type": "bench_profile", "frequency_hz": 0}), 12, "frequency_hz"),
         (
             json!({"type": "bench_profile", "frequency_hz": 20001}),

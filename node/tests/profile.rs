@@ -148,7 +148,7 @@ fn profiler_kernel_has_kprobes() -> bool {
 
 /// Our programs loaded in the kernel right now, by name (the kernel keeps 15 characters).
 fn our_programs() -> usize {
-    const OURS: [&str; 7] = [
+    const OURS: [&str; 11] = [
         "sys_enter",
         "sys_exit",
         "sched_switch",
@@ -156,6 +156,10 @@ fn our_programs() -> usize {
         "sched_process_e",
         "kprobe_",
         "cpu_sample",
+        "tcp_retransmit_",
+        "tcp_send_reset",
+        "tcp_receive_res",
+        "sock_",
     ];
     aya::programs::loaded_programs()
         .filter_map(Result::ok)

@@ -219,6 +219,81 @@ pub struct ThreadState {
     pub nr: u32,
 }
 
+/// Run-queue waits of the target's threads: each stretch from a wakeup or a preemption to running
+/// again, as BCC's runqlat measures it (per-CPU; the loader sums them and keeps the largest max).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RunqTotals {
+    pub waits: u64,
+    pub wait_ns: u64,
+    pub max_ns: u64,
+    /// log2 buckets in ns, as [`hist_bucket`] files them.
+    pub hist: [u64; HIST_BUCKETS],
+}
+
+impl RunqTotals {
+    pub const ZERO: RunqTotals = RunqTotals {
+        waits: 0,
+        wait_ns: 0,
+        max_ns: 0,
+        hist: [0; HIST_BUCKETS],
+    };
+}
+
+impl Default for RunqTotals {
+    fn default() -> Self {
+        Self::ZERO
+    }
+}
+
+impl core::ops::AddAssign for RunqTotals {
+    fn add_assign(&mut self, other: Self) {
+        self.waits += other.waits;
+        self.wait_ns += other.wait_ns;
+        self.max_ns = self.max_ns.max(other.max_ns);
+        for (a, b) in self.hist.iter_mut().zip(other.hist) {
+            *a += b;
+        }
+    }
+}
+
+/// TCP trouble on the server's ports (either end of a connection whose local or remote port is
+/// one of them), from the kernel's tcp and sock tracepoints.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpTotals {
+    pub retransmits: u64,
+    /// Resets sent by the server's sockets (local port is the server's).
+    pub resets_sent: u64,
+    /// Resets received by the server's sockets.
+    pub resets_received: u64,
+    /// `sock_exceed_buf_limit`: a socket went over its memory limits.
+    pub buffer_limit: u64,
+    /// `sock_rcvqueue_full`: a receive queue was full and a packet dropped.
+    pub rcvqueue_full: u64,
+}
+
+add_fields!(TcpTotals {
+    retransmits,
+    resets_sent,
+    resets_received,
+    buffer_limit,
+    rcvqueue_full
+});
+
+/// Server ports the TCP programs count (local or remote port of a socket).
+pub const MAX_PORTS: u32 = 64;
+
+/// Offsets into `struct sock` for this kernel, read from its BTF by the loader:
+/// `__sk_common.skc_num` (local port, host order) and `__sk_common.skc_dport` (remote port,
+/// network order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOffsets {
+    pub num: u32,
+    pub dport: u32,
+}
+
 /// Per syscall number, the time of the `Other` class (epoll_wait, futex, openat, ...), so that
 /// "overhead" can be split by syscall. A per-CPU array indexed by number, below [`SYSCALL_SLOTS`].
 #[repr(C)]
@@ -323,6 +398,10 @@ pub mod names {
     pub const STACK_TRACES: &str = "STACK_TRACES";
     pub const STACK_COUNTS: &str = "STACK_COUNTS";
     pub const STACK_ERRORS: &str = "STACK_ERRORS";
+    pub const RUNQ_TOTALS: &str = "RUNQ_TOTALS";
+    pub const TCP_TOTALS: &str = "TCP_TOTALS";
+    pub const PORTS: &str = "PORTS";
+    pub const SOCK_OFFSETS: &str = "SOCK_OFFSETS";
     /// Sampling: the cpu-clock perf event program, one event per CPU.
     pub const CPU_SAMPLE: &str = "cpu_sample";
     /// Tracepoint mode: the raw_syscalls raw tracepoints.
@@ -332,6 +411,14 @@ pub mod names {
     pub const SCHED_SWITCH: &str = "sched_switch";
     pub const SCHED_WAKEUP: &str = "sched_wakeup";
     pub const SCHED_PROCESS_EXIT: &str = "sched_process_exit";
+    /// TCP trouble: raw tracepoints named as the tracepoints, in every eBPF mode and for signals.
+    pub const TCP_TRACEPOINTS: [&str; 5] = [
+        "tcp_retransmit_skb",
+        "tcp_send_reset",
+        "tcp_receive_reset",
+        "sock_exceed_buf_limit",
+        "sock_rcvqueue_full",
+    ];
     /// Kprobe mode: one entry and one return program per class.
     pub const KPROBES: [(&str, &str); super::CLASS_COUNT] = [
         ("kprobe_accept", "kretprobe_accept"),
@@ -352,6 +439,9 @@ mod pod {
     unsafe impl aya::Pod for super::SyscallTotals {}
     unsafe impl aya::Pod for super::StackKey {}
     unsafe impl aya::Pod for super::StackErrors {}
+    unsafe impl aya::Pod for super::RunqTotals {}
+    unsafe impl aya::Pod for super::TcpTotals {}
+    unsafe impl aya::Pod for super::SockOffsets {}
 }
 
 #[cfg(test)]

@@ -17,6 +17,11 @@
 //! counts its (part, user stack, kernel stack). `sched_switch` finds a switched-out thread's
 //! syscall the same way, so blocked and run-queue time keep their classes. The same sampler runs
 //! beside the syscall hooks when an exact-mode profile asks for stacks.
+//!
+//! For the saturation signals, every mode also times each run-queue wait of a target thread
+//! (wakeup or preemption to running, as BCC's runqlat) into a log2 histogram, and the TCP programs
+//! count retransmissions, resets and buffer-limit events on the server's ports. A run that is not
+//! profiled attaches only the scheduler and TCP programs.
 #![no_std]
 #![no_main]
 
@@ -30,9 +35,10 @@ use aya_ebpf::{
     programs::{PerfEventContext, ProbeContext, RawTracePointContext, RetProbeContext, tracing::StackIdContext},
 };
 use profiler_common::{
-    CLASS_COUNT, CLASS_OF, CONTEXT_COUNT, CONTEXT_UNKNOWN, CONTEXT_USER, ClassTotals, MAX_MORE_TARGETS, MAX_STACK_KEYS,
-    MAX_STACKS, NO_STACK, SCHED_BLOCKED, SCHED_ONCPU, SCHED_RUNQ, SYSCALL_SLOTS, SchedTotals, StackErrors, StackKey,
-    SyscallClass, SyscallTotals, TaskOffsets, ThreadState, classify, hist_bucket, pt_regs,
+    CLASS_COUNT, CLASS_OF, CONTEXT_COUNT, CONTEXT_UNKNOWN, CONTEXT_USER, ClassTotals, MAX_MORE_TARGETS, MAX_PORTS,
+    MAX_STACK_KEYS, MAX_STACKS, NO_STACK, RunqTotals, SCHED_BLOCKED, SCHED_ONCPU, SCHED_RUNQ, SYSCALL_SLOTS,
+    SchedTotals, SockOffsets, StackErrors, StackKey, SyscallClass, SyscallTotals, TaskOffsets, TcpTotals, ThreadState,
+    classify, hist_bucket, pt_regs,
 };
 
 /// No syscall number: the thread is not in a syscall of the `Other` class, or its number could not
@@ -80,6 +86,20 @@ static STACK_ERRORS: PerCpuArray<StackErrors> = PerCpuArray::with_max_entries(1,
 
 #[map]
 static SCHED_TOTALS: PerCpuArray<SchedTotals> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static RUNQ_TOTALS: PerCpuArray<RunqTotals> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static TCP_TOTALS: PerCpuArray<TcpTotals> = PerCpuArray::with_max_entries(1, 0);
+
+/// The server's listening ports (port -> 1), for the TCP programs; set by the loader.
+#[map]
+static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
+
+/// Where the ports sit in this kernel's `struct sock`; set by the loader from BTF.
+#[unsafe(no_mangle)]
+static SOCK_OFFSETS: SockOffsets = SockOffsets { num: 0, dport: 0 };
 
 /// The target's threads that are switched out, by tid. Sized for a thread-per-connection server
 /// holding ten thousand connections; exited threads are removed.
@@ -440,6 +460,9 @@ pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let back = switched_out(tid).map(|state| {
+        if state.sched == SCHED_RUNQ {
+            record_runq_wait(now.saturating_sub(state.last_ns));
+        }
         charge(state, now);
         // The copy left behind is stale until the next switch-out overwrites it; as "on CPU" it
         // is left alone by sched_wakeup.
@@ -450,6 +473,22 @@ pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
         *slot = back.unwrap_or_else(|| new_state(tid, now, CONTEXT_UNKNOWN, SCHED_ONCPU));
     }
     0
+}
+
+/// One wait in the run queue, from its wakeup or preemption (the state's clock) to running.
+#[inline(always)]
+fn record_runq_wait(ns: u64) {
+    let Some(r) = RUNQ_TOTALS.get_ptr_mut(0).map(|p| unsafe { &mut *p }) else {
+        return;
+    };
+    r.waits += 1;
+    r.wait_ns += ns;
+    if ns > r.max_ns {
+        r.max_ns = ns;
+    }
+    if let Some(slot) = r.hist.get_mut(hist_bucket(ns)) {
+        *slot += 1;
+    }
 }
 
 #[raw_tracepoint(tracepoint = "sched_wakeup")]
@@ -482,6 +521,78 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     if let Some(s) = SCHED_TOTALS.get_ptr_mut(0) {
         unsafe { (*s).exits += 1 };
     }
+    0
+}
+
+// ---- TCP trouble on the server's ports, in every eBPF mode ------------------------------------
+//
+// These fire on retransmissions, resets and buffer limits anywhere on the machine, which are rare:
+// the port lookup comes after the event, not on any per-syscall or per-packet path.
+
+/// Local port (host order) and remote port of `sk`, a `struct sock *` (null for a reset sent
+/// without a socket, which is not counted).
+#[inline(always)]
+fn sock_ports(sk: *const u8) -> Option<(u16, u16)> {
+    if sk.is_null() {
+        return None;
+    }
+    let offsets = unsafe { core::ptr::read_volatile(&SOCK_OFFSETS) };
+    let local = unsafe { bpf_probe_read_kernel(sk.wrapping_add(offsets.num as usize) as *const u16) }.ok()?;
+    let remote = unsafe { bpf_probe_read_kernel(sk.wrapping_add(offsets.dport as usize) as *const u16) }.ok()?;
+    Some((local, u16::from_be(remote)))
+}
+
+#[inline(always)]
+fn is_server_port(port: u16) -> bool {
+    unsafe { PORTS.get(&port) }.is_some()
+}
+
+#[inline(always)]
+fn count_tcp(sk: *const u8, local_only: bool, field: impl FnOnce(&mut TcpTotals) -> &mut u64) {
+    let Some((local, remote)) = sock_ports(sk) else {
+        return;
+    };
+    if !(is_server_port(local) || (!local_only && is_server_port(remote))) {
+        return;
+    }
+    if let Some(t) = TCP_TOTALS.get_ptr_mut(0) {
+        *field(unsafe { &mut *t }) += 1;
+    }
+}
+
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(const struct sock *sk, const struct sk_buff *skb, int err): either end's
+    // retransmission (a client's SYN to a full listener included).
+    count_tcp(ctx.arg(0), false, |t| &mut t.retransmits);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "tcp_send_reset")]
+pub fn tcp_send_reset(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(const struct sock *sk, const struct sk_buff *skb, enum sk_rst_reason reason)
+    count_tcp(ctx.arg(0), true, |t| &mut t.resets_sent);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "tcp_receive_reset")]
+pub fn tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct sock *sk)
+    count_tcp(ctx.arg(0), true, |t| &mut t.resets_received);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sock_exceed_buf_limit")]
+pub fn sock_exceed_buf_limit(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct sock *sk, struct proto *prot, long allocated, int kind)
+    count_tcp(ctx.arg(0), false, |t| &mut t.buffer_limit);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sock_rcvqueue_full")]
+pub fn sock_rcvqueue_full(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct sock *sk, struct sk_buff *skb)
+    count_tcp(ctx.arg(0), false, |t| &mut t.rcvqueue_full);
     0
 }
 

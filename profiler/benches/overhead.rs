@@ -25,7 +25,7 @@
 //! same for the sampling program per target sample.
 use anyhow::{Context, Result, bail};
 use bench::load::{Command, LoadConfig, LoadReport};
-use bench::server::{Model, ServerChild, spawn_child, spawn_self_timed};
+use bench::server::{Model, ServerChild, ServerSpec, spawn_child, spawn_self_timed};
 use profiler::breakdown::ProgramCost;
 use profiler::server_stats::oncpu_ns;
 use profiler::{Mode, Profile, ProfileOptions, Requested, Session};
@@ -188,9 +188,9 @@ fn row(
     mut on: impl for<'a> FnMut(&'a mut ServerChild) -> Result<Box<dyn On + 'a>>,
 ) -> Result<()> {
     let mut server = if self_timed {
-        spawn_self_timed(exe, Model::Epoll, Some(&[0]))?
+        spawn_self_timed(exe, &pinned_epoll())?
     } else {
-        spawn_child(exe, Model::Epoll, Some(&[0]))?
+        spawn_child(exe, &pinned_epoll())?
     };
     let load = Load::start(&server)?;
     let pid = server.pid();
@@ -242,7 +242,7 @@ fn range(v: &[f64]) -> String {
 /// mode at 999 Hz.
 fn program_costs(exe: &std::path::Path, idle: &IdleProcess) -> Result<()> {
     let _stats = profiler::totals::enable_run_stats()?;
-    let server = spawn_child(exe, Model::Epoll, Some(&[0]))?;
+    let server = spawn_child(exe, &pinned_epoll())?;
     let load = Load::start(&server)?;
     let mut per_program: Vec<(String, Vec<f64>)> = Vec::new();
     let modes = [
@@ -320,7 +320,18 @@ const SYSCALL_PROGRAMS: [&str; 2] = [profiler_common::names::SYS_ENTER, profiler
 fn watch(pid: u32, options: &ProfileOptions) -> Result<Profile> {
     let session = attach(pid, options)?;
     std::thread::sleep(WINDOW);
-    session.finish()
+    session
+        .finish(None)?
+        .profile
+        .context("a session's report has a profile")
+}
+
+/// The epoll server on CPU 0 (the load runs on CPU 1).
+fn pinned_epoll() -> ServerSpec {
+    ServerSpec {
+        cpus: Some(vec![0]),
+        ..ServerSpec::new(Model::Epoll)
+    }
 }
 
 /// Runs and run time of the named programs together.

@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail, ensure};
 use aya::maps::HashMap;
 use aya::programs::{KProbe, PerfEvent, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
-use profiler_common::{MAX_MORE_TARGETS, MAX_STACK_KEYS, MAX_STACKS, SyscallClass, names};
+use profiler_common::{MAX_MORE_TARGETS, MAX_PORTS, MAX_STACK_KEYS, MAX_STACKS, SyscallClass, names};
 use serde::Serialize;
 use std::fmt;
 use std::os::fd::AsFd;
@@ -123,13 +123,21 @@ pub const KPROBE_SYSCALLS: [&[&str]; 4] = [
     ],
 ];
 
+/// Our eBPF object loaded for some target processes and ports, with the scheduler programs and
+/// the TCP programs attached: what every eBPF mode starts from, and all that the signals need.
+pub struct Loaded {
+    pub(crate) ebpf: Ebpf,
+    /// Why the TCP programs could not attach (the rest still works without them).
+    pub(crate) tcp_error: Option<String>,
+}
+
 /// Programs loaded and attached to one process (or a few: a prefork server and its workers).
 /// Dropping it detaches and unloads them and closes the perf events: the kernel frees them when
 /// their last descriptor closes, which also happens when this process dies.
 pub struct Programs {
     /// Closed before the programs are unloaded (fields drop in order).
     _clock: Option<CpuClock>,
-    pub(crate) ebpf: Ebpf,
+    pub(crate) loaded: Loaded,
     pub mode: Mode,
     /// The cpu-clock sampler's frequency, when it runs (sampling mode, or stacks): it samples
     /// stacks whenever it runs.
@@ -143,6 +151,7 @@ pub struct Programs {
 /// is tried, so that it cannot pass for a mode's failure.
 pub(crate) fn attach(
     tgids: &[u32],
+    ports: &[u16],
     requested: Requested,
     frequency_hz: u32,
     stacks: bool,
@@ -152,18 +161,23 @@ pub(crate) fn attach(
         Requested::Only(Mode::Userspace) => &[],
         Requested::Only(mode) => &[mode][..],
     };
+    let refused = |e: anyhow::Error| AttachError::Refused(format!("{e:#}"));
+    if tgids.is_empty() {
+        return Err(AttachError::Refused("no process to profile".into()));
+    }
+    check_targets(tgids).map_err(refused)?;
     if stacks || modes.contains(&Mode::Sampling) {
-        check_frequency(frequency_hz).map_err(|e| AttachError::Refused(format!("{e:#}")))?;
+        check_frequency(frequency_hz).map_err(refused)?;
     }
     let mut reasons = Vec::new();
     for &mode in modes {
         // Sampling mode is the sampler; the exact modes run it for stacks.
         let sampler_hz = (mode == Mode::Sampling || stacks).then_some(frequency_hz);
-        match attach_mode(tgids, mode, sampler_hz) {
-            Ok((ebpf, clock)) => {
+        match attach_mode(tgids, ports, mode, sampler_hz) {
+            Ok((loaded, clock)) => {
                 let programs = Programs {
                     _clock: clock,
-                    ebpf,
+                    loaded,
                     mode,
                     sampler_hz,
                 };
@@ -207,39 +221,62 @@ impl fmt::Display for AttachError {
 
 impl std::error::Error for AttachError {}
 
-fn attach_mode(tgids: &[u32], mode: Mode, sampler_hz: Option<u32>) -> Result<(Ebpf, Option<CpuClock>)> {
-    let Some((&tgid, more)) = tgids.split_first() else {
-        bail!("no process to profile")
-    };
-    if tgids.contains(&0) {
-        bail!("pid 0 cannot be profiled");
-    }
-    if more.len() > MAX_MORE_TARGETS as usize {
-        bail!(
-            "at most {} processes can be profiled together, got {}",
-            MAX_MORE_TARGETS + 1,
-            tgids.len()
-        );
-    }
+fn attach_mode(
+    tgids: &[u32],
+    ports: &[u16],
+    mode: Mode,
+    sampler_hz: Option<u32>,
+) -> Result<(Loaded, Option<CpuClock>)> {
     if mode == Mode::Kprobe && !kernel_has_kprobes() {
         // CONFIG_KPROBES unset: nothing below could attach, so say so plainly.
         bail!(
             "this kernel has no kprobes (no kprobe PMU in /sys/bus/event_source/devices, no kprobe_events in tracefs)"
         );
     }
+    let mut loaded = load(tgids, ports, mode == Mode::Sampling, sampler_hz.is_some())?;
+    let ebpf = &mut loaded.ebpf;
+    match mode {
+        Mode::Tracepoint => {
+            attach_raw_tracepoint(ebpf, names::SYS_ENTER)?;
+            attach_raw_tracepoint(ebpf, names::SYS_EXIT)?;
+        }
+        Mode::Kprobe => attach_kprobes(ebpf)?,
+        Mode::Sampling => {}
+        Mode::Userspace => bail!("userspace mode loads no eBPF"),
+    }
+    let clock = sampler_hz.map(|hz| attach_sampler(ebpf, hz)).transpose()?;
+    Ok((loaded, clock))
+}
+
+/// Loads the object for `tgids` (none: only the TCP programs count, for `ports`) and attaches
+/// the scheduler programs, which time run-queue waits, and the TCP programs. `sampling` tells
+/// `sched_switch` that no syscall hook keeps the threads' contexts; `stacks` sizes the stack
+/// maps for the sampler.
+pub(crate) fn load(tgids: &[u32], ports: &[u16], sampling: bool, stacks: bool) -> Result<Loaded> {
+    check_targets(tgids)?;
+    let (tgid, more) = tgids.split_first().map_or((0, &[][..]), |(first, more)| (*first, more));
+    ensure!(
+        ports.len() <= MAX_PORTS as usize,
+        "at most {MAX_PORTS} listening ports can be watched, got {}",
+        ports.len()
+    );
     raise_memlock_limit();
-    let offsets = crate::btf::task_offsets()?;
+    let btf = crate::btf::KernelBtf::read()?;
+    let task_offsets = btf.task_offsets()?;
+    let sock_offsets = btf.sock_offsets();
     // Without the sampler the stack maps shrink to one entry: a full stack map is some 34 MB of
     // kernel memory.
-    let (stack_entries, key_entries) = match sampler_hz {
-        Some(_) => (MAX_STACKS, MAX_STACK_KEYS),
-        None => (1, 1),
-    };
+    let (stack_entries, key_entries) = if stacks { (MAX_STACKS, MAX_STACK_KEYS) } else { (1, 1) };
     let mut ebpf = EbpfLoader::new()
         .override_global(names::TARGET_TGID, &tgid, true)
         .override_global(names::MULTI_TARGET, &u32::from(!more.is_empty()), true)
-        .override_global(names::TASK_OFFSETS, &offsets, true)
-        .override_global(names::SAMPLING, &u32::from(mode == Mode::Sampling), true)
+        .override_global(names::TASK_OFFSETS, &task_offsets, true)
+        .override_global(
+            names::SOCK_OFFSETS,
+            &sock_offsets.as_ref().copied().unwrap_or_default(),
+            true,
+        )
+        .override_global(names::SAMPLING, &u32::from(sampling), true)
         .map_max_entries(names::STACK_TRACES, stack_entries)
         .map_max_entries(names::STACK_COUNTS, key_entries)
         .load(EBPF_OBJECT)
@@ -254,17 +291,37 @@ fn attach_mode(tgids: &[u32], mode: Mode, sampler_hz: Option<u32>) -> Result<(Eb
     for program in [names::SCHED_SWITCH, names::SCHED_WAKEUP, names::SCHED_PROCESS_EXIT] {
         attach_raw_tracepoint(&mut ebpf, program)?;
     }
-    match mode {
-        Mode::Tracepoint => {
-            attach_raw_tracepoint(&mut ebpf, names::SYS_ENTER)?;
-            attach_raw_tracepoint(&mut ebpf, names::SYS_EXIT)?;
-        }
-        Mode::Kprobe => attach_kprobes(&mut ebpf)?,
-        Mode::Sampling => {}
-        Mode::Userspace => bail!("userspace mode loads no eBPF"),
+    let tcp_error = sock_offsets
+        .and_then(|_| attach_tcp(&mut ebpf, ports))
+        .err()
+        .map(|e| format!("{e:#}"));
+    Ok(Loaded { ebpf, tcp_error })
+}
+
+/// Processes our programs can account: none (TCP signals only) up to [`MAX_MORE_TARGETS`] + 1,
+/// never pid 0 (the globals' "no target").
+fn check_targets(tgids: &[u32]) -> Result<()> {
+    ensure!(!tgids.contains(&0), "pid 0 cannot be profiled");
+    ensure!(
+        tgids.len() <= MAX_MORE_TARGETS as usize + 1,
+        "at most {} processes can be profiled together, got {}",
+        MAX_MORE_TARGETS + 1,
+        tgids.len()
+    );
+    Ok(())
+}
+
+/// The TCP programs, counting for `ports`.
+fn attach_tcp(ebpf: &mut Ebpf, ports: &[u16]) -> Result<()> {
+    let mut map: HashMap<_, u16, u8> = HashMap::try_from(ebpf.map_mut(names::PORTS).context("map PORTS missing")?)?;
+    for &port in ports {
+        map.insert(port, 1, 0)
+            .with_context(|| format!("adding port {port} to the watched ports"))?;
     }
-    let clock = sampler_hz.map(|hz| attach_sampler(&mut ebpf, hz)).transpose()?;
-    Ok((ebpf, clock))
+    for program in names::TCP_TRACEPOINTS {
+        attach_raw_tracepoint(ebpf, program)?;
+    }
+    Ok(())
 }
 
 /// The kernel refuses a sampling frequency above `kernel.perf_event_max_sample_rate`, which it

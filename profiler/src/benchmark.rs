@@ -2,22 +2,25 @@
 //! optionally the server process profiled over the run. The node and the `profiler bench`
 //! command are two front ends to these functions.
 use crate::attach::AttachError;
+use crate::report::{Report, Sweep};
 use crate::server_stats::{Sampler, ServerStats};
-use crate::session::{Profile, ProfileOptions, Session};
+use crate::session::{ProfileOptions, Session};
+use crate::signals::{Watch, listen};
 use anyhow::{Context, Result};
 use bench::load::{Command, LoadConfig, LoadReport};
-use bench::server::{Model, ServerChild};
+use bench::server::{Model, ServerChild, ServerSpec};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// What to load and how.
 #[derive(Clone, Debug)]
 pub struct Benchmark {
-    pub server: Model,
+    /// The bench-server to start (unless there is a target).
+    pub server: ServerSpec,
     /// Load this loopback address instead of starting a bench-server.
     pub target: Option<SocketAddr>,
-    pub server_cpus: Option<Vec<usize>>,
     /// The load; its `target` is filled in with the server's address.
     pub load: LoadConfig,
     /// How [`Benchmark::profile`] profiles the server.
@@ -52,9 +55,11 @@ impl Benchmark {
     pub fn new(command: Command) -> Benchmark {
         let (server_cpus, client_cpus) = default_cpus(None, None);
         Benchmark {
-            server: Model::Epoll,
+            server: ServerSpec {
+                cpus: server_cpus,
+                ..ServerSpec::new(Model::Epoll)
+            },
             target: None,
-            server_cpus,
             load: LoadConfig {
                 concurrency: Self::DEFAULT_CONCURRENCY,
                 requests: Some(Self::DEFAULT_REQUESTS),
@@ -69,81 +74,97 @@ impl Benchmark {
         }
     }
 
-    /// One load run.
-    pub fn run(&self) -> Result<LoadReport> {
-        let (_server, addr) = self.start_server()?;
-        bench::load::run(&self.load_at(addr, self.load.concurrency))
+    /// One load run, with the saturation signals over it.
+    pub fn run(&self) -> Result<Report> {
+        let (server, addr) = self.start_server()?;
+        let mut watch = Watch::attach(self.watched_pids(server.as_ref(), addr), vec![addr.port()]);
+        let (load, signals) = watched_run(&mut watch, &self.load_at(addr, self.load.concurrency))?;
+        Ok(Report::new(Some(load), signals, None))
     }
 
-    /// One run per concurrency level, in order, against the same server.
-    pub fn sweep(&self, levels: &[usize], mut progress: impl FnMut(usize, &LoadReport)) -> Result<Vec<LoadReport>> {
-        let (_server, addr) = self.start_server()?;
+    /// One run per concurrency level, in order, against the same server, and the knee.
+    pub fn sweep(&self, levels: &[usize], mut progress: impl FnMut(usize, &LoadReport)) -> Result<Sweep> {
+        let (server, addr) = self.start_server()?;
+        let mut watch = Watch::attach(self.watched_pids(server.as_ref(), addr), vec![addr.port()]);
         let mut reports = Vec::with_capacity(levels.len());
         for &level in levels {
-            let report =
-                bench::load::run(&self.load_at(addr, level)).with_context(|| format!("at concurrency {level}"))?;
-            progress(level, &report);
-            reports.push(report);
+            let (load, signals) = watched_run(&mut watch, &self.load_at(addr, level))
+                .with_context(|| format!("at concurrency {level}"))?;
+            progress(level, &load);
+            reports.push(Report::new(Some(load), signals, None));
         }
-        Ok(reports)
+        Ok(Sweep::new(reports))
     }
 
     /// One load run on a fresh server, with the server's memory and context switches sampled
     /// during the run.
-    pub fn run_with_server_stats(&self) -> Result<(LoadReport, ServerStats)> {
+    pub fn run_with_server_stats(&self) -> Result<(Report, ServerStats)> {
         let (server, addr) = self.start_server()?;
         let server = server.context("server statistics need our own bench-server, not a target")?;
-        let sampler = Sampler::start(self.server_processes(&server)?);
-        let report = bench::load::run(&self.load_at(addr, self.load.concurrency));
+        let pids = self.server_processes(&server)?;
+        let sampler = Sampler::start(pids.clone());
+        let mut watch = Watch::attach(Ok(pids), vec![addr.port()]);
+        let run = watched_run(&mut watch, &self.load_at(addr, self.load.concurrency));
         let stats = sampler.finish();
-        Ok((report?, stats))
+        let (load, signals) = run?;
+        Ok((Report::new(Some(load), signals, None), stats))
     }
 
     /// One load run with the server's threads profiled over exactly the run: in an eBPF mode,
     /// or in userspace mode (the server times itself) when asked or when no eBPF mode attaches.
-    pub fn profile(&self) -> Result<(LoadReport, Profile), ProfileError> {
+    pub fn profile(&self) -> Result<Report, ProfileError> {
         if self.target.is_some() {
             return Err(ProfileError::Failed(anyhow::anyhow!(
                 "a target is not our child: profile it with `profiler profile --pid`"
             )));
         }
         let exe = bench_server_exe()?;
-        let cpus = self.server_cpus.as_deref();
-        let mut server = bench::server::spawn_child(&exe, self.server, cpus)?;
-        let can_time_itself = !self.server.forks_workers();
+        let model = self.server.model;
+        let mut server = bench::server::spawn_child(&exe, &self.server)?;
+        let can_time_itself = !model.forks_workers();
         let (session, addr) = match Session::attach(&self.server_processes(&server)?, &self.profiling) {
             Ok(session) => (session, server.addr()),
             Err(AttachError::NoMode { reasons }) if can_time_itself && self.profiling.mode.allows_userspace() => {
                 // A server started with self-timing has a control thread: started only now, so
                 // that an eBPF-profiled server stays single-threaded (glibc's syscall wrappers
                 // keep a cancel flag in rbp in threaded processes, cutting sampled user stacks).
-                server = bench::server::spawn_self_timed(&exe, self.server, cpus)?;
+                server = bench::server::spawn_self_timed(&exe, &self.server)?;
                 let addr = server.addr();
                 (Session::self_timed(&mut server, reasons)?, addr)
             }
             Err(e @ AttachError::NoMode { .. }) if !can_time_itself => {
-                return Err(ProfileError::Unavailable(format!(
-                    "{e}; {} cannot time itself",
-                    self.server
-                )));
+                return Err(ProfileError::Unavailable(format!("{e}; {model} cannot time itself")));
             }
             Err(e) => return Err(ProfileError::Unavailable(e.to_string())),
         };
-        let load = self.load_at(addr, self.load.concurrency);
-        let report = bench::load::run(&load)?;
+        let session = Mutex::new(session);
+        let restart = || session.lock().unwrap_or_else(PoisonError::into_inner).restart_signals();
+        let load = bench::load::run_observed(&self.load_at(addr, self.load.concurrency), &restart)?;
         // The client can read the last response before the server's write call has returned
         // and been counted: give the server that moment.
         std::thread::sleep(Duration::from_millis(20));
-        Ok((report, session.finish()?))
+        let session = session.into_inner().unwrap_or_else(PoisonError::into_inner);
+        Ok(session.finish(Some(load))?)
     }
 
     /// The server's processes: a prefork server serves from its workers, accounted with it.
     fn server_processes(&self, server: &ServerChild) -> Result<Vec<u32>> {
         let mut pids = vec![server.pid()];
-        if self.server.forks_workers() {
+        if self.server.model.forks_workers() {
             pids.extend(workers_of(server.pid())?);
         }
         Ok(pids)
+    }
+
+    /// The processes whose signals a run measures: our server's, or the target's found by its
+    /// listening socket (or why they are unknown).
+    fn watched_pids(&self, server: Option<&ServerChild>, addr: SocketAddr) -> Result<Vec<u32>, String> {
+        match server {
+            Some(server) => self.server_processes(server).map_err(|e| format!("{e:#}")),
+            None => listen::process_listening_on(addr.port())
+                .map(|pid| vec![pid])
+                .map_err(|e| format!("finding the target's process: {e:#}")),
+        }
     }
 
     fn load_at(&self, target: SocketAddr, concurrency: usize) -> LoadConfig {
@@ -159,10 +180,20 @@ impl Benchmark {
         if let Some(target) = self.target {
             return Ok((None, target));
         }
-        let child = bench::server::spawn_child(&bench_server_exe()?, self.server, self.server_cpus.as_deref())?;
+        let child = bench::server::spawn_child(&bench_server_exe()?, &self.server)?;
         let addr = child.addr();
         Ok((Some(child), addr))
     }
+}
+
+/// A load run with `watch`'s window over exactly the measured run (from when every connection is
+/// open to the last response).
+fn watched_run(watch: &mut Watch, load: &LoadConfig) -> Result<(LoadReport, crate::Signals)> {
+    let watch = Mutex::new(watch);
+    let open = || watch.lock().unwrap_or_else(PoisonError::into_inner).open();
+    let report = bench::load::run_observed(load, &open)?;
+    let signals = watch.into_inner().unwrap_or_else(PoisonError::into_inner).close();
+    Ok((report, signals))
 }
 
 /// A prefork server prints its address before it forks: wait until its workers exist and their

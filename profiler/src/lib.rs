@@ -3,17 +3,21 @@
 //! the code behind each part.
 //!
 //! One path through it: [`ProfileOptions`] -> [`Session::attach`] -> the caller's wait or load
-//! -> [`Session::finish`] -> a [`Profile`], which [`printer`] writes as a table, JSON, folded
-//! stacks or a flame graph.
+//! -> [`Session::finish`] -> a [`Report`] (the [`Profile`], the saturation [`Signals`] and the
+//! [`Limit`] they point to), which [`printer`] writes as a table, JSON, folded stacks or a flame
+//! graph. Runs that are not profiled measure the signals alone ([`signals::Watch`]).
 pub mod attach;
 pub mod benchmark;
 pub mod breakdown;
 mod btf;
 mod cpu_clock;
+pub mod limit;
 pub mod printer;
 pub mod procfs;
+pub mod report;
 pub mod server_stats;
 pub mod session;
+pub mod signals;
 pub mod stacks;
 pub mod symbols;
 pub mod totals;
@@ -21,5 +25,8 @@ pub mod workload;
 
 pub use attach::{AttachError, Mode, Requested};
 pub use breakdown::{Breakdown, Part};
+pub use limit::{Limit, LimitKind};
+pub use report::{Report, Sweep};
 pub use session::{Profile, ProfileOptions, Session};
+pub use signals::Signals;
 pub use totals::Totals;

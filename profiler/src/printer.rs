@@ -1,12 +1,14 @@
 //! Every way a result is written out: tables for people, JSON for programs, folded stacks and
 //! flame graphs for the stacks.
 use crate::breakdown::{Breakdown, ClassReport};
+use crate::limit::Limit;
+use crate::report::{Report, Sweep};
+use crate::signals::Signals;
 use crate::stacks::{Stacks, TOP_FUNCTIONS};
 use crate::{Part, Profile};
 use anyhow::{Context, Result};
 use bench::load::LoadReport;
 use profiler_common::SyscallClass;
-use serde_json::Value;
 use std::fmt::Write;
 
 /// How many `other` syscalls the table lists.
@@ -266,13 +268,82 @@ pub fn flamegraph(stacks: &Stacks, title: &str) -> Result<Vec<u8>> {
     Ok(svg)
 }
 
-/// A load run and the profile taken over it as one JSON object (bench_profile_ok's fields).
-pub fn profiled_run_json(report: &LoadReport, profile: &Profile) -> Result<Value> {
-    let mut value = serde_json::to_value(report)?;
-    if let (Some(v), Value::Object(p)) = (value.as_object_mut(), serde_json::to_value(profile)?) {
-        v.extend(p);
+/// A run as tables: the load, the profile, the signals and the limit, whichever it has.
+pub fn report_table(r: &Report) -> String {
+    let mut out = String::new();
+    if let Some(load) = &r.load {
+        out.push_str(&load_table(load));
+        out.push('\n');
     }
-    Ok(value)
+    if let Some(profile) = &r.profile {
+        out.push_str(&profile_table(profile));
+        out.push('\n');
+    }
+    out.push_str(&signals_table(&r.signals, &r.limit));
+    out
+}
+
+/// The saturation signals and the verdict.
+pub fn signals_table(s: &Signals, limit: &Limit) -> String {
+    let mut out = String::new();
+    let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}%"));
+    let num = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+    let us = |v: Option<f64>| v.map_or("-".into(), crate::limit::us);
+    let cores = |v: Option<usize>| match v {
+        Some(1) => "1 core".to_string(),
+        Some(n) => format!("{n} cores"),
+        None => "- cores".into(),
+    };
+    let _ = writeln!(out, "signals over {:.0} ms:", s.window_ms);
+    let _ = writeln!(
+        out,
+        "  CPU        server {} of {} (busiest thread {}); load generator {} of {} (busiest worker {})",
+        pct(s.server_cpu_pct),
+        cores(s.server_cores),
+        pct(s.server_busiest_thread_pct),
+        pct(s.client_cpu_pct),
+        cores(s.client_cores),
+        pct(s.client_busiest_worker_pct)
+    );
+    let _ = writeln!(
+        out,
+        "  run queue  p50 {}  p99 {}  max {}  mean {}  ({} waits)",
+        us(s.runq_p50_us),
+        us(s.runq_p99_us),
+        us(s.runq_max_us),
+        us(s.runq_mean_us),
+        num(s.runq_waits)
+    );
+    let _ = writeln!(
+        out,
+        "  accept     queue at most {} of {}; listen overflows {}, drops {} (machine-wide)",
+        s.accept_queue_max.map_or("-".into(), |v| v.to_string()),
+        s.accept_queue_limit.map_or("-".into(), |v| v.to_string()),
+        num(s.listen_overflows),
+        num(s.listen_drops)
+    );
+    let _ = writeln!(
+        out,
+        "  TCP        {} retransmits, {} resets sent, {} resets received, {} buffer-limit events, {} receive-queue drops",
+        num(s.retransmits),
+        num(s.resets_sent),
+        num(s.resets_received),
+        num(s.buffer_limit),
+        num(s.rcvqueue_full)
+    );
+    // One line per reason, naming the fields it left unmeasured.
+    let mut reasons: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (field, why) in &s.signal_errors {
+        match reasons.iter_mut().find(|(w, _)| w == why) {
+            Some((_, fields)) => fields.push(field),
+            None => reasons.push((why, vec![field])),
+        }
+    }
+    for (why, fields) in reasons {
+        let _ = writeln!(out, "  not measured: {}: {why}", fields.join(", "));
+    }
+    let _ = writeln!(out, "limit: {}: {}", limit.kind, limit.reason);
+    out
 }
 
 /// A load run's figures as a table, with the per-worker send/recv statistics seed 002 prints.
@@ -326,20 +397,42 @@ pub fn load_table(r: &LoadReport) -> String {
     out
 }
 
-/// A sweep as a table, one row per concurrency level.
-pub fn sweep_table(reports: &[LoadReport]) -> String {
+/// A sweep as a table, one row per concurrency level, with each level's limit and the knee.
+pub fn sweep_table(sweep: &Sweep) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>11} {:>12} {:>9} {:>9} {:>9} {:>7}",
-        "concurrency", "requests/s", "p50 us", "p99 us", "max us", "errors"
+        "{:>11} {:>12} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7}  limit",
+        "concurrency", "requests/s", "p50 us", "p99 us", "max us", "errors", "server", "client"
     );
-    for r in reports {
+    let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}%"));
+    for level in &sweep.levels {
+        let Some(r) = &level.load else { continue };
         let _ = writeln!(
             out,
-            "{:>11} {:>12.0} {:>9} {:>9} {:>9} {:>7}",
-            r.concurrency, r.throughput_rps, r.latency_p50_us, r.latency_p99_us, r.latency_max_us, r.errors
+            "{:>11} {:>12.0} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7}  {}",
+            r.concurrency,
+            r.throughput_rps,
+            r.latency_p50_us,
+            r.latency_p99_us,
+            r.latency_max_us,
+            r.errors,
+            pct(level.signals.server_cpu_pct),
+            pct(level.signals.client_cpu_pct),
+            level.limit.kind
         );
+    }
+    match (sweep.saturation, &sweep.saturation_reason) {
+        (Some(level), Some(reason)) => {
+            let _ = writeln!(out, "\nknee at {level} connections: {reason}");
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "\nno knee: throughput grew by {:.0}% or more at every step",
+                Sweep::FLAT * 100.0
+            );
+        }
     }
     out
 }

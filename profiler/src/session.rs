@@ -1,12 +1,16 @@
 //! The one profiling path: options -> attach -> (the caller waits or runs its load) -> finish into
-//! a [`Profile`]. The `profile` and `bench --profile` commands, the node's bench_profile, the
-//! demo and the benchmarks all go through [`Session`].
+//! a [`Report`]: the [`Profile`], and the saturation signals over the same window. The `profile`
+//! and `bench --profile` commands, the node's bench_profile, the demo and the benchmarks all go
+//! through [`Session`].
 use crate::attach::{self, AttachError, Programs};
 use crate::breakdown::{Breakdown, ProgramCost};
+use crate::report::Report;
+use crate::signals::Window;
 use crate::stacks::Stacks;
 use crate::symbols::{ProcessImage, Symbols};
 use crate::{Mode, Requested, Totals};
 use anyhow::Result;
+use bench::load::LoadReport;
 use bench::server::ServerChild;
 use bench::server::selftime::{SelfTimes, StepTotals};
 use profiler_common::{CONTEXT_USER, ClassTotals, SyscallClass};
@@ -62,11 +66,15 @@ pub struct Profile {
     pub program_costs: Option<Vec<ProgramCost>>,
 }
 
-/// A profile being taken. Dropping it detaches everything.
+/// A profile being taken, with the saturation signals over the same window. Dropping it
+/// detaches everything.
 pub struct Session<'a> {
     source: Source<'a>,
     pids: Vec<u32>,
+    /// The targets' listening ports, for the signals.
+    ports: Vec<u16>,
     fallback_reasons: Vec<String>,
+    signals: Window,
     start: Instant,
 }
 
@@ -86,7 +94,9 @@ impl Session<'static> {
     /// Userspace mode needs a server that times itself ([`Session::self_timed`]): asking for it
     /// here, or no eBPF mode attaching, is an error that carries each mode's reason.
     pub fn attach(pids: &[u32], options: &ProfileOptions) -> Result<Session<'static>, AttachError> {
-        let (programs, fallback_reasons) = attach::attach(pids, options.mode, options.frequency_hz, options.stacks)?;
+        let ports = listening_ports(pids);
+        let (mut programs, fallback_reasons) =
+            attach::attach(pids, &ports, options.mode, options.frequency_hz, options.stacks)?;
         // A process that is gone already (a worker that exited since it was listed) keeps no
         // mappings: its frames will be [unknown], the rest of the profile stands.
         let images = match programs.sampler_hz {
@@ -101,6 +111,7 @@ impl Session<'static> {
             .then(crate::totals::enable_run_stats)
             .transpose()
             .map_err(|e| AttachError::Refused(format!("{e:#}")))?;
+        let signals = Window::open(Ok(pids.to_vec()), &ports, Ok(&mut programs.loaded));
         Ok(Session {
             source: Source::Kernel {
                 programs,
@@ -108,7 +119,9 @@ impl Session<'static> {
                 run_stats,
             },
             pids: pids.to_vec(),
+            ports,
             fallback_reasons,
+            signals,
             start: Instant::now(),
         })
     }
@@ -119,10 +132,14 @@ impl<'a> Session<'a> {
     /// and write steps from now on. `fallback_reasons` says why no eBPF mode ran.
     pub fn self_timed(server: &'a mut ServerChild, fallback_reasons: Vec<String>) -> Result<Session<'a>> {
         server.reset_self_times()?;
+        let pids = vec![server.pid()];
+        let signals = Window::open(Ok(pids.clone()), &[server.addr().port()], Err(USERSPACE_SIGNALS.into()));
         Ok(Session {
-            pids: vec![server.pid()],
+            pids,
+            ports: vec![server.addr().port()],
             source: Source::SelfTimed(server),
             fallback_reasons,
+            signals,
             start: Instant::now(),
         })
     }
@@ -142,6 +159,16 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Starts the signals' window over from now (when the load starts, after connecting); the
+    /// profile's window is unchanged.
+    pub fn restart_signals(&mut self) {
+        let kernel = match &mut self.source {
+            Source::Kernel { programs, .. } => Ok(&mut programs.loaded),
+            Source::SelfTimed(_) => Err(USERSPACE_SIGNALS.to_string()),
+        };
+        self.signals = Window::open(Ok(self.pids.clone()), &self.ports, kernel);
+    }
+
     /// What the kernel has counted so far, without ending the window.
     pub fn totals(&self) -> Result<Totals> {
         match &self.source {
@@ -150,9 +177,10 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Ends the window: reads the totals and stacks, names the stacks while the targets still
-    /// run, and detaches.
-    pub fn finish(mut self) -> Result<Profile> {
+    /// Ends the window: reads the totals, stacks and signals, names the stacks while the targets
+    /// still run, and detaches. `load` is what the caller's load generator measured over the
+    /// window, if it ran one.
+    pub fn finish(mut self, load: Option<LoadReport>) -> Result<Report> {
         let window = self.start.elapsed();
         self.refresh();
         let exited = self
@@ -168,33 +196,51 @@ impl<'a> Session<'a> {
                 images,
                 run_stats,
             } => {
+                let signals = self.signals.close(Some(&programs.loaded));
                 let totals = programs.read_totals()?;
                 let frequency = programs.sampler_hz;
                 let stacks = match programs.sampler_hz {
                     Some(_) => Some(crate::stacks::read(&programs, &images, &Symbols::default())?),
                     None => None,
                 };
-                Ok(Profile {
+                let profile = Profile {
                     breakdown: Breakdown::new(&totals, programs.mode, frequency, reasons, window),
                     stacks,
                     exited,
                     partial: false,
                     program_costs: run_stats.map(|_fd| programs.program_costs()),
-                })
+                };
+                Ok(Report::new(load, signals, Some(profile)))
             }
             Source::SelfTimed(server) => {
+                let signals = self.signals.close(None);
                 let times = server.self_times()?;
                 let window = Duration::from_nanos(times.window_ns);
-                Ok(Profile {
+                let profile = Profile {
                     breakdown: Breakdown::new(&userspace_totals(&times), Mode::Userspace, None, reasons, window),
                     stacks: None,
                     exited,
                     partial: false,
                     program_costs: None,
-                })
+                };
+                Ok(Report::new(load, signals, Some(profile)))
             }
         }
     }
+}
+
+/// Why a userspace-mode session has no kernel signals.
+const USERSPACE_SIGNALS: &str = "userspace mode loads no eBPF";
+
+/// The ports `pids` listen on, for the TCP programs and the accept-queue poller (none when they
+/// cannot be read: those signals are then reported missing).
+fn listening_ports(pids: &[u32]) -> Vec<u16> {
+    let mut ports: Vec<u16> = crate::signals::listen::listeners_of(pids)
+        .map(|listeners| listeners.iter().map(|l| l.port).collect())
+        .unwrap_or_default();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 /// The server's own wall-clock timings in the shape of kernel totals: accept, read and write

@@ -117,13 +117,13 @@ impl Stacks {
 
 /// Reads and names the stacks counted since attach. `images` are the targets' mappings.
 pub(crate) fn read(programs: &Programs, images: &[ProcessImage], symbols: &Symbols) -> Result<Stacks> {
-    let counts: PerCpuHashMap<_, StackKey, u64> = PerCpuHashMap::try_from(programs.map(names::STACK_COUNTS)?)?;
+    let counts: PerCpuHashMap<_, StackKey, u64> = PerCpuHashMap::try_from(programs.loaded.map(names::STACK_COUNTS)?)?;
     let mut by_key: HashMap<StackKey, u64> = HashMap::new();
     for entry in counts.iter() {
         let (key, per_cpu) = entry.context("reading STACK_COUNTS")?;
         *by_key.entry(key).or_default() += per_cpu.iter().sum::<u64>();
     }
-    let errors: StackErrors = programs.sum_over_cpus(names::STACK_ERRORS)?;
+    let errors: StackErrors = programs.loaded.sum_over_cpus(names::STACK_ERRORS)?;
     let mut report = StackErrorCounts {
         collisions: errors.collisions,
         failed: errors.failed,
@@ -131,7 +131,7 @@ pub(crate) fn read(programs: &Programs, images: &[ProcessImage], symbols: &Symbo
         truncated: 0,
     };
 
-    let traces = StackTraceMap::try_from(programs.map(names::STACK_TRACES)?)?;
+    let traces = StackTraceMap::try_from(programs.loaded.map(names::STACK_TRACES)?)?;
     let mut addrs: HashMap<i32, Vec<u64>> = HashMap::new();
     for key in by_key.keys() {
         for id in [key.user_stack, key.kernel_stack] {

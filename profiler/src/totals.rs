@@ -1,5 +1,5 @@
 //! Reading the kernel's per-CPU totals and summing them.
-use crate::attach::Programs;
+use crate::attach::{Loaded, Programs};
 use crate::breakdown::ProgramCost;
 use anyhow::{Context, Result};
 use aya::maps::PerCpuArray;
@@ -35,12 +35,13 @@ impl Programs {
     /// Sums the per-CPU totals. Can be called while the programs keep counting.
     pub fn read_totals(&self) -> Result<Totals> {
         let mut totals = Totals::default();
-        let contexts = self.sums_over_cpus::<ClassTotals>(names::CONTEXT_TOTALS)?;
+        let loaded = &self.loaded;
+        let contexts = loaded.sums_over_cpus::<ClassTotals>(names::CONTEXT_TOTALS)?;
         for (sum, read) in totals.contexts.iter_mut().zip(contexts) {
             *sum = read;
         }
-        totals.sched = self.sum_over_cpus(names::SCHED_TOTALS)?;
-        let syscalls = self.sums_over_cpus::<SyscallTotals>(names::SYSCALL_TOTALS)?;
+        totals.sched = loaded.sum_over_cpus(names::SCHED_TOTALS)?;
+        let syscalls = loaded.sums_over_cpus::<SyscallTotals>(names::SYSCALL_TOTALS)?;
         totals.syscalls = (0..)
             .zip(syscalls)
             .filter(|(_, s)| s.calls + s.samples + s.oncpu_ns + s.blocked_ns + s.runq_ns > 0)
@@ -48,6 +49,26 @@ impl Programs {
         Ok(totals)
     }
 
+    /// Run counts and run time of our programs (non-zero only while BPF run-time statistics
+    /// are enabled, see [`enable_run_stats`]).
+    pub fn program_costs(&self) -> Vec<ProgramCost> {
+        self.loaded
+            .ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                // Programs of the other modes were never loaded and have no info.
+                let info = program.info().ok()?;
+                Some(ProgramCost {
+                    name: name.to_string(),
+                    runs: info.run_count(),
+                    run_ns: info.run_time().as_nanos() as u64,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Loaded {
     /// Every entry of the per-CPU array `name`, each summed over the CPUs.
     fn sums_over_cpus<T>(&self, name: &str) -> Result<Vec<T>>
     where
@@ -73,27 +94,23 @@ impl Programs {
         Ok(self.sums_over_cpus(name)?.into_iter().next().unwrap_or_default())
     }
 
-    /// Run counts and run time of our programs (non-zero only while BPF run-time statistics
-    /// are enabled, see [`enable_run_stats`]).
-    pub fn program_costs(&self) -> Vec<ProgramCost> {
-        self.ebpf
-            .programs()
-            .filter_map(|(name, program)| {
-                // Programs of the other modes were never loaded and have no info.
-                let info = program.info().ok()?;
-                Some(ProgramCost {
-                    name: name.to_string(),
-                    runs: info.run_count(),
-                    run_ns: info.run_time().as_nanos() as u64,
-                })
-            })
-            .collect()
-    }
-
     pub(crate) fn map(&self, name: &str) -> Result<&aya::maps::Map> {
         self.ebpf
             .map(name)
             .with_context(|| format!("map {name} missing from the eBPF object"))
+    }
+
+    /// Sets every CPU's value of the one entry of per-CPU array `name` back to zero, so that a
+    /// new window counts from there.
+    pub(crate) fn reset<T: aya::Pod + Default>(&mut self, name: &str) -> Result<()> {
+        let mut map: PerCpuArray<_, T> = PerCpuArray::try_from(
+            self.ebpf
+                .map_mut(name)
+                .with_context(|| format!("map {name} missing from the eBPF object"))?,
+        )?;
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("reading {what}: {e}"))?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![T::default(); cpus])?;
+        map.set(0, zeros, 0).with_context(|| format!("resetting {name}"))
     }
 }
 

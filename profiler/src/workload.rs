@@ -120,11 +120,11 @@ pub fn profile(
     connections: u64,
     messages: u64,
     options: &crate::ProfileOptions,
-) -> Result<crate::Profile> {
+) -> Result<crate::Report> {
     let mut child = Child::spawn(exe, connections, messages)?;
     let session = crate::Session::attach(&[child.pid()], options)?;
     child.run_to_done()?;
-    let profile = session.finish()?;
+    let report = session.finish(None)?;
     child.finish()?;
-    Ok(profile)
+    Ok(report)
 }

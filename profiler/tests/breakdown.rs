@@ -3,7 +3,6 @@
 mod common;
 
 use bench::load::{Command, ConnectionMode, LoadConfig};
-use bench::server::Model;
 use common::{options, require_root, test_mode};
 use profiler::benchmark::{Benchmark, ProfileError, bench_server_exe};
 use profiler::server_stats::oncpu_ns;
@@ -20,7 +19,8 @@ fn benchmark(command: Command, requests: u64, concurrency: usize) -> Benchmark {
 }
 
 fn profile(b: &Benchmark) -> Breakdown {
-    let (report, profile) = b.profile().unwrap_or_else(|e| panic!("{e:?}"));
+    let run = b.profile().unwrap_or_else(|e| panic!("{e:?}"));
+    let (report, profile) = (run.load.unwrap(), run.profile.unwrap());
     assert_eq!(report.errors, 0, "{report:?}");
     assert_eq!(profile.breakdown.mode, test_mode());
     let sum = profile.breakdown.breakdown.sum();
@@ -102,8 +102,7 @@ fn load_generator_calls_are_not_counted() {
 fn oncpu_agrees_with_schedstat() {
     require_root();
     let b = benchmark(Command::Echo { payload_size: 64 }, 30_000, 10);
-    let server =
-        bench::server::spawn_child(&bench_server_exe().unwrap(), Model::Epoll, b.server_cpus.as_deref()).unwrap();
+    let server = bench::server::spawn_child(&bench_server_exe().unwrap(), &b.server).unwrap();
     let session = Session::attach(&[server.pid()], &options()).unwrap();
     assert_eq!(session.mode(), test_mode());
     let before = oncpu_ns(server.pid()).unwrap();
@@ -141,7 +140,8 @@ fn kprobe_mode_attaches_or_fails_cleanly_and_auto_falls_back() {
     let kprobes = profiler::attach::kernel_has_kprobes();
     b.profiling.mode = Requested::Only(Mode::Kprobe);
     match b.profile() {
-        Ok((_, profile)) => {
+        Ok(run) => {
+            let profile = run.profile.unwrap();
             assert!(kprobes, "kprobe mode attached on a kernel said to have none");
             assert_eq!(profile.breakdown.mode, Mode::Kprobe);
             assert!(profile.breakdown.classes.write.calls >= 500);
@@ -150,7 +150,7 @@ fn kprobe_mode_attaches_or_fails_cleanly_and_auto_falls_back() {
             assert!(!kprobes, "kprobe mode failed on a kernel with kprobes: {reason}");
             assert!(reason.contains("kprobe"), "{reason}");
             b.profiling = ProfileOptions::default();
-            let (_, auto) = b.profile().unwrap_or_else(|e| panic!("{e:?}"));
+            let auto = b.profile().unwrap_or_else(|e| panic!("{e:?}")).profile.unwrap();
             assert_eq!(auto.breakdown.mode, Mode::Tracepoint);
             assert!(
                 auto.breakdown

@@ -7,10 +7,11 @@ use profiler::benchmark::Benchmark;
 fn c10k(model: Model) -> (bench::load::LoadReport, profiler::server_stats::ServerStats) {
     bench::raise_nofile_limit().unwrap();
     let mut b = Benchmark::new(Command::Ping);
-    b.server = model;
+    b.server.model = model;
     b.load.concurrency = 10_000;
     b.load.requests = Some(20_000);
-    b.run_with_server_stats().unwrap()
+    let (report, stats) = b.run_with_server_stats().unwrap();
+    (report.load.unwrap(), stats)
 }
 
 #[test]

@@ -95,3 +95,82 @@ fn ctrl_c_ends_a_profile_early_and_still_prints_it_marked_partial() {
     let window = json["window_ms"].as_u64().unwrap();
     assert!((1000..10_000).contains(&window), "window {window} ms");
 }
+
+#[test]
+fn a_sweep_prints_its_knee_and_why() {
+    require_root();
+    let out = Command::new(PROFILER)
+        .args(["bench", "--server", "threads", "--command", "PING", "-n", "20000"])
+        .args(["--sweep", "1,10,100,1000"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let knee = stdout
+        .lines()
+        .find(|l| l.starts_with("knee at "))
+        .unwrap_or_else(|| panic!("no knee line: {stdout}"));
+    let kinds = ["server-cpu", "client-cpu", "run-queue", "accept-queue", "network"];
+    assert!(kinds.iter().any(|k| knee.contains(k)), "{knee}");
+    assert!(knee.contains("throughput changed"), "{knee}");
+}
+
+/// A running server profiled by pid while a load generator of its own (another `profiler bench
+/// --target`) loads it: both report signals, the first without a load generator of its own.
+#[test]
+fn profile_and_target_runs_report_signals() {
+    require_root();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let server_exe = std::path::Path::new(PROFILER).with_file_name("bench-server");
+    let server = Peer::start(server_exe.to_str().unwrap(), &["--model", "epoll", "--addr", &addr]);
+    std::thread::sleep(Duration::from_millis(300));
+    let load = Command::new(PROFILER)
+        .args([
+            "bench",
+            "--target",
+            &addr,
+            "--request",
+            "PING\\n",
+            "--response",
+            "PONG\\n",
+        ])
+        .args(["-d", "3", "-c", "4", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let profile = Command::new(PROFILER)
+        .args([
+            "profile",
+            "--pid",
+            &server.pid().to_string(),
+            "--duration",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(profile.status.success(), "{}", String::from_utf8_lossy(&profile.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&profile.stdout).unwrap();
+    let s = &json["signals"];
+    assert!(s["server_cpu_pct"].as_f64().unwrap() > 1.0, "{s}");
+    assert_eq!(s["accept_queue_limit"], 4096, "{s}");
+    assert!(s["runq_waits"].is_u64() && s["retransmits"].is_u64(), "{s}");
+    assert!(s["client_cpu_pct"].is_null(), "{s}");
+    assert!(s["signal_errors"]["client_cpu_pct"].is_string(), "{s}");
+    assert!(json["limit"]["kind"].is_string(), "{json}");
+
+    let out = load.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &json["signals"];
+    // The target's process was found by its listening socket.
+    assert!(s["server_cpu_pct"].as_f64().unwrap() > 1.0, "{s}");
+    assert!(s["client_cpu_pct"].as_f64().unwrap() > 1.0, "{s}");
+    assert!(s["runq_waits"].is_u64(), "{s}");
+}

@@ -34,7 +34,7 @@ fn redis_under_redis_benchmark_names_redis_functions() {
         "redis-benchmark",
         &["-p", &port, "-t", "set,get", "-n", "100000", "-c", "50", "-q"],
     );
-    let profile = session.finish().unwrap();
+    let profile = session.finish(None).unwrap().profile.unwrap();
     eprintln!("{}", printer::profile_table(&profile));
     assert_eq!(profile.breakdown.mode, Mode::Sampling);
     let stacks = profile.stacks.as_ref().unwrap();
@@ -110,7 +110,7 @@ fn nginx_workers_other_syscalls_name_epoll_wait_and_the_file_calls_per_request()
     let session = Session::attach(&pids, &options).unwrap();
     let url = format!("http://127.0.0.1:{port}/index.html");
     let out = run_to_end("wrk", &["-t1", "-c10", "-d2s", &url]);
-    let profile = session.finish().unwrap();
+    let profile = session.finish(None).unwrap().profile.unwrap();
     eprintln!("{out}\n{}", printer::profile_table(&profile));
     let requests: u64 = out
         .lines()

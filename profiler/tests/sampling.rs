@@ -18,7 +18,8 @@ fn benchmark(command: Command, requests: u64, concurrency: usize, mode: Mode) ->
 }
 
 fn profile(b: &Benchmark) -> Profile {
-    let (report, profile) = b.profile().unwrap_or_else(|e| panic!("{e:?}"));
+    let run = b.profile().unwrap_or_else(|e| panic!("{e:?}"));
+    let (report, profile) = (run.load.unwrap(), run.profile.unwrap());
     assert_eq!(report.errors, 0, "{report:?}");
     eprintln!("{}", printer::profile_table(&profile));
     let sum = profile.breakdown.breakdown.sum();
@@ -253,7 +254,7 @@ fn a_target_that_exits_mid_window_is_reported_and_its_stacks_named() {
     let session = Session::attach(&[pid], &options).unwrap();
     child.run_to_done().unwrap();
     child.finish().unwrap();
-    let p = session.finish().unwrap();
+    let p = session.finish(None).unwrap().profile.unwrap();
     eprintln!("{}", printer::profile_table(&p));
     assert_eq!(p.exited, [pid]);
     assert!(printer::profile_table(&p).contains(&format!("process {pid} exited during the window")));
@@ -317,7 +318,10 @@ fn a_frequency_above_the_kernels_limit_is_refused_with_the_limit() {
     };
     match b.profile() {
         Err(ProfileError::Unavailable(text)) => assert!(text.contains(&format!("limit of {max} Hz")), "{text}"),
-        Ok((_, p)) => panic!("profiled in {} mode instead of refusing", p.breakdown.mode),
+        Ok(run) => panic!(
+            "profiled instead of refusing: {:?}",
+            run.profile.map(|p| p.breakdown.mode)
+        ),
         Err(e) => panic!("{e:?}"),
     }
 }

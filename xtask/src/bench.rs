@@ -62,8 +62,8 @@ const MODELS: [&str; 9] = [
 ];
 
 /// Every server model at 1 to 10,000 connections (PING, closed loop, server on CPU 0 and load on
-/// CPU 1): throughput, p99, errors, server memory and context switches; then each model's
-/// breakdown at 100 connections.
+/// CPU 1): throughput, p99, errors, server memory and context switches, and the limit reached;
+/// then each model's breakdown at 100 connections.
 pub fn models(root: &Path) -> Result<()> {
     let profiler = root.join("target/release/profiler");
     let bench = |model: &str, c: usize, extra: &[&str]| -> Result<serde_json::Value> {
@@ -89,7 +89,7 @@ pub fn models(root: &Path) -> Result<()> {
     };
     println!("PING, closed loop, server on CPU 0, load on CPU 1; n = max(20000, 4 x c) per run\n");
     println!(
-        "{:<14} {:>6} {:>10} {:>9} {:>7} {:>9} {:>8} {:>10} {:>10}",
+        "{:<14} {:>6} {:>10} {:>9} {:>7} {:>9} {:>8} {:>10} {:>10}  limit",
         "model", "c", "req/s", "p99 us", "errors", "RSS MiB", "threads", "vol cs", "invol cs"
     );
     for model in MODELS {
@@ -104,7 +104,7 @@ pub fn models(root: &Path) -> Result<()> {
             let (n, s) = (|k: &str| v[k].as_f64().unwrap_or(f64::NAN), &v["server_stats"]);
             let stat = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
             println!(
-                "{:<14} {:>6} {:>10.0} {:>9} {:>7} {:>9.1} {:>8} {:>10} {:>10}",
+                "{:<14} {:>6} {:>10.0} {:>9} {:>7} {:>9.1} {:>8} {:>10} {:>10}  {}",
                 model,
                 c,
                 n("throughput_rps"),
@@ -114,6 +114,7 @@ pub fn models(root: &Path) -> Result<()> {
                 stat("threads_max"),
                 stat("voluntary_switches"),
                 stat("involuntary_switches"),
+                v["limit"]["kind"].as_str().unwrap_or("?"),
             );
         }
     }

@@ -26,6 +26,9 @@ struct Args {
     /// Pin the server (every thread it starts) to these CPUs, e.g. `0` or `0,1`.
     #[arg(long, value_delimiter = ',')]
     cpus: Vec<usize>,
+    /// Listen backlog (accept queue length); the kernel caps it at net.core.somaxconn.
+    #[arg(long, default_value_t = bench::server::DEFAULT_BACKLOG, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    backlog: u32,
     /// Answer `reset` (start timing our own accept, read, process and write steps: userspace
     /// profiling mode) and `stats` lines on stdin.
     #[arg(long)]
@@ -47,7 +50,7 @@ fn main() -> Result<()> {
         bench::sys::pin_current_thread(&args.cpus)?;
     }
     // Before any thread exists: prefork forks its workers from this (single) thread.
-    let listener = args.model.bind(args.addr)?;
+    let listener = args.model.bind(args.addr, args.backlog)?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {addr}").context("writing the listening line")?;
@@ -60,6 +63,6 @@ fn main() -> Result<()> {
             .context("starting the self-timing control thread")?;
     }
     args.model
-        .serve(listener)
+        .serve(listener, args.backlog)
         .with_context(|| format!("{} server on {addr}", args.model))
 }

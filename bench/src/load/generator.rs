@@ -15,6 +15,12 @@ use std::time::Instant;
 /// could be opened, a thread could not start); failed requests are counted in the report.
 /// Always returns within `config.effective_max_time()` (plus thread start-up).
 pub fn run(config: &LoadConfig) -> Result<LoadReport> {
+    run_observed(config, &|| {})
+}
+
+/// [`run`], calling `on_start` once every persistent connection is open, just before the clock
+/// starts (an observer starts its measurement window there).
+pub fn run_observed(config: &LoadConfig, on_start: &(dyn Fn() + Sync)) -> Result<LoadReport> {
     config.validate()?;
     let request = config.command.request_bytes();
     let expected = config.command.expected();
@@ -33,6 +39,7 @@ pub fn run(config: &LoadConfig) -> Result<LoadReport> {
         concurrency: config.concurrency,
         hard_deadline: Instant::now() + config.effective_max_time(),
         start: &start,
+        on_start,
         connected: &connected,
         failed: &failed,
         progress: config.progress.as_deref(),

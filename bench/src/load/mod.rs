@@ -17,7 +17,7 @@ mod worker;
 pub use config::{
     Command, ConnectionMode, DEFAULT_MAX_RUN, DEFAULT_REQUEST_TIMEOUT, LoadConfig, MAX_CONCURRENCY, MIN_RATE,
 };
-pub use generator::run;
+pub use generator::{run, run_observed};
 pub use histogram::{Latency, LatencyHistogram};
-pub use report::{LoadReport, WorkerStats};
+pub use report::{ClientCpu, LoadReport, WorkerStats};
 pub use stats::{CallStats, ErrorCounts};

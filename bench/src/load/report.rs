@@ -5,6 +5,7 @@ use super::histogram::{Latency, LatencyHistogram};
 use super::stats::{CallStats, ErrorCounts};
 use super::worker::Outcome;
 use serde::{Serialize, Serializer};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Serialize)]
@@ -59,6 +60,11 @@ pub struct WorkerStats {
     pub connections: usize,
     pub requests: u64,
     pub errors: u64,
+    /// The worker thread's CPU time over the run, and as a share of one core of the run's
+    /// elapsed time.
+    #[serde(rename = "cpu_ms", serialize_with = "millis")]
+    pub cpu_time: Duration,
+    pub cpu_pct: f64,
     /// Every `write` of a request.
     pub send: CallStats,
     /// Every `read` of a response.
@@ -122,7 +128,7 @@ impl LoadReport {
             bytes_received,
             connections_opened: opened,
             stopped_early,
-            workers: outcomes.iter().map(worker_stats).collect(),
+            workers: outcomes.iter().map(|o| worker_stats(o, elapsed)).collect(),
             histogram,
             histogram_uncorrected: uncorrected,
         }
@@ -132,10 +138,44 @@ impl LoadReport {
     pub fn latency(&self) -> Latency {
         self.histogram.summary()
     }
+
+    /// The load generator's own CPU use over the run: is it the limit?
+    pub fn client_cpu(&self) -> ClientCpu {
+        let cpu: Duration = self.workers.iter().map(|w| w.cpu_time).sum();
+        let pinned: Option<BTreeSet<usize>> = self.workers.iter().map(|w| w.pinned_cpu).collect();
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // A worker is one thread: it can use one core at most.
+        let cores = pinned.map_or(available, |cpus| cpus.len()).min(self.workers.len());
+        ClientCpu {
+            pct: percent_of(cpu, self.elapsed),
+            cores,
+            busiest_worker_pct: self.workers.iter().map(|w| w.cpu_pct).fold(0.0, f64::max),
+        }
+    }
 }
 
-fn worker_stats(o: &Outcome) -> WorkerStats {
+/// The load generator's CPU use: 100 is one core busy for the whole run.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct ClientCpu {
+    pub pct: f64,
+    /// Cores its workers could use: distinct pinned CPUs, or the machine's, at most one per
+    /// worker.
+    pub cores: usize,
+    pub busiest_worker_pct: f64,
+}
+
+/// `part` as a percentage of `whole` (0 when `whole` is zero).
+fn percent_of(part: Duration, whole: Duration) -> f64 {
+    if whole.is_zero() {
+        return 0.0;
+    }
+    part.as_secs_f64() * 100.0 / whole.as_secs_f64()
+}
+
+fn worker_stats(o: &Outcome, elapsed: Duration) -> WorkerStats {
     WorkerStats {
+        cpu_time: o.cpu_time,
+        cpu_pct: percent_of(o.cpu_time, elapsed),
         worker: o.index,
         pinned_cpu: o.pinned_cpu,
         cpu: o.cpu,

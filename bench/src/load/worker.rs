@@ -47,6 +47,9 @@ pub(crate) struct Job<'a> {
     pub hard_deadline: Instant,
     /// Releases the workers together once every one has connected.
     pub start: &'a Barrier,
+    /// Called once every worker has connected, before the clock starts: an observer's window
+    /// (the run's signals) then covers the measured run and not the connecting.
+    pub on_start: &'a (dyn Fn() + Sync),
     pub connected: &'a AtomicUsize,
     /// Set by a worker that could not get ready, so that the others stand down.
     pub failed: &'a AtomicBool,
@@ -76,6 +79,8 @@ pub(crate) struct Outcome {
     pub connections_opened: u64,
     pub started: Instant,
     pub finished: Instant,
+    /// CPU time of the worker's thread from `started` to `finished`.
+    pub cpu_time: Duration,
     pub stopped_early: bool,
     pub pinned_cpu: Option<usize>,
     pub cpu: Option<usize>,
@@ -97,6 +102,11 @@ pub(crate) fn run(job: &Job<'_>, share: Share) -> Result<Option<Outcome>> {
         }
         Err(_) => job.failed.store(true, Ordering::SeqCst),
     }
+    job.start.wait();
+    if share.index == 0 && !job.failed.load(Ordering::SeqCst) {
+        (job.on_start)();
+    }
+    // Once more, so that nobody starts before the observer is ready (a Barrier is reusable).
     job.start.wait();
     let mut worker = prepared?;
     if job.failed.load(Ordering::SeqCst) {
@@ -169,6 +179,8 @@ struct Worker<'a> {
     recv: CallTimer,
     connections_opened: u64,
     started: Instant,
+    /// The thread's CPU time at `started`.
+    cpu_at_start: Duration,
     stopped_early: bool,
 }
 
@@ -229,6 +241,7 @@ impl<'a> Worker<'a> {
             recv: CallTimer::default(),
             connections_opened: 0,
             started: now,
+            cpu_at_start: Duration::ZERO,
             stopped_early: false,
         })
     }
@@ -287,6 +300,7 @@ impl<'a> Worker<'a> {
 
     fn run_loop(&mut self) {
         self.started = Instant::now();
+        self.cpu_at_start = sys::thread_cpu_time();
         let start = self.started;
         self.stop_at = self.job.duration.map(|d| start + d);
         self.next_scan = start + TIMEOUT_SCAN;
@@ -677,6 +691,7 @@ impl<'a> Worker<'a> {
             connections_opened: self.connections_opened,
             started: self.started,
             finished: Instant::now(),
+            cpu_time: sys::thread_cpu_time().saturating_sub(self.cpu_at_start),
             stopped_early: self.stopped_early,
             pinned_cpu: share.cpu,
             cpu: sys::current_cpu(),

@@ -77,31 +77,63 @@ impl Drop for ServerChild {
     }
 }
 
-/// Starts `exe --model <model> --addr 127.0.0.1:0 [--cpus ...]` (the `bench-server` binary) and
-/// waits for it to listen. With `cpus`, the server pins itself (all its threads) to them.
-pub fn spawn_child(exe: &Path, model: Model, cpus: Option<&[usize]>) -> Result<ServerChild> {
-    spawn(exe, model, cpus, false)
+/// Which bench-server to start, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerSpec {
+    pub model: Model,
+    /// Pin the server (all its threads) to these CPUs.
+    pub cpus: Option<Vec<usize>>,
+    /// Listen backlog; default [`super::DEFAULT_BACKLOG`]. The kernel caps it at
+    /// `net.core.somaxconn`.
+    pub backlog: Option<u32>,
+}
+
+impl ServerSpec {
+    pub fn new(model: Model) -> ServerSpec {
+        ServerSpec {
+            model,
+            cpus: None,
+            backlog: None,
+        }
+    }
+}
+
+impl From<Model> for ServerSpec {
+    fn from(model: Model) -> ServerSpec {
+        ServerSpec::new(model)
+    }
+}
+
+/// Starts `exe --model <model> --addr 127.0.0.1:0 [--cpus ...] [--backlog N]` (the
+/// `bench-server` binary) and waits for it to listen.
+pub fn spawn_child(exe: &Path, spec: &ServerSpec) -> Result<ServerChild> {
+    spawn(exe, spec, false)
 }
 
 /// [`spawn_child`] with `--self-timing`: after [`ServerChild::reset_self_times`] the server
 /// times its own steps (userspace profiling mode) and answers [`ServerChild::self_times`].
-pub fn spawn_self_timed(exe: &Path, model: Model, cpus: Option<&[usize]>) -> Result<ServerChild> {
+pub fn spawn_self_timed(exe: &Path, spec: &ServerSpec) -> Result<ServerChild> {
     anyhow::ensure!(
-        !model.forks_workers(),
-        "{model} serves from worker processes, which cannot report self-timing"
+        !spec.model.forks_workers(),
+        "{} serves from worker processes, which cannot report self-timing",
+        spec.model
     );
-    spawn(exe, model, cpus, true)
+    spawn(exe, spec, true)
 }
 
-fn spawn(exe: &Path, model: Model, cpus: Option<&[usize]>, self_timing: bool) -> Result<ServerChild> {
+fn spawn(exe: &Path, spec: &ServerSpec, self_timing: bool) -> Result<ServerChild> {
+    let model = spec.model;
     let mut command = Command::new(exe);
     command.args(["--model", model.name(), "--addr", "127.0.0.1:0"]);
     if self_timing {
         command.arg("--self-timing");
     }
-    if let Some(cpus) = cpus {
+    if let Some(cpus) = &spec.cpus {
         let list: Vec<String> = cpus.iter().map(usize::to_string).collect();
         command.args(["--cpus", &list.join(",")]);
+    }
+    if let Some(backlog) = spec.backlog {
+        command.args(["--backlog", &backlog.to_string()]);
     }
     // SAFETY: prctl is async-signal-safe. It makes the kernel kill the server when the thread
     // that started it dies, so a SIGKILLed benchmark never leaves a server behind; callers start
@@ -189,7 +221,7 @@ mod tests {
     #[test]
     fn a_child_that_never_listens_is_an_error() {
         // `true` exits at once without printing: EOF, not a hang.
-        let err = spawn_child(Path::new("true"), Model::Epoll, None).unwrap_err();
+        let err = spawn_child(Path::new("true"), &Model::Epoll.into()).unwrap_err();
         assert!(format!("{err:#}").contains("listening on"), "{err:#}");
     }
 }

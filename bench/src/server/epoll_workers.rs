@@ -24,7 +24,7 @@ use std::sync::mpsc;
 
 /// Serves `listener` (bound with `SO_REUSEPORT`) and one more listener per extra core until the
 /// process is killed; returns when a worker fails.
-pub fn serve(listener: TcpListener) -> Result<()> {
+pub fn serve(listener: TcpListener, backlog: u32) -> Result<()> {
     let workers = worker_count();
     let addr = listener.local_addr().context("reading the bound address")?;
     let reuse_port = SockRef::from(&listener).reuse_port().context("reading SO_REUSEPORT")?;
@@ -34,7 +34,7 @@ pub fn serve(listener: TcpListener) -> Result<()> {
     );
     let mut listeners = vec![listener];
     for i in 1..workers {
-        let extra = bind_reuseport(addr).with_context(|| format!("listener of worker {i}"))?;
+        let extra = bind_reuseport(addr, backlog).with_context(|| format!("listener of worker {i}"))?;
         listeners.push(extra);
     }
     let (done, finished) = mpsc::channel();

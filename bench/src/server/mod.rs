@@ -46,7 +46,7 @@ pub mod selftime;
 mod support;
 pub mod threads;
 
-pub use child::{ServerChild, spawn_child, spawn_self_timed};
+pub use child::{ServerChild, ServerSpec, spawn_child, spawn_self_timed};
 
 use anyhow::{Context, Result};
 use socket2::{Domain, Socket, Type};
@@ -54,10 +54,10 @@ use std::fmt;
 use std::net::{SocketAddr, TcpListener};
 use std::str::FromStr;
 
-/// Accept queue length asked for; the kernel caps it at `net.core.somaxconn` (4096 by default).
-/// A short queue would drop SYNs when 10,000 clients connect at once, and each dropped SYN costs
-/// the client a one-second retransmission.
-const BACKLOG: i32 = 4096;
+/// Accept queue length asked for by default; the kernel caps it at `net.core.somaxconn` (4096 by
+/// default). A short queue would drop SYNs when 10,000 clients connect at once, and each dropped
+/// SYN costs the client a one-second retransmission.
+pub const DEFAULT_BACKLOG: u32 = 4096;
 
 /// A concurrency model of the benchmark server; see the [module docs](self) for the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -128,16 +128,17 @@ impl Model {
 
     /// The listening socket this model serves: [`bind`], plus `SO_REUSEPORT` for
     /// [`Model::EpollWorkers`] (whose other listeners join its port).
-    pub fn bind(self, addr: SocketAddr) -> Result<TcpListener> {
+    pub fn bind(self, addr: SocketAddr, backlog: u32) -> Result<TcpListener> {
         match self {
-            Model::EpollWorkers => bind_reuseport(addr),
-            _ => bind(addr),
+            Model::EpollWorkers => bind_reuseport(addr, backlog),
+            _ => bind(addr, backlog),
         }
     }
 
     /// Serves `listener` (from [`Model::bind`]) until the process is killed; returns only on a
-    /// fatal error. [`Model::Prefork`] forks, so call it from a single-threaded process.
-    pub fn serve(self, listener: TcpListener) -> Result<()> {
+    /// fatal error. `backlog` is for the listeners a model binds itself (epoll-workers' others).
+    /// [`Model::Prefork`] forks, so call it from a single-threaded process.
+    pub fn serve(self, listener: TcpListener, backlog: u32) -> Result<()> {
         match self {
             Model::Iterative => iterative::serve(listener),
             Model::Threads => threads::serve(listener),
@@ -145,7 +146,7 @@ impl Model {
             Model::Poll => poll::serve(listener),
             Model::Epoll => epoll::serve(listener),
             Model::EpollEt => epoll_et::serve(listener),
-            Model::EpollWorkers => epoll_workers::serve(listener),
+            Model::EpollWorkers => epoll_workers::serve(listener, backlog),
             Model::Prefork => prefork::serve(listener),
             Model::Async => async_tasks::serve(listener),
         }
@@ -183,25 +184,26 @@ impl FromStr for Model {
 }
 
 /// A listening socket on `addr` with `SO_REUSEADDR` (so a restarted server can rebind while old
-/// connections sit in TIME_WAIT) and a long accept queue.
-pub fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    bind_with(addr, false)
+/// connections sit in TIME_WAIT) and an accept queue of `backlog`.
+pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener> {
+    bind_with(addr, false, backlog)
 }
 
 /// [`bind`] with `SO_REUSEPORT` as well, so that more listeners (also with `SO_REUSEPORT`, of
 /// the same user) can bind the same port and share its connections.
-pub fn bind_reuseport(addr: SocketAddr) -> Result<TcpListener> {
-    bind_with(addr, true)
+pub fn bind_reuseport(addr: SocketAddr, backlog: u32) -> Result<TcpListener> {
+    bind_with(addr, true, backlog)
 }
 
-fn bind_with(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener> {
+fn bind_with(addr: SocketAddr, reuse_port: bool, backlog: u32) -> Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).context("creating the listening socket")?;
     socket.set_reuse_address(true).context("setting SO_REUSEADDR")?;
     if reuse_port {
         socket.set_reuse_port(true).context("setting SO_REUSEPORT")?;
     }
     socket.bind(&addr.into()).with_context(|| format!("binding {addr}"))?;
-    socket.listen(BACKLOG).with_context(|| format!("listening on {addr}"))?;
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    socket.listen(backlog).with_context(|| format!("listening on {addr}"))?;
     Ok(socket.into())
 }
 
@@ -235,12 +237,16 @@ mod tests {
 
     #[test]
     fn reuseport_listeners_share_a_port() {
-        let first = Model::EpollWorkers.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let first = Model::EpollWorkers
+            .bind("127.0.0.1:0".parse().unwrap(), DEFAULT_BACKLOG)
+            .unwrap();
         let addr = first.local_addr().unwrap();
-        let second = bind_reuseport(addr).expect("joins the port");
+        let second = bind_reuseport(addr, DEFAULT_BACKLOG).expect("joins the port");
         assert_eq!(second.local_addr().unwrap(), addr);
         // Without SO_REUSEPORT on the first, the port is taken.
-        let plain = Model::Epoll.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        assert!(bind_reuseport(plain.local_addr().unwrap()).is_err());
+        let plain = Model::Epoll
+            .bind("127.0.0.1:0".parse().unwrap(), DEFAULT_BACKLOG)
+            .unwrap();
+        assert!(bind_reuseport(plain.local_addr().unwrap(), DEFAULT_BACKLOG).is_err());
     }
 }

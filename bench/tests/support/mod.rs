@@ -53,7 +53,7 @@ macro_rules! per_model {
 /// `bench-server --model <model>` on 127.0.0.1, an ephemeral port; killed on drop.
 pub fn start(model: Model) -> ServerChild {
     let exe = Path::new(env!("CARGO_BIN_EXE_bench-server"));
-    spawn_child(exe, model, None).unwrap_or_else(|e| panic!("starting the {model} server: {e:#}"))
+    spawn_child(exe, &model.into()).unwrap_or_else(|e| panic!("starting the {model} server: {e:#}"))
 }
 
 pub fn connect(model: Model, addr: SocketAddr) -> TcpStream {

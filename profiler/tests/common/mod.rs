@@ -34,14 +34,18 @@ pub fn require_root() {
     );
 }
 
-/// A program the tests start (a peer server, a load tool), killed and reaped on drop.
+/// A program the tests start (a peer server, a load tool), killed with everything it started
+/// (nginx's workers) and reaped on drop.
 pub struct Peer(pub std::process::Child);
 
 impl Peer {
-    /// Starts `program` with `args`, its output discarded; fails loudly when it is not installed.
+    /// Starts `program` with `args` in a process group of its own, its output discarded; fails
+    /// loudly when it is not installed.
     pub fn start(program: &str, args: &[&str]) -> Peer {
+        use std::os::unix::process::CommandExt;
         let child = std::process::Command::new(program)
             .args(args)
+            .process_group(0)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -56,7 +60,9 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // The whole group: a worker outlives a SIGKILLed nginx master and keeps its port.
+        // SAFETY: signalling the group this Peer created.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
         let _ = self.0.wait();
     }
 }

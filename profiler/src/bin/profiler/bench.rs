@@ -3,11 +3,11 @@
 use crate::profiling::ProfileArgs;
 use anyhow::{Context, Result, bail};
 use bench::load::{Command, ConnectionMode, LoadConfig};
-use bench::server::Model;
+use bench::server::{Model, ServerSpec};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use profiler::benchmark::{Benchmark, ProfileError, default_cpus};
-use profiler::printer;
+use profiler::{Report, printer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,6 +49,10 @@ pub struct BenchArgs {
     rate: Option<f64>,
     #[arg(long, value_delimiter = ',')]
     server_cpus: Option<Vec<usize>>,
+    /// Listen backlog of the bench-server (accept queue length; the kernel caps it at
+    /// net.core.somaxconn).
+    #[arg(long, conflicts_with = "target", value_parser = clap::value_parser!(u32).range(1..=65535))]
+    backlog: Option<u32>,
     #[arg(long, value_delimiter = ',')]
     client_cpus: Option<Vec<usize>>,
     /// Run once per concurrency level, e.g. --sweep 1,10,100.
@@ -76,30 +80,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let benchmark = benchmark(&args)?;
     let progress = Progress::start(&benchmark.load);
     if let Some(levels) = &args.sweep {
-        let reports = benchmark.sweep(levels, |_, _| progress.reset())?;
+        let sweep = benchmark.sweep(levels, |_, _| progress.reset())?;
         progress.finish();
         if args.json {
-            println!("{}", serde_json::to_string(&reports)?);
+            println!("{}", serde_json::to_string(&sweep)?);
         } else {
-            print!("{}", printer::sweep_table(&reports));
+            print!("{}", printer::sweep_table(&sweep));
         }
         return Ok(());
     }
     if args.profile {
-        let (report, profile) = benchmark.profile().map_err(|e| match e {
+        let report = benchmark.profile().map_err(|e| match e {
             ProfileError::Unavailable(reason) => anyhow::anyhow!("cannot profile: {reason}"),
             ProfileError::Failed(e) => e,
         })?;
         progress.finish();
-        if args.json {
-            println!("{}", printer::profiled_run_json(&report, &profile)?);
-        } else {
-            print!("{}\n{}", printer::load_table(&report), printer::profile_table(&profile));
-        }
-        return args.profiling.write_stacks(
-            &profile,
-            &format!("bench-server {}, {}", benchmark.server, benchmark.load.command),
-        );
+        print_report(&report, args.json)?;
+        let profile = report.profile.as_ref().context("a profiled run has a profile")?;
+        let what = format!("bench-server {}, {}", benchmark.server.model, benchmark.load.command);
+        return args.profiling.write_stacks(profile, &what);
     }
     if args.server_stats {
         let (report, stats) = benchmark.run_with_server_stats()?;
@@ -109,7 +108,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             value["server_stats"] = serde_json::to_value(stats)?;
             println!("{value}");
         } else {
-            print!("{}", printer::load_table(&report));
+            print!("{}", printer::report_table(&report));
             println!(
                 "server: RSS up to {} KiB, up to {} threads, {} voluntary and {} involuntary context switches",
                 stats.rss_max_kb, stats.threads_max, stats.voluntary_switches, stats.involuntary_switches
@@ -119,10 +118,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let report = benchmark.run()?;
     progress.finish();
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+    print_report(&report, args.json)
+}
+
+fn print_report(report: &Report, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
     } else {
-        print!("{}", printer::load_table(&report));
+        print!("{}", printer::report_table(report));
     }
     Ok(())
 }
@@ -143,9 +146,12 @@ fn benchmark(args: &BenchArgs) -> Result<Benchmark> {
     };
     let mut benchmark = Benchmark::new(command);
     let (server_cpus, client_cpus) = default_cpus(args.server_cpus.clone(), args.client_cpus.clone());
-    benchmark.server = args.server;
+    benchmark.server = ServerSpec {
+        model: args.server,
+        cpus: server_cpus,
+        backlog: args.backlog,
+    };
     benchmark.target = args.target;
-    benchmark.server_cpus = server_cpus;
     benchmark.profiling = args.profiling.options(Benchmark::PROFILE_FREQUENCY_HZ);
     benchmark.load = LoadConfig {
         target: args.target.unwrap_or(benchmark.load.target),

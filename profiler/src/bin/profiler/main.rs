@@ -70,7 +70,7 @@ fn main() -> Result<()> {
                 mode,
                 ..ProfileOptions::default()
             };
-            let profile = workload::profile(&exe, connections, messages, &options)?;
+            let report = workload::profile(&exe, connections, messages, &options)?;
             let expected = workload::expected(connections, messages);
             println!(
                 "workload: {connections} connections x {messages} messages of {} bytes, making {} accept, \
@@ -80,7 +80,7 @@ fn main() -> Result<()> {
                 expected.read,
                 expected.write
             );
-            print!("{}", printer::profile_table(&profile));
+            print!("{}", printer::report_table(&report));
         }
         Command::Profile {
             pid,
@@ -112,14 +112,15 @@ fn main() -> Result<()> {
             let mut session = Session::attach(&pids, &options).with_context(|| format!("profiling pid {pid}"))?;
             eprintln!("profiling pids {pids:?} for {duration} s (mode {})", session.mode());
             let interrupted = wait(&mut session, Duration::from_secs_f64(duration));
-            let mut profile = session.finish()?;
+            let mut report = session.finish(None)?;
+            let profile = report.profile.as_mut().context("a session's report has a profile")?;
             profile.partial = interrupted.is_some();
+            let written = profiling.write_stacks(profile, &title);
             if json {
-                println!("{}", serde_json::to_string(&profile)?);
+                println!("{}", serde_json::to_string(&report)?);
             } else {
-                print!("{}", printer::profile_table(&profile));
+                print!("{}", printer::report_table(&report));
             }
-            let written = profiling.write_stacks(&profile, &title);
             if let Some(signal) = interrupted {
                 if let Err(e) = written {
                     eprintln!("Error: {e:#}");

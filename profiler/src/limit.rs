@@ -1,0 +1,407 @@
+//! The verdict: which limit a run reached, from its [`Signals`], in one sentence that quotes the
+//! numbers that decided it. The rules are tried in order and the first that holds wins; they are
+//! written down for users in docs/saturation.md.
+use crate::signals::Signals;
+use serde::Serialize;
+use std::fmt;
+
+/// A CPU is saturated at this share of what it was given (a thread: of one core).
+pub const CPU_BUSY_PCT: f64 = 90.0;
+/// Run-queue waits this long at the 99th percentile mean the server's threads wait for CPUs.
+pub const RUNQ_P99_US: f64 = 1000.0;
+/// TCP trouble is the limit when its events reach this share of the requests (and at least
+/// [`NETWORK_MIN_EVENTS`]).
+pub const NETWORK_SHARE: f64 = 0.01;
+pub const NETWORK_MIN_EVENTS: u64 = 10;
+
+/// One rule: the limit it finds in the signals (given the requests), if it holds.
+type Rule = fn(&Signals, Option<u64>) -> Option<Limit>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitKind {
+    ServerCpu,
+    ClientCpu,
+    RunQueue,
+    AcceptQueue,
+    Network,
+    None,
+}
+
+impl LimitKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::ServerCpu => "server-cpu",
+            LimitKind::ClientCpu => "client-cpu",
+            LimitKind::RunQueue => "run-queue",
+            LimitKind::AcceptQueue => "accept-queue",
+            LimitKind::Network => "network",
+            LimitKind::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Limit {
+    pub kind: LimitKind,
+    pub reason: String,
+}
+
+impl Limit {
+    /// Judges a run's signals; `requests` is how many the load generator completed or failed
+    /// (`None` without a load generator).
+    pub fn judge(s: &Signals, requests: Option<u64>) -> Limit {
+        let rules: [Rule; 5] = [accept_queue, network, client_cpu, server_cpu, run_queue];
+        rules
+            .iter()
+            .find_map(|rule| rule(s, requests))
+            .unwrap_or_else(|| Limit {
+                kind: LimitKind::None,
+                reason: format!("no limit reached: {}", summary(s)),
+            })
+    }
+}
+
+fn accept_queue(s: &Signals, _: Option<u64>) -> Option<Limit> {
+    let overflows = s.listen_overflows.unwrap_or(0);
+    let refused = if overflows > 0 {
+        format!(", {} connections refused machine-wide", count(overflows))
+    } else {
+        String::new()
+    };
+    let reason = match (s.accept_queue_max, s.accept_queue_limit) {
+        (Some(max), Some(limit)) if limit > 0 && max >= limit => {
+            format!("accept queue full ({max}/{limit}){refused}: the server accepts too slowly")
+        }
+        (None, _) if overflows > 0 => format!(
+            "{} connections refused for a full accept queue (machine-wide; the server's queue could not be \
+             watched): a server accepts too slowly",
+            count(overflows)
+        ),
+        _ => return None,
+    };
+    Some(Limit {
+        kind: LimitKind::AcceptQueue,
+        reason,
+    })
+}
+
+/// Loss and buffer pressure on the server's connections. Resets are reported but decide nothing:
+/// our load generator ends per-request connections with one on purpose (SO_LINGER 0, so that
+/// they leave no TIME_WAIT behind), and a reset ends a connection rather than slowing the rest.
+fn network(s: &Signals, requests: Option<u64>) -> Option<Limit> {
+    let parts = [
+        (s.retransmits, "retransmits"),
+        (s.buffer_limit, "socket-buffer limit events"),
+        (s.rcvqueue_full, "receive-queue drops"),
+    ];
+    let events: u64 = parts.iter().filter_map(|(n, _)| *n).sum();
+    let share = requests.map_or(0.0, |r| r as f64 * NETWORK_SHARE);
+    if events < NETWORK_MIN_EVENTS || (events as f64) < share {
+        return None;
+    }
+    let listed: Vec<String> = parts
+        .iter()
+        .filter_map(|(n, name)| n.filter(|&n| n > 0).map(|n| format!("{} {name}", count(n))))
+        .collect();
+    let per_request = match requests {
+        Some(r) if r > 0 => format!(" ({:.1} per 100 requests)", events as f64 * 100.0 / r as f64),
+        _ => String::new(),
+    };
+    Some(Limit {
+        kind: LimitKind::Network,
+        reason: format!(
+            "TCP trouble on the server's port: {}{per_request}: segments are lost or sockets run out of buffer",
+            listed.join(", ")
+        ),
+    })
+}
+
+/// The load generator out of CPU while the server is not (both out of CPU is `server-cpu`).
+fn client_cpu(s: &Signals, _: Option<u64>) -> Option<Limit> {
+    let (pct, cores, busiest) = (s.client_cpu_pct?, s.client_cores?, s.client_busiest_worker_pct?);
+    if !saturated(pct, cores, busiest) || server_saturated(s) {
+        return None;
+    }
+    Some(Limit {
+        kind: LimitKind::ClientCpu,
+        reason: format!(
+            "the load generator is out of CPU: {}, busiest worker {busiest:.0}% of a core; the server used {}: \
+             these figures are the load generator's limit, not the server's",
+            of_cores(pct, cores),
+            server_use(s)
+        ),
+    })
+}
+
+fn server_cpu(s: &Signals, _: Option<u64>) -> Option<Limit> {
+    if !server_saturated(s) {
+        return None;
+    }
+    let (pct, cores) = (s.server_cpu_pct?, s.server_cores?);
+    let busiest = s.server_busiest_thread_pct.unwrap_or(0.0);
+    let waits = match (s.runq_p99_us, s.runq_max_us) {
+        (Some(p99), Some(max)) => format!("; its threads waited for a CPU up to {} (p99 {})", us(max), us(p99)),
+        _ => String::new(),
+    };
+    let client = match (s.client_cpu_pct, s.client_cores, s.client_busiest_worker_pct) {
+        (Some(pct), Some(cores), Some(busiest)) if saturated(pct, cores, busiest) => format!(
+            "; the load generator was out of CPU too ({}): more of either alone would not help",
+            of_cores(pct, cores)
+        ),
+        _ => String::new(),
+    };
+    Some(Limit {
+        kind: LimitKind::ServerCpu,
+        reason: format!(
+            "the server is out of CPU: {}, busiest thread {busiest:.0}% of a core{waits}{client}",
+            of_cores(pct, cores)
+        ),
+    })
+}
+
+/// A process is out of CPU when it uses [`CPU_BUSY_PCT`] of its cores, or one of its threads
+/// does of one core (a thread cannot use more).
+fn saturated(pct: f64, cores: usize, busiest_thread_pct: f64) -> bool {
+    busiest_thread_pct >= CPU_BUSY_PCT || pct >= CPU_BUSY_PCT * cores as f64
+}
+
+fn server_saturated(s: &Signals) -> bool {
+    match (s.server_cpu_pct, s.server_cores) {
+        (Some(pct), Some(cores)) => saturated(pct, cores, s.server_busiest_thread_pct.unwrap_or(0.0)),
+        _ => false,
+    }
+}
+
+fn run_queue(s: &Signals, _: Option<u64>) -> Option<Limit> {
+    let p99 = s.runq_p99_us.filter(|&p| p >= RUNQ_P99_US)?;
+    let max = s.runq_max_us.unwrap_or(p99);
+    let client = match (s.client_cpu_pct, s.client_cores) {
+        (Some(pct), Some(cores)) => format!(", the load generator {}", of_cores(pct, cores)),
+        _ => String::new(),
+    };
+    Some(Limit {
+        kind: LimitKind::RunQueue,
+        reason: format!(
+            "the server's threads wait for a CPU: run-queue p99 {}, max {}, though the server used {}{client}: \
+             other work holds its CPUs",
+            us(p99),
+            us(max),
+            server_use(s)
+        ),
+    })
+}
+
+/// What was measured, for the `none` verdict.
+fn summary(s: &Signals) -> String {
+    let mut parts = vec![format!("server {}", server_use(s))];
+    if let (Some(pct), Some(cores)) = (s.client_cpu_pct, s.client_cores) {
+        parts.push(format!("load generator {}", of_cores(pct, cores)));
+    }
+    if let Some(p99) = s.runq_p99_us {
+        parts.push(format!("run-queue p99 {}", us(p99)));
+    }
+    if let (Some(max), Some(limit)) = (s.accept_queue_max, s.accept_queue_limit) {
+        parts.push(format!("accept queue at most {max}/{limit}"));
+    }
+    if s.retransmits.is_some() {
+        let events: u64 = [
+            s.retransmits,
+            s.resets_sent,
+            s.resets_received,
+            s.buffer_limit,
+            s.rcvqueue_full,
+        ]
+        .iter()
+        .flatten()
+        .sum();
+        parts.push(format!("{} TCP trouble events", count(events)));
+    }
+    parts.join(", ")
+}
+
+fn server_use(s: &Signals) -> String {
+    match (s.server_cpu_pct, s.server_cores) {
+        (Some(pct), Some(cores)) => of_cores(pct, cores),
+        _ => "an unknown share of its CPUs".into(),
+    }
+}
+
+fn of_cores(pct: f64, cores: usize) -> String {
+    let plural = if cores == 1 { "" } else { "s" };
+    format!("{pct:.0}% of {cores} core{plural}")
+}
+
+/// A duration given in us, in the unit that reads best.
+pub(crate) fn us(us: f64) -> String {
+    if us >= 1000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else if us >= 10.0 {
+        format!("{us:.0} us")
+    } else {
+        format!("{us:.1} us")
+    }
+}
+
+/// 3412 as "3,412".
+fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle() -> Signals {
+        Signals {
+            server_cpu_pct: Some(30.0),
+            server_cores: Some(1),
+            server_busiest_thread_pct: Some(30.0),
+            client_cpu_pct: Some(20.0),
+            client_cores: Some(1),
+            client_busiest_worker_pct: Some(20.0),
+            runq_p99_us: Some(12.0),
+            runq_max_us: Some(40.0),
+            accept_queue_max: Some(1),
+            accept_queue_limit: Some(4096),
+            listen_overflows: Some(0),
+            retransmits: Some(0),
+            resets_sent: Some(0),
+            resets_received: Some(0),
+            buffer_limit: Some(0),
+            rcvqueue_full: Some(0),
+            ..Signals::default()
+        }
+    }
+
+    fn kind(s: &Signals) -> LimitKind {
+        Limit::judge(s, Some(100_000)).kind
+    }
+
+    #[test]
+    fn each_rule_and_its_order() {
+        let none = Limit::judge(&idle(), Some(100_000));
+        assert_eq!(none.kind, LimitKind::None);
+        assert!(none.reason.contains("server 30% of 1 core"), "{}", none.reason);
+
+        let full = Signals {
+            accept_queue_max: Some(5),
+            accept_queue_limit: Some(4),
+            listen_overflows: Some(3412),
+            // Also out of CPU: the accept queue still comes first.
+            server_cpu_pct: Some(99.0),
+            ..idle()
+        };
+        let limit = Limit::judge(&full, Some(100));
+        assert_eq!(limit.kind, LimitKind::AcceptQueue);
+        assert!(
+            limit.reason.contains("(5/4), 3,412 connections refused"),
+            "{}",
+            limit.reason
+        );
+
+        let lossy = Signals {
+            retransmits: Some(2000),
+            ..idle()
+        };
+        assert_eq!(kind(&lossy), LimitKind::Network);
+        // Resets (our own per-request closes among them) decide nothing.
+        let reset = Signals {
+            resets_received: Some(100_000),
+            ..idle()
+        };
+        assert_eq!(kind(&reset), LimitKind::None);
+        // A few events in many requests are not the limit.
+        let few = Signals {
+            retransmits: Some(20),
+            ..idle()
+        };
+        assert_eq!(kind(&few), LimitKind::None);
+
+        let client = Signals {
+            client_busiest_worker_pct: Some(97.0),
+            client_cpu_pct: Some(97.0),
+            server_cpu_pct: Some(60.0),
+            server_busiest_thread_pct: Some(60.0),
+            runq_p99_us: Some(5000.0),
+            ..idle()
+        };
+        assert_eq!(kind(&client), LimitKind::ClientCpu, "before run-queue");
+        // Both out of CPU: the server's limit, and the reason says the client was too.
+        let both = Signals {
+            server_cpu_pct: Some(98.0),
+            server_busiest_thread_pct: Some(98.0),
+            ..client.clone()
+        };
+        let limit = Limit::judge(&both, Some(1));
+        assert_eq!(limit.kind, LimitKind::ServerCpu);
+        assert!(
+            limit.reason.contains("load generator was out of CPU too"),
+            "{}",
+            limit.reason
+        );
+
+        let server = Signals {
+            server_cpu_pct: Some(99.0),
+            server_busiest_thread_pct: Some(99.0),
+            runq_p99_us: Some(5000.0),
+            ..idle()
+        };
+        let limit = Limit::judge(&server, Some(1));
+        assert_eq!(limit.kind, LimitKind::ServerCpu, "before run-queue");
+        assert!(limit.reason.contains("99% of 1 core"), "{}", limit.reason);
+        // A single-threaded server on two cores is out of CPU when its thread is.
+        let one_thread = Signals {
+            server_cpu_pct: Some(100.0),
+            server_cores: Some(2),
+            server_busiest_thread_pct: Some(99.0),
+            ..idle()
+        };
+        assert_eq!(kind(&one_thread), LimitKind::ServerCpu);
+
+        let waiting = Signals {
+            server_cpu_pct: Some(60.0),
+            server_cores: Some(2),
+            server_busiest_thread_pct: Some(5.0),
+            runq_p99_us: Some(4100.0),
+            runq_max_us: Some(21000.0),
+            ..idle()
+        };
+        let limit = Limit::judge(&waiting, Some(1));
+        assert_eq!(limit.kind, LimitKind::RunQueue);
+        assert!(limit.reason.contains("p99 4.1 ms, max 21.0 ms"), "{}", limit.reason);
+    }
+
+    #[test]
+    fn unmeasured_signals_decide_nothing() {
+        let s = Signals::default();
+        assert_eq!(Limit::judge(&s, None).kind, LimitKind::None);
+        let overflow_only = Signals {
+            listen_overflows: Some(7),
+            ..Signals::default()
+        };
+        assert_eq!(Limit::judge(&overflow_only, None).kind, LimitKind::AcceptQueue);
+    }
+
+    #[test]
+    fn counts_read_with_separators() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(3412), "3,412");
+        assert_eq!(count(1_234_567), "1,234,567");
+    }
+}

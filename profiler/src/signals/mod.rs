@@ -1,0 +1,462 @@
+//! Saturation signals: what says why a server's throughput stops growing. The server's CPU and
+//! the load generator's, how long the server's threads wait for a CPU (run-queue latency), its
+//! listener's accept queue, and TCP trouble on its port. [`crate::limit`] turns them into a
+//! verdict.
+//!
+//! A [`Window`] measures them over one run. The run-queue waits and TCP events come from our
+//! eBPF programs (the scheduler programs every mode attaches, and the TCP tracepoints); the rest
+//! from /proc and sock_diag, which need no privilege. What could not be measured is `null`, with
+//! the reason in `signal_errors`.
+pub mod cpu;
+pub mod listen;
+
+use crate::attach::{self, Loaded};
+use bench::load::LoadReport;
+use listen::{Diag, ListenCounters};
+use profiler_common::{HIST_BUCKETS, RunqTotals, TcpTotals, names};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How often the accept queue is looked at: its deepest point is the deepest seen by these polls.
+/// A poll costs some 17 us here (two sock_diag dumps, IPv4 and IPv6), so 0.3% of a core.
+pub const QUEUE_POLL: Duration = Duration::from_millis(5);
+
+/// Everything measured over a run, `None` (JSON `null`) where it could not be, with the reason
+/// under the field's name in `signal_errors`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Signals {
+    /// The server's threads' CPU time over the window: 100 is one core busy throughout.
+    pub server_cpu_pct: Option<f64>,
+    /// CPUs the server may run on.
+    pub server_cores: Option<usize>,
+    /// The busiest of the server's threads alive at the end, same scale.
+    pub server_busiest_thread_pct: Option<f64>,
+    /// The load generator's worker threads, same scale.
+    pub client_cpu_pct: Option<f64>,
+    pub client_cores: Option<usize>,
+    pub client_busiest_worker_pct: Option<f64>,
+    /// Waits of the server's threads from wakeup or preemption to running, from a log2
+    /// histogram (interpolated within a bucket: within a factor of two of the true value).
+    pub runq_p50_us: Option<f64>,
+    pub runq_p99_us: Option<f64>,
+    pub runq_max_us: Option<f64>,
+    pub runq_mean_us: Option<f64>,
+    pub runq_waits: Option<u64>,
+    pub runq_hist: Option<Vec<RunqBucket>>,
+    /// Deepest accept queue seen on the server's listeners (polled every [`QUEUE_POLL`]) and
+    /// the queue's limit (the kernel queues one past it before refusing).
+    pub accept_queue_max: Option<u32>,
+    pub accept_queue_limit: Option<u32>,
+    /// Machine-wide (/proc/net/netstat TcpExt): connections refused for a full accept queue,
+    /// and all connections dropped by listeners.
+    pub listen_overflows: Option<u64>,
+    pub listen_drops: Option<u64>,
+    /// On connections to or from the server's ports.
+    pub retransmits: Option<u64>,
+    pub resets_sent: Option<u64>,
+    pub resets_received: Option<u64>,
+    /// Socket-buffer pressure: `sock_exceed_buf_limit` and `sock_rcvqueue_full` events.
+    pub buffer_limit: Option<u64>,
+    pub rcvqueue_full: Option<u64>,
+    pub window_ms: f64,
+    /// Why each `null` field could not be measured.
+    pub signal_errors: BTreeMap<&'static str, String>,
+}
+
+/// One non-empty bucket of the run-queue histogram: waits in `[from_ns, to_ns)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RunqBucket {
+    pub from_ns: u64,
+    pub to_ns: u64,
+    pub count: u64,
+}
+
+const SERVER_CPU: [&str; 3] = ["server_cpu_pct", "server_cores", "server_busiest_thread_pct"];
+const CLIENT_CPU: [&str; 3] = ["client_cpu_pct", "client_cores", "client_busiest_worker_pct"];
+const RUNQ_KERNEL: [&str; 5] = ["runq_p50_us", "runq_p99_us", "runq_max_us", "runq_waits", "runq_hist"];
+const ACCEPT_QUEUE: [&str; 2] = ["accept_queue_max", "accept_queue_limit"];
+const LISTEN_COUNTERS: [&str; 2] = ["listen_overflows", "listen_drops"];
+const TCP: [&str; 5] = [
+    "retransmits",
+    "resets_sent",
+    "resets_received",
+    "buffer_limit",
+    "rcvqueue_full",
+];
+
+impl Signals {
+    fn missing(&mut self, fields: &[&'static str], why: &str) {
+        for &field in fields {
+            self.signal_errors.insert(field, why.to_string());
+        }
+    }
+
+    /// Adds the load generator's own CPU use.
+    pub fn add_client(&mut self, load: &LoadReport) {
+        let client = load.client_cpu();
+        self.client_cpu_pct = Some(round1(client.pct));
+        self.client_cores = Some(client.cores);
+        self.client_busiest_worker_pct = Some(round1(client.busiest_worker_pct));
+        for field in CLIENT_CPU {
+            self.signal_errors.remove(field);
+        }
+    }
+
+    fn set_runq(&mut self, r: &RunqTotals) {
+        let us = |ns: f64| round1(ns / 1e3);
+        self.runq_waits = Some(r.waits);
+        self.runq_hist = Some(
+            (0..HIST_BUCKETS)
+                .filter(|&b| r.hist[b] > 0)
+                .map(|b| {
+                    let (from_ns, to_ns) = bucket_bounds(b);
+                    RunqBucket {
+                        from_ns,
+                        to_ns,
+                        count: r.hist[b],
+                    }
+                })
+                .collect(),
+        );
+        if r.waits == 0 {
+            for field in ["runq_p50_us", "runq_p99_us", "runq_max_us", "runq_mean_us"] {
+                self.signal_errors
+                    .insert(field, "no thread of the server waited for a CPU in the window".into());
+            }
+            return;
+        }
+        self.runq_p50_us = Some(us(quantile_ns(&r.hist, 0.50, r.max_ns)));
+        self.runq_p99_us = Some(us(quantile_ns(&r.hist, 0.99, r.max_ns)));
+        self.runq_max_us = Some(us(r.max_ns as f64));
+        self.runq_mean_us = Some(us(r.wait_ns as f64 / r.waits as f64));
+    }
+
+    fn set_tcp(&mut self, t: &TcpTotals) {
+        self.retransmits = Some(t.retransmits);
+        self.resets_sent = Some(t.resets_sent);
+        self.resets_received = Some(t.resets_received);
+        self.buffer_limit = Some(t.buffer_limit);
+        self.rcvqueue_full = Some(t.rcvqueue_full);
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// The range of histogram bucket `b` ([`profiler_common::hist_bucket`]): bucket 0 also holds 0.
+fn bucket_bounds(b: usize) -> (u64, u64) {
+    let from = if b == 0 { 0 } else { 1u64 << b };
+    (from, 1u64 << (b + 1))
+}
+
+/// The `q` quantile of a log2 histogram, interpolated linearly within its bucket and never above
+/// the largest value seen.
+fn quantile_ns(hist: &[u64; HIST_BUCKETS], q: f64, max_ns: u64) -> f64 {
+    let total: u64 = hist.iter().sum();
+    // The epsilon keeps 0.99 * 100 (99.00000000000001 in floating point) at rank 99.
+    let rank = (q * total as f64 - 1e-9).ceil().max(1.0);
+    let mut below = 0.0;
+    for (b, &count) in hist.iter().enumerate() {
+        let count = count as f64;
+        if count > 0.0 && below + count >= rank {
+            let (from, to) = bucket_bounds(b);
+            let within = (rank - below) / count;
+            return (from as f64 + (to - from) as f64 * within).min(max_ns as f64);
+        }
+        below += count;
+    }
+    max_ns as f64
+}
+
+/// The signals being measured over one window of a run.
+pub struct Window {
+    pids: Result<Vec<u32>, String>,
+    start: Instant,
+    /// Summed process CPU clocks of the server's processes.
+    cpu_start: Result<u64, String>,
+    threads_start: HashMap<u32, cpu::ThreadStat>,
+    listen_start: Result<ListenCounters, String>,
+    queue: Result<QueuePoller, String>,
+    /// Why the kernel signals are missing: run-queue percentiles, TCP events.
+    no_runq: Option<String>,
+    no_tcp: Option<String>,
+}
+
+impl Window {
+    /// Starts measuring the server `pids` listening on `ports`. `kernel` holds our programs
+    /// (their run-queue and TCP counts start over from here), or why there are none.
+    pub fn open(pids: Result<Vec<u32>, String>, ports: &[u16], kernel: Result<&mut Loaded, String>) -> Window {
+        let (no_runq, no_tcp) = match kernel {
+            Ok(loaded) => {
+                let reset = loaded
+                    .reset::<RunqTotals>(names::RUNQ_TOTALS)
+                    .and_then(|()| loaded.reset::<TcpTotals>(names::TCP_TOTALS))
+                    .err()
+                    .map(|e| format!("{e:#}"));
+                let no_tcp = reset.clone().or_else(|| loaded.tcp_error.clone());
+                (reset, no_tcp)
+            }
+            Err(why) => (Some(why.clone()), Some(why)),
+        };
+        let no_tcp = no_tcp.or_else(|| {
+            ports
+                .is_empty()
+                .then(|| "the server has no listening TCP socket".into())
+        });
+        let threads_start = pids.as_deref().map(cpu::thread_stats).unwrap_or_default();
+        let server_cpus = pids.as_deref().map(server_cpus).unwrap_or_default();
+        let queue = QueuePoller::start(ports, &server_cpus);
+        let listen_start = ListenCounters::read().map_err(|e| format!("{e:#}"));
+        // The CPU clocks and the window start together: reading 1,000 threads' schedstat above
+        // takes milliseconds, which the server spends on CPU.
+        let cpu_start = pids
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|pids| process_cpu_ns(pids));
+        Window {
+            start: Instant::now(),
+            cpu_start,
+            threads_start,
+            listen_start,
+            queue,
+            no_runq,
+            no_tcp,
+            pids,
+        }
+    }
+
+    /// Ends the window. `kernel` is the one given to [`Window::open`], if it was there.
+    pub fn close(self, kernel: Option<&Loaded>) -> Signals {
+        let window = self.start.elapsed();
+        let mut s = Signals {
+            window_ms: round1(window.as_secs_f64() * 1e3),
+            ..Signals::default()
+        };
+        let pct = |ns: u64| round1(ns as f64 * 100.0 / window.as_nanos().max(1) as f64);
+        s.missing(&CLIENT_CPU, "no load generator ran in this window");
+
+        match (&self.pids, &self.cpu_start) {
+            (Ok(pids), Ok(start)) => match process_cpu_ns(pids) {
+                Ok(end) => {
+                    s.server_cpu_pct = Some(pct(end.saturating_sub(*start)));
+                    s.server_cores = Some(server_cpus(pids).len()).filter(|&n| n > 0);
+                    let end_threads = cpu::thread_stats(pids);
+                    let deltas = cpu::thread_deltas(&self.threads_start, &end_threads);
+                    s.server_busiest_thread_pct = deltas.iter().map(|t| t.oncpu_ns).max().map(pct);
+                    if self.no_runq.is_some() {
+                        // What /proc has: the total wait of the live threads, not each wait.
+                        let delay: u64 = deltas.iter().map(|t| t.run_delay_ns).sum();
+                        let slices: u64 = deltas.iter().map(|t| t.timeslices).sum();
+                        if slices > 0 {
+                            s.runq_mean_us = Some(round1(delay as f64 / slices as f64 / 1e3));
+                        }
+                    }
+                }
+                Err(why) => s.missing(&SERVER_CPU, &why),
+            },
+            (Err(why), _) | (_, Err(why)) => s.missing(&SERVER_CPU, why),
+        }
+        if s.runq_mean_us.is_none() && self.no_runq.is_some() {
+            s.missing(&["runq_mean_us"], "the server's threads could not be read from /proc");
+        }
+
+        match (self.no_runq.as_deref(), kernel) {
+            (None, Some(loaded)) => match loaded.sum_over_cpus::<RunqTotals>(names::RUNQ_TOTALS) {
+                Ok(r) => s.set_runq(&r),
+                Err(e) => s.missing(&RUNQ_KERNEL, &format!("{e:#}")),
+            },
+            (why, _) => {
+                let why = why.unwrap_or("the eBPF programs went away");
+                s.missing(
+                    &RUNQ_KERNEL,
+                    &format!("{why}; without eBPF, /proc gives only each thread's total run-queue wait (runq_mean_us)"),
+                );
+            }
+        }
+        match (self.no_tcp.as_deref(), kernel) {
+            (None, Some(loaded)) => match loaded.sum_over_cpus::<TcpTotals>(names::TCP_TOTALS) {
+                Ok(t) => s.set_tcp(&t),
+                Err(e) => s.missing(&TCP, &format!("{e:#}")),
+            },
+            (why, _) => s.missing(&TCP, why.unwrap_or("the eBPF programs went away")),
+        }
+
+        match self.listen_start.and_then(|start| {
+            ListenCounters::read()
+                .map(|end| end.since(start))
+                .map_err(|e| format!("{e:#}"))
+        }) {
+            Ok(c) => {
+                s.listen_overflows = Some(c.overflows);
+                s.listen_drops = Some(c.drops);
+            }
+            Err(why) => s.missing(&LISTEN_COUNTERS, &why),
+        }
+        match self.queue.and_then(QueuePoller::finish) {
+            Ok(Some((max, limit))) => {
+                s.accept_queue_max = Some(max);
+                s.accept_queue_limit = Some(limit);
+            }
+            Ok(None) => s.missing(&ACCEPT_QUEUE, "no listener of the server was seen during the window"),
+            Err(why) => s.missing(&ACCEPT_QUEUE, &why),
+        }
+        s
+    }
+}
+
+/// The CPUs the server's processes may run on.
+fn server_cpus(pids: &[u32]) -> Vec<usize> {
+    let mut cpus: Vec<usize> = pids
+        .iter()
+        .filter_map(|&p| cpu::allowed_cpus(p).ok())
+        .flatten()
+        .collect();
+    cpus.sort_unstable();
+    cpus.dedup();
+    cpus
+}
+
+/// Summed process CPU clocks.
+fn process_cpu_ns(pids: &[u32]) -> Result<u64, String> {
+    pids.iter()
+        .map(|&pid| cpu::process_cpu_ns(pid).map_err(|e| format!("reading the CPU clock of process {pid}: {e}")))
+        .sum()
+}
+
+/// The deepest accept queue seen and the limit, `None` if no listener showed up.
+type Deepest = Option<(u32, u32)>;
+
+/// Polls the server's listeners every [`QUEUE_POLL`] on a thread of its own.
+struct QueuePoller {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<Deepest, String>>>,
+}
+
+impl QueuePoller {
+    /// Polls `ports`' listeners from a CPU outside `server_cpus` when there is one, so that the
+    /// polls take nothing from the server.
+    fn start(ports: &[u16], server_cpus: &[usize]) -> Result<QueuePoller, String> {
+        if ports.is_empty() {
+            return Err("the server has no listening TCP socket".into());
+        }
+        let mut diag = Diag::open().map_err(|e| format!("{e:#}"))?;
+        let ports = ports.to_vec();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let elsewhere: Vec<usize> = (0..cores).filter(|c| !server_cpus.contains(c)).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("accept-queue".into())
+                .spawn(move || {
+                    if !elsewhere.is_empty() {
+                        // Not fatal: unpinned, the polls only cost a little more.
+                        let _ = bench::sys::pin_current_thread(&elsewhere);
+                    }
+                    let mut deepest: Deepest = None;
+                    loop {
+                        // One more look after the stop: the queue as the run left it.
+                        let last = stop.load(Ordering::Relaxed);
+                        let listeners = diag.listeners().map_err(|e| format!("{e:#}"))?;
+                        for l in listeners.iter().filter(|l| ports.contains(&l.port)) {
+                            let (max, limit) = deepest.get_or_insert((0, 0));
+                            *max = (*max).max(l.queued);
+                            *limit = (*limit).max(l.limit);
+                        }
+                        if last {
+                            return Ok(deepest);
+                        }
+                        std::thread::sleep(QUEUE_POLL);
+                    }
+                })
+                .map_err(|e| format!("starting the accept-queue poller: {e}"))?
+        };
+        Ok(QueuePoller {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn finish(mut self) -> Result<Deepest, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread.take().expect("joined only here");
+        thread
+            .join()
+            .unwrap_or_else(|_| Err("the accept-queue poller panicked".into()))
+    }
+}
+
+impl Drop for QueuePoller {
+    /// A window dropped unclosed (an error ended the run) must not leave its poller running.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Signals over one or more windows of runs that are not profiled: our scheduler and TCP
+/// programs attached on their own (no syscall hook, no sampler), or /proc alone when they cannot
+/// be. [`Watch::open`] starts a window (called when the load starts), [`Watch::close`] ends it.
+pub struct Watch {
+    loaded: Result<Loaded, String>,
+    pids: Result<Vec<u32>, String>,
+    ports: Vec<u16>,
+    window: Option<Window>,
+}
+
+impl Watch {
+    pub fn attach(pids: Result<Vec<u32>, String>, ports: Vec<u16>) -> Watch {
+        let targets = pids.as_deref().unwrap_or_default();
+        let loaded = attach::load(targets, &ports, false, false).map_err(|e| format!("no eBPF: {e:#}"));
+        Watch {
+            loaded,
+            pids,
+            ports,
+            window: None,
+        }
+    }
+
+    /// Starts a window, ending any window still open.
+    pub fn open(&mut self) {
+        let kernel = self.loaded.as_mut().map_err(|e| e.clone());
+        self.window = Some(Window::open(self.pids.clone(), &self.ports, kernel));
+    }
+
+    /// Ends the window (an empty one if none was opened: the run never started).
+    pub fn close(&mut self) -> Signals {
+        if self.window.is_none() {
+            self.open();
+        }
+        let window = self.window.take().expect("opened above");
+        window.close(self.loaded.as_ref().ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_within_log2_buckets() {
+        let mut hist = [0; HIST_BUCKETS];
+        // 100 waits in [1024, 2048) ns.
+        hist[10] = 100;
+        assert_eq!(quantile_ns(&hist, 0.5, 5000), 1024.0 + 1024.0 * 0.5);
+        assert_eq!(quantile_ns(&hist, 0.99, 5000), 1024.0 + 1024.0 * 0.99);
+        // Never above the largest wait seen.
+        assert_eq!(quantile_ns(&hist, 0.99, 1500), 1500.0);
+        // 99 short waits and one long one: p50 short, p99 still short, p100 long.
+        let mut hist = [0; HIST_BUCKETS];
+        hist[3] = 99;
+        hist[20] = 1;
+        assert!(quantile_ns(&hist, 0.5, 1 << 20) <= 16.0);
+        assert!(quantile_ns(&hist, 0.99, 1 << 20) <= 16.0);
+        assert!(quantile_ns(&hist, 1.0, 1 << 20) >= (1 << 20) as f64 * 0.99);
+        assert_eq!(bucket_bounds(0), (0, 2));
+        assert_eq!(bucket_bounds(10), (1024, 2048));
+    }
+}
