@@ -544,7 +544,7 @@ fn sock_ports(sk: *const u8) -> Option<(u16, u16)> {
 
 #[inline(always)]
 fn is_server_port(port: u16) -> bool {
-    unsafe { PORTS.get(&port) }.is_some()
+    unsafe { PORTS.get(port) }.is_some()
 }
 
 #[inline(always)]
