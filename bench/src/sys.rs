@@ -59,6 +59,15 @@ pub fn thread_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// Time the calling thread has spent runnable but waiting for a CPU (schedstat's `run_delay`;
+/// zero where the kernel keeps no schedstats).
+pub fn thread_run_delay() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
 /// Asks the kernel to fire this thread's timers on time: by default it may delay them by up to
 /// 50 us to batch wakeups, which an open-loop client would report as latency.
 pub(crate) fn precise_timers() -> Result<()> {

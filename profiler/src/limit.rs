@@ -123,17 +123,24 @@ fn network(s: &Signals, requests: Option<u64>) -> Option<Limit> {
     })
 }
 
-/// The load generator out of CPU while the server is not (both out of CPU is `server-cpu`).
+/// The load generator out of CPU while the server is not (both out of CPU is `server-cpu`). A
+/// worker whose core is shared is out of CPU when it runs or waits to run nearly all the time.
 fn client_cpu(s: &Signals, _: Option<u64>) -> Option<Limit> {
     let (pct, cores, busiest) = (s.client_cpu_pct?, s.client_cores?, s.client_busiest_worker_pct?);
-    if !saturated(pct, cores, busiest) || server_saturated(s) {
+    let waiting = s.client_busiest_worker_runq_pct.unwrap_or(0.0);
+    if !client_saturated(s) || server_saturated(s) {
         return None;
     }
+    let shared = if waiting >= 5.0 {
+        format!(" and waiting for it {waiting:.0}% of the time (its core is shared)")
+    } else {
+        String::new()
+    };
     Some(Limit {
         kind: LimitKind::ClientCpu,
         reason: format!(
-            "the load generator is out of CPU: {}, busiest worker {busiest:.0}% of a core; the server used {}: \
-             these figures are the load generator's limit, not the server's",
+            "the load generator is out of CPU: {}, busiest worker {busiest:.0}% of a core{shared}; the server \
+             used {}: these figures are the load generator's limit, not the server's",
             of_cores(pct, cores),
             server_use(s)
         ),
@@ -150,8 +157,8 @@ fn server_cpu(s: &Signals, _: Option<u64>) -> Option<Limit> {
         (Some(p99), Some(max)) => format!("; its threads waited for a CPU up to {} (p99 {})", us(max), us(p99)),
         _ => String::new(),
     };
-    let client = match (s.client_cpu_pct, s.client_cores, s.client_busiest_worker_pct) {
-        (Some(pct), Some(cores), Some(busiest)) if saturated(pct, cores, busiest) => format!(
+    let client = match (s.client_cpu_pct, s.client_cores) {
+        (Some(pct), Some(cores)) if client_saturated(s) => format!(
             "; the load generator was out of CPU too ({}): more of either alone would not help",
             of_cores(pct, cores)
         ),
@@ -170,6 +177,15 @@ fn server_cpu(s: &Signals, _: Option<u64>) -> Option<Limit> {
 /// does of one core (a thread cannot use more).
 fn saturated(pct: f64, cores: usize, busiest_thread_pct: f64) -> bool {
     busiest_thread_pct >= CPU_BUSY_PCT || pct >= CPU_BUSY_PCT * cores as f64
+}
+
+fn client_saturated(s: &Signals) -> bool {
+    match (s.client_cpu_pct, s.client_cores, s.client_busiest_worker_pct) {
+        (Some(pct), Some(cores), Some(busiest)) => {
+            saturated(pct, cores, busiest + s.client_busiest_worker_runq_pct.unwrap_or(0.0))
+        }
+        _ => false,
+    }
 }
 
 fn server_saturated(s: &Signals) -> bool {
@@ -341,6 +357,16 @@ mod tests {
             ..idle()
         };
         assert_eq!(kind(&client), LimitKind::ClientCpu, "before run-queue");
+        // A worker on a shared core: running 81% and waiting for it 15% of the time.
+        let shared = Signals {
+            client_busiest_worker_pct: Some(81.0),
+            client_busiest_worker_runq_pct: Some(15.0),
+            client_cpu_pct: Some(81.0),
+            ..idle()
+        };
+        let limit = Limit::judge(&shared, Some(1));
+        assert_eq!(limit.kind, LimitKind::ClientCpu);
+        assert!(limit.reason.contains("waiting for it 15%"), "{}", limit.reason);
         // Both out of CPU: the server's limit, and the reason says the client was too.
         let both = Signals {
             server_cpu_pct: Some(98.0),

@@ -297,13 +297,15 @@ pub fn signals_table(s: &Signals, limit: &Limit) -> String {
     let _ = writeln!(out, "signals over {:.0} ms:", s.window_ms);
     let _ = writeln!(
         out,
-        "  CPU        server {} of {} (busiest thread {}); load generator {} of {} (busiest worker {})",
+        "  CPU        server {} of {} (busiest thread {}); load generator {} of {} (busiest worker {}, \
+         waiting for a CPU {})",
         pct(s.server_cpu_pct),
         cores(s.server_cores),
         pct(s.server_busiest_thread_pct),
         pct(s.client_cpu_pct),
         cores(s.client_cores),
-        pct(s.client_busiest_worker_pct)
+        pct(s.client_busiest_worker_pct),
+        pct(s.client_busiest_worker_runq_pct)
     );
     let _ = writeln!(
         out,

@@ -86,7 +86,9 @@ fn a_busy_load_generator_is_named() {
     b.load.connection = ConnectionMode::PerRequest;
     let r = run(&b);
     let s = &r.signals;
-    assert!(s.client_busiest_worker_pct.unwrap() >= 90.0, "{s:?}");
+    // Running, or runnable and waiting for its core (a kernel thread can take a share of it).
+    let busy = s.client_busiest_worker_pct.unwrap() + s.client_busiest_worker_runq_pct.unwrap();
+    assert!(busy >= 90.0, "{s:?}");
     assert!(s.server_cpu_pct.unwrap() < 90.0, "{s:?}");
     assert_eq!(r.limit.kind, LimitKind::ClientCpu, "{:?}", r.limit);
     // Every connection ends with our own reset (SO_LINGER 0): counted, but not trouble.

@@ -65,6 +65,10 @@ pub struct WorkerStats {
     #[serde(rename = "cpu_ms", serialize_with = "millis")]
     pub cpu_time: Duration,
     pub cpu_pct: f64,
+    /// Its time runnable but waiting for a CPU (another process had its core), same scale.
+    #[serde(rename = "runq_wait_ms", serialize_with = "millis")]
+    pub runq_wait: Duration,
+    pub runq_wait_pct: f64,
     /// Every `write` of a request.
     pub send: CallStats,
     /// Every `read` of a response.
@@ -146,10 +150,12 @@ impl LoadReport {
         let available = std::thread::available_parallelism().map_or(1, |n| n.get());
         // A worker is one thread: it can use one core at most.
         let cores = pinned.map_or(available, |cpus| cpus.len()).min(self.workers.len());
+        let busiest = self.workers.iter().max_by(|a, b| a.cpu_pct.total_cmp(&b.cpu_pct));
         ClientCpu {
             pct: percent_of(cpu, self.elapsed),
             cores,
-            busiest_worker_pct: self.workers.iter().map(|w| w.cpu_pct).fold(0.0, f64::max),
+            busiest_worker_pct: busiest.map_or(0.0, |w| w.cpu_pct),
+            busiest_worker_runq_pct: busiest.map_or(0.0, |w| w.runq_wait_pct),
         }
     }
 }
@@ -162,6 +168,9 @@ pub struct ClientCpu {
     /// worker.
     pub cores: usize,
     pub busiest_worker_pct: f64,
+    /// The same worker's share of the run spent waiting for a CPU: on CPU plus waiting near
+    /// 100% means its core was full, shared or not.
+    pub busiest_worker_runq_pct: f64,
 }
 
 /// `part` as a percentage of `whole` (0 when `whole` is zero).
@@ -176,6 +185,8 @@ fn worker_stats(o: &Outcome, elapsed: Duration) -> WorkerStats {
     WorkerStats {
         cpu_time: o.cpu_time,
         cpu_pct: percent_of(o.cpu_time, elapsed),
+        runq_wait: o.runq_wait,
+        runq_wait_pct: percent_of(o.runq_wait, elapsed),
         worker: o.index,
         pinned_cpu: o.pinned_cpu,
         cpu: o.cpu,

@@ -79,8 +79,10 @@ pub(crate) struct Outcome {
     pub connections_opened: u64,
     pub started: Instant,
     pub finished: Instant,
-    /// CPU time of the worker's thread from `started` to `finished`.
+    /// CPU time of the worker's thread from `started` to `finished`, and its time waiting for
+    /// a CPU.
     pub cpu_time: Duration,
+    pub runq_wait: Duration,
     pub stopped_early: bool,
     pub pinned_cpu: Option<usize>,
     pub cpu: Option<usize>,
@@ -179,8 +181,9 @@ struct Worker<'a> {
     recv: CallTimer,
     connections_opened: u64,
     started: Instant,
-    /// The thread's CPU time at `started`.
+    /// The thread's CPU time and run-queue wait at `started`.
     cpu_at_start: Duration,
+    runq_at_start: Duration,
     stopped_early: bool,
 }
 
@@ -242,6 +245,7 @@ impl<'a> Worker<'a> {
             connections_opened: 0,
             started: now,
             cpu_at_start: Duration::ZERO,
+            runq_at_start: Duration::ZERO,
             stopped_early: false,
         })
     }
@@ -301,6 +305,7 @@ impl<'a> Worker<'a> {
     fn run_loop(&mut self) {
         self.started = Instant::now();
         self.cpu_at_start = sys::thread_cpu_time();
+        self.runq_at_start = sys::thread_run_delay();
         let start = self.started;
         self.stop_at = self.job.duration.map(|d| start + d);
         self.next_scan = start + TIMEOUT_SCAN;
@@ -692,6 +697,7 @@ impl<'a> Worker<'a> {
             started: self.started,
             finished: Instant::now(),
             cpu_time: sys::thread_cpu_time().saturating_sub(self.cpu_at_start),
+            runq_wait: sys::thread_run_delay().saturating_sub(self.runq_at_start),
             stopped_early: self.stopped_early,
             pinned_cpu: share.cpu,
             cpu: sys::current_cpu(),

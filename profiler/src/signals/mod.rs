@@ -39,6 +39,8 @@ pub struct Signals {
     pub client_cpu_pct: Option<f64>,
     pub client_cores: Option<usize>,
     pub client_busiest_worker_pct: Option<f64>,
+    /// That worker's time waiting for a CPU, same scale: its core was shared.
+    pub client_busiest_worker_runq_pct: Option<f64>,
     /// Waits of the server's threads from wakeup or preemption to running, from a log2
     /// histogram (interpolated within a bucket: within a factor of two of the true value).
     pub runq_p50_us: Option<f64>,
@@ -76,7 +78,12 @@ pub struct RunqBucket {
 }
 
 const SERVER_CPU: [&str; 3] = ["server_cpu_pct", "server_cores", "server_busiest_thread_pct"];
-const CLIENT_CPU: [&str; 3] = ["client_cpu_pct", "client_cores", "client_busiest_worker_pct"];
+const CLIENT_CPU: [&str; 4] = [
+    "client_cpu_pct",
+    "client_cores",
+    "client_busiest_worker_pct",
+    "client_busiest_worker_runq_pct",
+];
 const RUNQ_KERNEL: [&str; 5] = ["runq_p50_us", "runq_p99_us", "runq_max_us", "runq_waits", "runq_hist"];
 const ACCEPT_QUEUE: [&str; 2] = ["accept_queue_max", "accept_queue_limit"];
 const LISTEN_COUNTERS: [&str; 2] = ["listen_overflows", "listen_drops"];
@@ -101,6 +108,7 @@ impl Signals {
         self.client_cpu_pct = Some(round1(client.pct));
         self.client_cores = Some(client.cores);
         self.client_busiest_worker_pct = Some(round1(client.busiest_worker_pct));
+        self.client_busiest_worker_runq_pct = Some(round1(client.busiest_worker_runq_pct));
         for field in CLIENT_CPU {
             self.signal_errors.remove(field);
         }
