@@ -1,5 +1,5 @@
 //! A benchmark: a bench-server child (or a loopback target), the load generator against it, and
-//! optionally the server process profiled over the run. The node and the `profiler bench`
+//! optionally the server process profiled over the run. The node and the `tcpprof bench`
 //! command are two front ends to these functions.
 use crate::attach::AttachError;
 use crate::report::{Report, Sweep};
@@ -115,7 +115,7 @@ impl Benchmark {
     pub fn profile(&self) -> Result<Report, ProfileError> {
         if self.target.is_some() {
             return Err(ProfileError::Failed(anyhow::anyhow!(
-                "a target is not our child: profile it with `profiler profile --pid`"
+                "a target is not our child: profile it with `tcpprof profile --pid`"
             )));
         }
         let exe = bench_server_exe()?;

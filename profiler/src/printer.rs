@@ -7,7 +7,7 @@ use crate::signals::Signals;
 use crate::stacks::{Stacks, TOP_FUNCTIONS};
 use crate::{Part, Profile};
 use anyhow::{Context, Result};
-use bench::load::LoadReport;
+use bench::load::{LatencyHistogram, LoadReport};
 use profiler_common::SyscallClass;
 use std::fmt::Write;
 
@@ -348,6 +348,53 @@ pub fn signals_table(s: &Signals, limit: &Limit) -> String {
     out
 }
 
+/// A latency histogram's percentile distribution in HdrHistogram's text format (`.hgrm`, as
+/// `outputPercentileDistribution` writes it, five ticks per half-distance), values in
+/// microseconds: HdrHistogram's plotter and wrk2's users read it.
+pub fn hgrm(latency: &LatencyHistogram) -> String {
+    let h = latency.inner();
+    let digits = usize::from(h.sigfig());
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
+    let mut total = 0;
+    for v in h.iter_quantiles(5) {
+        total += v.count_since_last_iteration();
+        let (value, q) = (v.value_iterated_to() as f64, v.quantile_iterated_to());
+        if q < 1.0 {
+            let _ = writeln!(out, "{value:12.digits$} {q:2.12} {total:10} {:14.2}", 1.0 / (1.0 - q));
+        } else {
+            let _ = writeln!(out, "{value:12.digits$} {q:2.12} {total:10}");
+        }
+    }
+    let (mean, stdev) = if h.is_empty() {
+        (0.0, 0.0)
+    } else {
+        (h.mean(), h.stdev())
+    };
+    let _ = writeln!(
+        out,
+        "#[Mean    = {mean:12.digits$}, StdDeviation   = {stdev:12.digits$}]"
+    );
+    let _ = writeln!(
+        out,
+        "#[Max     = {:12.digits$}, Total count    = {:12}]",
+        latency.max_us() as f64,
+        h.len()
+    );
+    // HdrHistogram's sub-bucket count: the power of two that holds 2 x 10^digits.
+    let sub_buckets = (2 * 10u64.pow(u32::from(h.sigfig()))).next_power_of_two();
+    let _ = writeln!(
+        out,
+        "#[Buckets = {:12}, SubBuckets     = {sub_buckets:12}]",
+        h.buckets()
+    );
+    out
+}
+
 /// A load run's figures as a table, with the per-worker send/recv statistics seed 002 prints.
 pub fn load_table(r: &LoadReport) -> String {
     let mut out = String::new();
@@ -437,4 +484,41 @@ pub fn sweep_table(sweep: &Sweep) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn hgrm_is_hdrhistograms_percentile_distribution() {
+        let mut h = LatencyHistogram::new();
+        for us in 1..=10_000 {
+            h.record(Duration::from_micros(us));
+        }
+        let text = hgrm(&h);
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            "       Value     Percentile TotalCount 1/(1-Percentile)"
+        );
+        assert_eq!(lines.next().unwrap(), "");
+        let rows: Vec<Vec<f64>> = lines
+            .clone()
+            .take_while(|l| !l.starts_with('#'))
+            .map(|l| l.split_whitespace().map(|w| w.parse().unwrap()).collect())
+            .collect();
+        // Value, percentile and count never go down; the last row is 100% of every value.
+        assert!(rows.windows(2).all(|w| (0..3).all(|k| w[0][k] <= w[1][k])), "{text}");
+        let median = rows.iter().find(|r| r[1] >= 0.5).unwrap();
+        assert!((median[0] - 5000.0).abs() <= 5.0, "{median:?}");
+        assert!((median[3] - 2.0).abs() < 0.01, "1/(1-0.5) is 2: {median:?}");
+        let last = rows.last().unwrap();
+        assert_eq!((last[1], last[2], last.len()), (1.0, 10_000.0, 3), "{text}");
+        let footer: Vec<&str> = lines.skip(rows.len()).collect();
+        assert!(footer[0].starts_with("#[Mean    =     5000.") && footer[0].contains("StdDeviation"));
+        assert_eq!(footer[1], "#[Max     =    10007.000, Total count    =        10000]");
+        assert!(footer[2].starts_with("#[Buckets =") && footer[2].ends_with("SubBuckets     =         2048]"));
+    }
 }

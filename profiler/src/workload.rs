@@ -68,7 +68,7 @@ pub struct Child {
 }
 
 impl Child {
-    /// Starts `exe workload --connections C --messages M` (the profiler binary); it idles until
+    /// Starts `exe workload --connections C --messages M` (the tcpprof binary); it idles until
     /// [`Child::go`].
     pub fn spawn(exe: &std::path::Path, connections: u64, messages: u64) -> Result<Child> {
         let mut child = std::process::Command::new(exe)

@@ -1,4 +1,4 @@
-//! The `profiler` command as a user runs it: the stack files it writes, and Ctrl-C during a
+//! The `tcpprof` command as a user runs it: the stack files it writes, and Ctrl-C during a
 //! `profile` window. Needs root (eBPF).
 mod common;
 
@@ -6,7 +6,7 @@ use common::{Peer, require_root};
 use std::process::Command;
 use std::time::Duration;
 
-const PROFILER: &str = env!("CARGO_BIN_EXE_profiler");
+const PROFILER: &str = env!("CARGO_BIN_EXE_tcpprof");
 
 #[test]
 fn bench_writes_folded_stacks_and_a_flame_graph() {
@@ -115,7 +115,7 @@ fn a_sweep_prints_its_knee_and_why() {
     assert!(knee.contains("throughput changed"), "{knee}");
 }
 
-/// A running server profiled by pid while a load generator of its own (another `profiler bench
+/// A running server profiled by pid while a load generator of its own (another `tcpprof bench
 /// --target`) loads it: both report signals, the first without a load generator of its own.
 #[test]
 fn profile_and_target_runs_report_signals() {
@@ -129,6 +129,7 @@ fn profile_and_target_runs_report_signals() {
     let server_exe = std::path::Path::new(PROFILER).with_file_name("bench-server");
     let server = Peer::start(server_exe.to_str().unwrap(), &["--model", "epoll", "--addr", &addr]);
     std::thread::sleep(Duration::from_millis(300));
+    let hgrm = std::env::temp_dir().join(format!("tcpprof-{}.hgrm", std::process::id()));
     let load = Command::new(PROFILER)
         .args([
             "bench",
@@ -139,7 +140,8 @@ fn profile_and_target_runs_report_signals() {
             "--response",
             "PONG\\n",
         ])
-        .args(["-d", "3", "-c", "4", "--json"])
+        .args(["-d", "3", "-c", "4", "--json", "--hgrm"])
+        .arg(&hgrm)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -173,4 +175,11 @@ fn profile_and_target_runs_report_signals() {
     assert!(s["server_cpu_pct"].as_f64().unwrap() > 1.0, "{s}");
     assert!(s["client_cpu_pct"].as_f64().unwrap() > 1.0, "{s}");
     assert!(s["runq_waits"].is_u64(), "{s}");
+    // The .hgrm's last row is 100% of the requests.
+    let text = std::fs::read_to_string(&hgrm).unwrap();
+    let _ = std::fs::remove_file(&hgrm);
+    let last = text.lines().rfind(|l| !l.starts_with('#') && !l.trim().is_empty()).unwrap();
+    let fields: Vec<&str> = last.split_whitespace().collect();
+    assert_eq!(fields[1], "1.000000000000", "{text}");
+    assert_eq!(fields[2].parse::<u64>().unwrap(), json["requests"].as_u64().unwrap(), "{text}");
 }

@@ -9,7 +9,7 @@ use profiler::{ProfileOptions, Session};
 use profiler_common::SyscallClass;
 use std::path::Path;
 
-const PROFILER: &str = env!("CARGO_BIN_EXE_profiler");
+const PROFILER: &str = env!("CARGO_BIN_EXE_tcpprof");
 
 /// Calls a Rust process makes beside the workload's own (runtime start-up, the go/done handshake
 /// on stdin/stdout): a bound on double counting, far below what a leak from another process

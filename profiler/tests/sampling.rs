@@ -243,7 +243,7 @@ fn exact_modes_take_stacks_when_asked() {
 #[test]
 fn a_target_that_exits_mid_window_is_reported_and_its_stacks_named() {
     require_root();
-    let exe = Path::new(env!("CARGO_BIN_EXE_profiler"));
+    let exe = Path::new(env!("CARGO_BIN_EXE_tcpprof"));
     let options = ProfileOptions {
         mode: Requested::Only(Mode::Sampling),
         frequency_hz: 4999,
@@ -273,7 +273,7 @@ fn a_target_that_exits_mid_window_is_reported_and_its_stacks_named() {
 fn programs_and_perf_events_are_gone_after_the_session() {
     require_root();
     let (bpf_before, perf_before) = (descriptors("anon_inode:bpf"), descriptors("anon_inode:[perf_event]"));
-    let target = workload::Child::spawn(Path::new(env!("CARGO_BIN_EXE_profiler")), 1, 1).unwrap();
+    let target = workload::Child::spawn(Path::new(env!("CARGO_BIN_EXE_tcpprof")), 1, 1).unwrap();
     let options = ProfileOptions {
         mode: Requested::Only(Mode::Sampling),
         ..ProfileOptions::default()
@@ -299,7 +299,7 @@ fn a_frequency_above_the_kernels_limit_is_refused_with_the_limit() {
         .trim()
         .parse()
         .unwrap();
-    let target = workload::Child::spawn(Path::new(env!("CARGO_BIN_EXE_profiler")), 1, 1).unwrap();
+    let target = workload::Child::spawn(Path::new(env!("CARGO_BIN_EXE_tcpprof")), 1, 1).unwrap();
     let options = ProfileOptions {
         mode: Requested::Only(Mode::Sampling),
         frequency_hz: max + 1,

@@ -13,7 +13,7 @@ const ROUNDS: usize = 3;
 /// Our load generator against redis-benchmark, both loading one redis-server.
 pub fn loadgen(root: &Path) -> Result<()> {
     apt_install(&["redis-server", "redis-tools"])?;
-    let profiler = root.join("target/release/profiler");
+    let profiler = root.join("target/release/tcpprof");
     let port = 16379;
     let _redis = start_server(
         Command::new("taskset")
@@ -65,7 +65,7 @@ const MODELS: [&str; 9] = [
 /// CPU 1): throughput, p99, errors, server memory and context switches, and the limit reached;
 /// then each model's breakdown at 100 connections.
 pub fn models(root: &Path) -> Result<()> {
-    let profiler = root.join("target/release/profiler");
+    let profiler = root.join("target/release/tcpprof");
     let bench = |model: &str, c: usize, extra: &[&str]| -> Result<serde_json::Value> {
         // Every connection sends a few requests, at least 20,000 in all.
         let n = (c * 4).max(20_000).to_string();
@@ -85,7 +85,7 @@ pub fn models(root: &Path) -> Result<()> {
                 ])
                 .args(extra),
         )?;
-        serde_json::from_str(&out).context("parsing profiler bench --json")
+        serde_json::from_str(&out).context("parsing tcpprof bench --json")
     };
     println!("PING, closed loop, server on CPU 0, load on CPU 1; n = max(20000, 4 x c) per run\n");
     println!(
@@ -212,7 +212,7 @@ fn ours_ping(profiler: &Path, port: u16, c: usize, n: u64) -> Result<Figures> {
         &n.to_string(),
         "--json",
     ]))?;
-    let v: serde_json::Value = serde_json::from_str(&out).context("parsing profiler bench --json")?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("parsing tcpprof bench --json")?;
     if v["errors"].as_u64() != Some(0) {
         bail!("our load generator saw errors: {}", v["first_error"]);
     }

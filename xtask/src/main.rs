@@ -20,10 +20,10 @@ struct Cli {
 enum Task {
     /// Install what building and loading the eBPF programs needs (idempotent).
     Setup,
-    /// Build in release mode and run the profiler (as root, through sudo when needed).
+    /// Build in release mode and run tcpprof (as root, through sudo when needed).
     /// With no arguments: a profiled benchmark of the epoll bench-server.
     Run {
-        /// Arguments for the profiler binary, after `--`.
+        /// Arguments for the tcpprof binary, after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -76,7 +76,7 @@ fn main() -> Result<()> {
     }
 }
 
-/// The profiler and bench-server binaries, optimised, for runs and benchmarks.
+/// The tcpprof and bench-server binaries, optimised, for runs and benchmarks.
 fn build_release() -> Result<()> {
     run(cargo().args([
         "build",
@@ -95,7 +95,7 @@ fn run_profiler(mut args: Vec<String>) -> Result<()> {
         args.extend(["bench", "--profile", "--stacks", "-c", "10", "-n", "100000"].map(String::from));
     }
     build_release()?;
-    let profiler = workspace_root().join("target/release/profiler");
+    let profiler = workspace_root().join("target/release/tcpprof");
     let mut cmd = if is_root() {
         Command::new(&profiler)
     } else {
@@ -136,8 +136,8 @@ fn test() -> Result<()> {
     // Default members: every crate but profiler-ebpf, which only builds for the BPF target.
     run(cargo().args(["test", "--", "--test-threads=1"]))?;
     // The tests assert the counts; this shows them, and the attach mode, in the log.
-    eprintln!("xtask: profiler demo");
-    run(Command::new(workspace_root().join("target/debug/profiler")).args([
+    eprintln!("xtask: tcpprof demo");
+    run(Command::new(workspace_root().join("target/debug/tcpprof")).args([
         "demo",
         "--connections",
         "10",

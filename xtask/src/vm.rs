@@ -74,7 +74,7 @@ const RUNS: &[TestRun] = &[
 ];
 
 /// The executables the VM runs, at the absolute paths cargo built them at. They keep those paths
-/// inside the VM: `CARGO_BIN_EXE_profiler` is compiled into the tests as an absolute path.
+/// inside the VM: `CARGO_BIN_EXE_tcpprof` is compiled into the tests as an absolute path.
 struct Binaries {
     /// (test target name, executable)
     tests: Vec<(String, PathBuf)>,
@@ -283,7 +283,7 @@ fn check_config(kernel: &Kernel) -> Result<()> {
     Ok(())
 }
 
-/// The `breakdown` and `ebpf_counts` test executables, `bench-server` and `profiler`, built by
+/// The `breakdown` and `ebpf_counts` test executables, `bench-server` and `tcpprof`, built by
 /// cargo and located from its JSON messages. Release profile, unlike `cargo test`: under TCG an
 /// unoptimised loader spends ~100 s of user time per kprobe attach (it looks up each of ~80
 /// probe symbols in /proc/kallsyms, ~150,000 lines, and parses the kernel's BTF), against ~3 s
@@ -311,7 +311,7 @@ fn build(root: &Path) -> Result<Binaries> {
     let binaries = Binaries {
         tests,
         bench_server: bin("bench-server")?,
-        profiler: bin("profiler")?,
+        profiler: bin("tcpprof")?,
     };
     report("test binaries", "built");
     Ok(binaries)

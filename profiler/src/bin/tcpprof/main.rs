@@ -8,7 +8,8 @@ use profiling::ProfileArgs;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-/// tcpprof's profiler: where a TCP server's time goes, from inside the kernel.
+/// tcpprof: loads a TCP server and shows, from inside the kernel, where its time goes and why it
+/// stops scaling.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -65,7 +66,7 @@ fn main() -> Result<()> {
             messages,
             mode,
         } => {
-            let exe = std::env::current_exe().context("locating the profiler binary")?;
+            let exe = std::env::current_exe().context("locating the tcpprof binary")?;
             let options = ProfileOptions {
                 mode,
                 ..ProfileOptions::default()

@@ -1,4 +1,4 @@
-//! `profiler bench`: the node's bench_run / bench_sweep / bench_profile from the shell, printed
+//! `tcpprof bench`: the node's bench_run / bench_sweep / bench_profile from the shell, printed
 //! as tables (or JSON), with a progress bar on runs longer than a second.
 use crate::profiling::ProfileArgs;
 use anyhow::{Context, Result, bail};
@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use profiler::benchmark::{Benchmark, ProfileError, default_cpus};
 use profiler::{Report, printer};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -69,6 +70,10 @@ pub struct BenchArgs {
     /// One JSON object instead of tables.
     #[arg(long)]
     json: bool,
+    /// Also write the latency percentile distribution here, in HdrHistogram's text format
+    /// (.hgrm, microseconds; corrected latency in open loop).
+    #[arg(long, value_name = "FILE", conflicts_with = "sweep")]
+    hgrm: Option<PathBuf>,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -96,6 +101,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         })?;
         progress.finish();
         print_report(&report, args.json)?;
+        write_hgrm(&args, &report)?;
         let profile = report.profile.as_ref().context("a profiled run has a profile")?;
         let what = format!("bench-server {}, {}", benchmark.server.model, benchmark.load.command);
         return args.profiling.write_stacks(profile, &what);
@@ -114,11 +120,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 stats.rss_max_kb, stats.threads_max, stats.voluntary_switches, stats.involuntary_switches
             );
         }
-        return Ok(());
+        return write_hgrm(&args, &report);
     }
     let report = benchmark.run()?;
     progress.finish();
-    print_report(&report, args.json)
+    print_report(&report, args.json)?;
+    write_hgrm(&args, &report)
+}
+
+fn write_hgrm(args: &BenchArgs, report: &Report) -> Result<()> {
+    let (Some(path), Some(load)) = (&args.hgrm, &report.load) else {
+        return Ok(());
+    };
+    std::fs::write(path, printer::hgrm(&load.histogram)).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("latency distribution: {}", path.display());
+    Ok(())
 }
 
 fn print_report(report: &Report, json: bool) -> Result<()> {
