@@ -337,3 +337,44 @@ fn ten_thousand_connections() {
     assert_eq!(report.connections_opened, 10_000);
     eprintln!("10,000 connections: {:?}", started.elapsed());
 }
+
+#[test]
+fn intervals_cover_the_run_in_order_and_add_up_to_it() {
+    let server = start(bench::server::Model::Epoll);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = {
+        let seen = seen.clone();
+        Arc::new(move |i: &load::Interval| seen.lock().unwrap().push(i.clone()))
+    };
+    let cfg = LoadConfig {
+        concurrency: 4,
+        threads: Some(2),
+        duration: Some(Duration::from_millis(550)),
+        rate: Some(4000.0),
+        intervals: Some(load::Intervals {
+            length: Duration::from_millis(100),
+            sink,
+        }),
+        ..config(server.addr(), Command::Ping, 4, 0)
+    };
+    let cfg = LoadConfig { requests: None, ..cfg };
+    let report = load::run(&cfg).unwrap();
+    assert_eq!(report.errors, 0, "{:?}", report.first_error);
+    let seen = seen.lock().unwrap();
+    let indexes: Vec<u64> = seen.iter().map(|i| i.index).collect();
+    assert_eq!(
+        indexes,
+        (0..seen.len() as u64).collect::<Vec<_>>(),
+        "in order, none missing"
+    );
+    assert!((6..=7).contains(&seen.len()), "550 ms in 100 ms intervals: {indexes:?}");
+    let requests: u64 = seen.iter().map(|i| i.requests).sum();
+    assert_eq!(requests, report.requests);
+    let recorded: u64 = seen.iter().map(|i| i.latency.len()).sum();
+    assert_eq!(recorded, report.histogram.len());
+    // At 4,000 requests/s, a full interval holds about 400.
+    let full = &seen[1];
+    assert_eq!(full.length, Duration::from_millis(100));
+    assert!((300..=500).contains(&full.requests), "{full:?}");
+    assert!(seen.last().unwrap().length <= Duration::from_millis(100));
+}

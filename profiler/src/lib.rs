@@ -11,6 +11,7 @@ pub mod benchmark;
 pub mod breakdown;
 mod btf;
 mod cpu_clock;
+pub mod hlog;
 pub mod limit;
 pub mod printer;
 pub mod procfs;

@@ -7,8 +7,9 @@ use crate::signals::Signals;
 use crate::stacks::{Stacks, TOP_FUNCTIONS};
 use crate::{Part, Profile};
 use anyhow::{Context, Result};
-use bench::load::{LatencyHistogram, LoadReport};
+use bench::load::{Interval, LatencyHistogram, LoadReport};
 use profiler_common::SyscallClass;
+use serde_json::Value;
 use std::fmt::Write;
 
 /// How many `other` syscalls the table lists.
@@ -393,6 +394,75 @@ pub fn hgrm(latency: &LatencyHistogram) -> String {
         h.buckets()
     );
     out
+}
+
+/// One interval of a run as a line, as wrk2 and BCC's tools print them.
+pub fn interval_line(i: &Interval) -> String {
+    let l = i.latency.summary();
+    format!(
+        "{:>8.1} s {:>9} requests {:>10.0} req/s {:>6} errors   p50 {:>7} us  p99 {:>7} us  max {:>7} us",
+        (i.start + i.length).as_secs_f64(),
+        i.requests,
+        rate(i.requests, i.length),
+        i.errors,
+        l.p50_us,
+        l.p99_us,
+        l.max_us
+    )
+}
+
+/// One interval of a run as a JSON object (a line of `--interval --json`).
+pub fn interval_json(i: &Interval) -> Value {
+    let l = i.latency.summary();
+    serde_json::json!({
+        "interval": i.index,
+        "start_s": i.start.as_secs_f64(),
+        "length_s": i.length.as_secs_f64(),
+        "requests": i.requests,
+        "errors": i.errors,
+        "throughput_rps": rate(i.requests, i.length),
+        "latency_p50_us": l.p50_us,
+        "latency_p99_us": l.p99_us,
+        "latency_max_us": l.max_us,
+    })
+}
+
+fn rate(n: u64, over: std::time::Duration) -> f64 {
+    if over.is_zero() {
+        0.0
+    } else {
+        n as f64 / over.as_secs_f64()
+    }
+}
+
+/// Merged interval logs: the union's count and percentiles, like a run's summary.
+pub fn merged_json(h: &LatencyHistogram, files: usize, intervals: usize) -> Value {
+    let l = h.summary();
+    serde_json::json!({
+        "files": files,
+        "intervals": intervals,
+        "requests": h.len(),
+        "latency_p50_us": l.p50_us,
+        "latency_p95_us": l.p95_us,
+        "latency_p99_us": l.p99_us,
+        "latency_p999_us": l.p999_us,
+        "latency_max_us": l.max_us,
+        "latency_mean_us": l.mean_us,
+    })
+}
+
+pub fn merged_table(h: &LatencyHistogram, files: usize, intervals: usize) -> String {
+    let l = h.summary();
+    format!(
+        "{files} logs, {intervals} intervals: {} requests\nlatency us: p50 {}  p95 {}  p99 {}  p99.9 {}  max {}  mean {:.1}\n",
+        h.len(),
+        l.p50_us,
+        l.p95_us,
+        l.p99_us,
+        l.p999_us,
+        l.max_us,
+        l.mean_us
+    )
 }
 
 /// A load run's figures as a table, with the per-worker send/recv statistics seed 002 prints.

@@ -120,15 +120,7 @@ fn a_sweep_prints_its_knee_and_why() {
 #[test]
 fn profile_and_target_runs_report_signals() {
     require_root();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let server_exe = std::path::Path::new(PROFILER).with_file_name("bench-server");
-    let server = Peer::start(server_exe.to_str().unwrap(), &["--model", "epoll", "--addr", &addr]);
-    std::thread::sleep(Duration::from_millis(300));
+    let (server, addr) = bench_server();
     let hgrm = std::env::temp_dir().join(format!("tcpprof-{}.hgrm", std::process::id()));
     let load = Command::new(PROFILER)
         .args([
@@ -178,8 +170,103 @@ fn profile_and_target_runs_report_signals() {
     // The .hgrm's last row is 100% of the requests.
     let text = std::fs::read_to_string(&hgrm).unwrap();
     let _ = std::fs::remove_file(&hgrm);
-    let last = text.lines().rfind(|l| !l.starts_with('#') && !l.trim().is_empty()).unwrap();
+    let last = text
+        .lines()
+        .rfind(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .unwrap();
     let fields: Vec<&str> = last.split_whitespace().collect();
     assert_eq!(fields[1], "1.000000000000", "{text}");
-    assert_eq!(fields[2].parse::<u64>().unwrap(), json["requests"].as_u64().unwrap(), "{text}");
+    assert_eq!(
+        fields[2].parse::<u64>().unwrap(),
+        json["requests"].as_u64().unwrap(),
+        "{text}"
+    );
+}
+
+/// Two agents load one server on one plan, each at half the rate with its own interval log;
+/// `tcpprof merge` gives the union: every request of both, percentiles within both's range.
+#[test]
+fn two_agents_merge_into_one_result() {
+    let (_server, addr) = bench_server();
+    let dir = std::env::temp_dir().join(format!("tcpprof-agents-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let agents: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let log = dir.join(format!("{name}.hlog"));
+            let child = Command::new(PROFILER)
+                .args([
+                    "bench",
+                    "--target",
+                    &addr,
+                    "--request",
+                    "PING\\n",
+                    "--response",
+                    "PONG\\n",
+                ])
+                .args(["-c", "4", "-d", "2", "--rate", "2000", "--interval", "0.5", "--json"])
+                .args(["--agent", name, "--hlog"])
+                .arg(&log)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (log, child)
+        })
+        .collect();
+    let mut total = 0;
+    let mut maxes = Vec::new();
+    let mut logs = Vec::new();
+    for (log, child) in agents {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        // A JSON line per interval, then the run.
+        let (run, intervals) = lines.split_last().unwrap();
+        assert!(intervals.len() >= 4, "{stdout}");
+        let per_interval: u64 = intervals.iter().map(|i| i["requests"].as_u64().unwrap()).sum();
+        assert_eq!(per_interval, run["requests"].as_u64().unwrap());
+        total += run["requests"].as_u64().unwrap();
+        maxes.push(run["latency_max_us"].as_u64().unwrap());
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("#[StartTime: "), "{text}");
+        let name = log.file_stem().unwrap().to_str().unwrap();
+        assert!(
+            text.lines().filter(|l| l.starts_with(&format!("Tag={name},"))).count() >= 4,
+            "{text}"
+        );
+        logs.push(log);
+    }
+    let out = Command::new(PROFILER)
+        .arg("merge")
+        .args(&logs)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let merged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(merged["requests"].as_u64().unwrap(), total, "{merged}");
+    assert_eq!(merged["files"], 2);
+    assert_eq!(
+        merged["latency_max_us"].as_u64().unwrap(),
+        *maxes.iter().max().unwrap(),
+        "{merged}"
+    );
+    let bad = Command::new(PROFILER)
+        .args(["merge", "/etc/hostname"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/etc/hostname"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An epoll bench-server on a free port of 127.0.0.1, started apart from any `tcpprof`, and its
+/// address.
+fn bench_server() -> (Peer, String) {
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let exe = std::path::Path::new(PROFILER).with_file_name("bench-server");
+    let server = Peer::start(exe.to_str().unwrap(), &["--model", "epoll", "--addr", &addr]);
+    common::wait_for_port(addr.rsplit(':').next().unwrap().parse().unwrap());
+    (server, addr)
 }

@@ -1,5 +1,6 @@
 //! What to run: target, command, connection handling, how much and how fast.
 
+use super::histogram::LatencyHistogram;
 use crate::protocol::{self, Expected, MAX_BURN, MAX_ECHO_PAYLOAD, MAX_WAIT_MS, Request};
 use anyhow::{Result, bail, ensure};
 use serde::Serialize;
@@ -215,6 +216,38 @@ pub struct LoadConfig {
     /// Requests finished so far (answered or failed), for a progress display. Workers add to it
     /// in batches, so it lags by at most a few thousand requests.
     pub progress: Option<Arc<AtomicU64>>,
+    /// Report the run in intervals (latencies and counts of each), as wrk2 and BCC's tools
+    /// print them.
+    pub intervals: Option<Intervals>,
+}
+
+/// Intervals of a run: their length, and what receives each as it ends, in order.
+#[derive(Clone)]
+pub struct Intervals {
+    pub length: Duration,
+    pub sink: Arc<dyn Fn(&Interval) + Send + Sync>,
+}
+
+impl fmt::Debug for Intervals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Intervals")
+            .field("length", &self.length)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One interval of a run, over every worker.
+#[derive(Clone, Debug)]
+pub struct Interval {
+    pub index: u64,
+    /// From the run's start to the interval's start.
+    pub start: Duration,
+    /// Its length; the last interval ends with the run.
+    pub length: Duration,
+    pub requests: u64,
+    pub errors: u64,
+    /// Latencies of the requests answered in it (corrected in open loop).
+    pub latency: LatencyHistogram,
 }
 
 impl LoadConfig {
@@ -234,6 +267,7 @@ impl LoadConfig {
             max_time: None,
             allow_non_loopback: false,
             progress: None,
+            intervals: None,
         }
     }
 

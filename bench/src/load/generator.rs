@@ -1,13 +1,17 @@
 //! Splits a run over worker threads, starts them together and merges what they measured.
 
 use super::config::LoadConfig;
+use super::config::{Interval, Intervals};
+use super::histogram::LatencyHistogram;
 use super::report::LoadReport;
-use super::worker::{self, Job, Share};
+use super::worker::{self, IntervalSample, Job, Share};
 use anyhow::{Context, Result};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::time::Instant;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// Runs the load described by `config` and reports what it measured.
 ///
@@ -39,19 +43,30 @@ pub fn run_observed(config: &LoadConfig, on_start: &(dyn Fn() + Sync)) -> Result
         concurrency: config.concurrency,
         hard_deadline: Instant::now() + config.effective_max_time(),
         start: &start,
+        interval: config.intervals.as_ref().map(|i| i.length),
         on_start,
         connected: &connected,
         failed: &failed,
         progress: config.progress.as_deref(),
     };
-    let shares = (0..threads).map(|index| Share {
-        index,
-        conns: slice(config.concurrency, threads, index),
-        budget: config.requests.map(|n| slice(n as usize, threads, index).len() as u64),
-        cpu: config.client_cpus.as_ref().map(|cpus| cpus[index % cpus.len()]),
-    });
+    let (interval_tx, interval_rx) = mpsc::channel();
+    let shares: Vec<Share> = (0..threads)
+        .map(|index| Share {
+            index,
+            intervals: config.intervals.as_ref().map(|_| interval_tx.clone()),
+            conns: slice(config.concurrency, threads, index),
+            budget: config.requests.map(|n| slice(n as usize, threads, index).len() as u64),
+            cpu: config.client_cpus.as_ref().map(|cpus| cpus[index % cpus.len()]),
+        })
+        .collect();
+    // The workers hold the only senders: the channel closes when the last one is done.
+    drop(interval_tx);
     let results: Vec<Result<Option<worker::Outcome>>> = std::thread::scope(|scope| {
+        if let Some(intervals) = &config.intervals {
+            scope.spawn(move || collect_intervals(interval_rx, threads, intervals));
+        }
         let handles: Vec<_> = shares
+            .into_iter()
             .map(|share| {
                 let job = &job;
                 std::thread::Builder::new()
@@ -76,6 +91,42 @@ pub fn run_observed(config: &LoadConfig, on_start: &(dyn Fn() + Sync)) -> Result
         }
     }
     Ok(LoadReport::merge(outcomes, config.rate, config.concurrency))
+}
+
+/// Merges the workers' interval samples and hands each interval to the sink once every worker
+/// has reported it (or stopped before it); what is left goes out, in order, when the workers are
+/// done and the channel closes.
+fn collect_intervals(samples: mpsc::Receiver<IntervalSample>, workers: usize, intervals: &Intervals) {
+    let mut pending: BTreeMap<u64, Interval> = BTreeMap::new();
+    // Per worker: the next interval it will report, or None once it has stopped.
+    let mut next: Vec<Option<u64>> = vec![Some(0); workers];
+    let emit = |i: &Interval| (intervals.sink)(i);
+    for sample in samples {
+        let interval = pending.entry(sample.index).or_insert_with(|| Interval {
+            index: sample.index,
+            start: intervals.length * sample.index as u32,
+            length: Duration::ZERO,
+            requests: 0,
+            errors: 0,
+            latency: LatencyHistogram::new(),
+        });
+        interval.requests += sample.requests;
+        interval.errors += sample.errors;
+        interval.length = interval.length.max(sample.length);
+        interval.latency.merge(&sample.latency);
+        next[sample.worker] = (!sample.last).then_some(sample.index + 1);
+        // Complete: every worker still running has reported past it.
+        let done = next.iter().flatten().min().copied().unwrap_or(u64::MAX);
+        while let Some(entry) = pending.first_entry() {
+            if *entry.key() >= done {
+                break;
+            }
+            emit(&entry.remove());
+        }
+    }
+    for interval in pending.into_values() {
+        emit(&interval);
+    }
 }
 
 /// Part `index` of `0..total` cut into `parts` contiguous pieces whose sizes differ by at most one.

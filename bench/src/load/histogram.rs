@@ -49,6 +49,18 @@ impl LatencyHistogram {
         }
     }
 
+    /// Forgets every recorded latency.
+    pub fn reset(&mut self) {
+        self.hist.reset();
+    }
+
+    /// Wraps a histogram of microseconds read back from a log.
+    pub fn from_hdr(hist: Histogram<u64>) -> LatencyHistogram {
+        let mut out = LatencyHistogram::new();
+        out.hist.add(&hist).expect("auto-resizing histograms add");
+        out
+    }
+
     pub fn merge(&mut self, other: &LatencyHistogram) {
         // Both auto-resize, so adding cannot run out of range.
         self.hist.add(&other.hist).expect("auto-resizing histograms add");

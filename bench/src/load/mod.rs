@@ -15,7 +15,8 @@ mod stats;
 mod worker;
 
 pub use config::{
-    Command, ConnectionMode, DEFAULT_MAX_RUN, DEFAULT_REQUEST_TIMEOUT, LoadConfig, MAX_CONCURRENCY, MIN_RATE,
+    Command, ConnectionMode, DEFAULT_MAX_RUN, DEFAULT_REQUEST_TIMEOUT, Interval, Intervals, LoadConfig,
+    MAX_CONCURRENCY, MIN_RATE,
 };
 pub use generator::{run, run_observed};
 pub use histogram::{Latency, LatencyHistogram};

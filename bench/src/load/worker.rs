@@ -22,6 +22,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::ops::Range;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 const EVENTS_PER_WAIT: usize = 1024;
@@ -47,6 +48,8 @@ pub(crate) struct Job<'a> {
     pub hard_deadline: Instant,
     /// Releases the workers together once every one has connected.
     pub start: &'a Barrier,
+    /// Length of the intervals the run is reported in, if it is.
+    pub interval: Option<Duration>,
     /// Called once every worker has connected, before the clock starts: an observer's window
     /// (the run's signals) then covers the measured run and not the connecting.
     pub on_start: &'a (dyn Fn() + Sync),
@@ -59,11 +62,37 @@ pub(crate) struct Job<'a> {
 /// One worker's part of the run.
 pub(crate) struct Share {
     pub index: usize,
+    /// Where to send each interval's figures, when the run reports intervals.
+    pub intervals: Option<Sender<IntervalSample>>,
     /// Global connection numbers (they fix each connection's place in the open-loop schedule).
     pub conns: Range<usize>,
     /// Requests this worker sends, when the run is bounded by a count.
     pub budget: Option<u64>,
     pub cpu: Option<usize>,
+}
+
+/// The interval a worker is in.
+struct IntervalState {
+    sender: Sender<IntervalSample>,
+    length: Duration,
+    index: u64,
+    ends: Instant,
+    /// `ok` and errors at the interval's start.
+    requests_at: u64,
+    errors_at: u64,
+}
+
+/// One worker's figures for one interval of the run.
+pub(crate) struct IntervalSample {
+    pub worker: usize,
+    pub index: u64,
+    pub latency: LatencyHistogram,
+    pub requests: u64,
+    pub errors: u64,
+    /// How much of the interval the worker ran: all of it, but for its last.
+    pub length: Duration,
+    /// The worker's last interval (it stopped within it).
+    pub last: bool,
 }
 
 pub(crate) struct Outcome {
@@ -181,6 +210,12 @@ struct Worker<'a> {
     recv: CallTimer,
     connections_opened: u64,
     started: Instant,
+    /// This worker's number, for its interval samples.
+    share_index: usize,
+    /// With intervals: `latency` holds the current interval's, and this the earlier ones'.
+    latency_before: LatencyHistogram,
+    /// The current interval's number and end, and the counts at its start.
+    report_interval: Option<IntervalState>,
     /// The thread's CPU time and run-queue wait at `started`.
     cpu_at_start: Duration,
     runq_at_start: Duration,
@@ -244,6 +279,20 @@ impl<'a> Worker<'a> {
             recv: CallTimer::default(),
             connections_opened: 0,
             started: now,
+            share_index: share.index,
+            latency_before: LatencyHistogram::new(),
+            report_interval: share
+                .intervals
+                .clone()
+                .zip(job.interval)
+                .map(|(sender, length)| IntervalState {
+                    sender,
+                    length,
+                    index: 0,
+                    ends: now + length,
+                    requests_at: 0,
+                    errors_at: 0,
+                }),
             cpu_at_start: Duration::ZERO,
             runq_at_start: Duration::ZERO,
             stopped_early: false,
@@ -305,6 +354,9 @@ impl<'a> Worker<'a> {
     fn run_loop(&mut self) {
         self.started = Instant::now();
         self.cpu_at_start = sys::thread_cpu_time();
+        if let Some(interval) = &mut self.report_interval {
+            interval.ends = self.started + interval.length;
+        }
         self.runq_at_start = sys::thread_run_delay();
         let start = self.started;
         self.stop_at = self.job.duration.map(|d| start + d);
@@ -322,6 +374,7 @@ impl<'a> Worker<'a> {
         }
         loop {
             let now = Instant::now();
+            self.end_intervals(now);
             if now >= self.job.hard_deadline {
                 self.abandon();
                 break;
@@ -340,6 +393,9 @@ impl<'a> Worker<'a> {
             }
             if self.active > 0 {
                 until = until.min(self.next_scan);
+            }
+            if let Some(interval) = &self.report_interval {
+                until = until.min(interval.ends);
             }
             let timeout = Some(until.saturating_duration_since(now));
             let n = match sys::wait_precise(&self.epoll, &mut self.events, timeout) {
@@ -681,8 +737,50 @@ impl<'a> Worker<'a> {
         self.wake.clear();
     }
 
+    /// Sends the figures of every interval that has ended by `now`.
+    fn end_intervals(&mut self, now: Instant) {
+        while self.report_interval.as_ref().is_some_and(|i| now >= i.ends) {
+            self.send_interval(false);
+        }
+    }
+
+    /// Sends the current interval's figures and starts the next interval.
+    fn send_interval(&mut self, last: bool) {
+        let (ok, errors) = (self.ok, self.errors.total());
+        let Some(interval) = &mut self.report_interval else {
+            return;
+        };
+        let length = if last {
+            interval
+                .length
+                .saturating_sub(interval.ends.saturating_duration_since(Instant::now()))
+        } else {
+            interval.length
+        };
+        let sample = IntervalSample {
+            length,
+            worker: self.share_index,
+            index: interval.index,
+            latency: self.latency.clone(),
+            requests: ok - interval.requests_at,
+            errors: errors - interval.errors_at,
+            last,
+        };
+        // The collector outlives the workers; a send can only fail once it is gone.
+        let _ = interval.sender.send(sample);
+        interval.index += 1;
+        interval.ends += interval.length;
+        (interval.requests_at, interval.errors_at) = (ok, errors);
+        self.latency_before.merge(&self.latency);
+        self.latency.reset();
+    }
+
     fn into_outcome(mut self, share: &Share) -> Outcome {
         self.report_progress(true);
+        if self.report_interval.is_some() {
+            self.send_interval(true);
+            self.latency = std::mem::take(&mut self.latency_before);
+        }
         Outcome {
             index: share.index,
             ok: self.ok,

@@ -2,16 +2,17 @@
 //! as tables (or JSON), with a progress bar on runs longer than a second.
 use crate::profiling::ProfileArgs;
 use anyhow::{Context, Result, bail};
-use bench::load::{Command, ConnectionMode, LoadConfig};
+use bench::load::{Command, ConnectionMode, Interval, Intervals, LoadConfig};
 use bench::server::{Model, ServerSpec};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use profiler::benchmark::{Benchmark, ProfileError, default_cpus};
+use profiler::hlog::HlogWriter;
 use profiler::{Report, printer};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 #[derive(Args)]
@@ -74,6 +75,16 @@ pub struct BenchArgs {
     /// (.hgrm, microseconds; corrected latency in open loop).
     #[arg(long, value_name = "FILE", conflicts_with = "sweep")]
     hgrm: Option<PathBuf>,
+    /// Print a line per interval of this many seconds (a JSON line each with --json).
+    #[arg(long, value_name = "SECS", conflicts_with = "sweep")]
+    interval: Option<f64>,
+    /// Write an HdrHistogram interval log here (V2, a compressed histogram per interval: 1 s, or
+    /// --interval), tagged with --agent; `tcpprof merge` adds several up.
+    #[arg(long, value_name = "FILE", conflicts_with = "sweep")]
+    hlog: Option<PathBuf>,
+    /// This load generator's name, the tag of its interval log's histograms.
+    #[arg(long, default_value = "tcpprof")]
+    agent: String,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -82,7 +93,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "--mode, --frequency, --stacks, --folded, --flamegraph and --bpf-stats profile the server: add --profile"
         );
     }
-    let benchmark = benchmark(&args)?;
+    let mut benchmark = benchmark(&args)?;
+    let hlog_failure = intervals(&args, &mut benchmark.load)?;
+    let result = run_benchmark(&args, &benchmark);
+    // A failure to write the interval log did not stop the load; it fails the command now.
+    let failure = hlog_failure.lock().unwrap_or_else(PoisonError::into_inner).take();
+    result.and(failure.map_or(Ok(()), Err))
+}
+
+fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark) -> Result<()> {
     let progress = Progress::start(&benchmark.load);
     if let Some(levels) = &args.sweep {
         let sweep = benchmark.sweep(levels, |_, _| progress.reset())?;
@@ -101,7 +120,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         })?;
         progress.finish();
         print_report(&report, args.json)?;
-        write_hgrm(&args, &report)?;
+        write_hgrm(args, &report)?;
         let profile = report.profile.as_ref().context("a profiled run has a profile")?;
         let what = format!("bench-server {}, {}", benchmark.server.model, benchmark.load.command);
         return args.profiling.write_stacks(profile, &what);
@@ -120,12 +139,61 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 stats.rss_max_kb, stats.threads_max, stats.voluntary_switches, stats.involuntary_switches
             );
         }
-        return write_hgrm(&args, &report);
+        return write_hgrm(args, &report);
     }
     let report = benchmark.run()?;
     progress.finish();
     print_report(&report, args.json)?;
-    write_hgrm(&args, &report)
+    write_hgrm(args, &report)
+}
+
+/// Sets up `--interval` lines and the `--hlog` interval log; returns where a failure to write
+/// the log is kept (the load goes on, and the command fails at its end).
+fn intervals(args: &BenchArgs, load: &mut LoadConfig) -> Result<Arc<Mutex<Option<anyhow::Error>>>> {
+    let failure = Arc::new(Mutex::new(None));
+    if args.interval.is_none() && args.hlog.is_none() {
+        return Ok(failure);
+    }
+    let length = match args.interval {
+        Some(s) if !(0.01..=3600.0).contains(&s) => bail!("--interval must be between 0.01 and 3600 seconds, got {s}"),
+        Some(s) => Duration::from_secs_f64(s),
+        None => Duration::from_secs(1),
+    };
+    let hlog = match &args.hlog {
+        Some(path) => Some(HlogWriter::create(path, &args.agent)?),
+        None => None,
+    };
+    let hlog = Mutex::new(hlog);
+    let (lines, json, kept) = (args.interval.is_some(), args.json, failure.clone());
+    // The run's start by the wall clock: when the first interval ends, less its length.
+    let run_start = Mutex::new(None);
+    let sink = move |i: &Interval| {
+        if lines {
+            if json {
+                println!("{}", printer::interval_json(i));
+            } else {
+                println!("{}", printer::interval_line(i));
+            }
+        }
+        let start = *run_start
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(|| profiler::hlog::started_before(i.start + i.length));
+        if let Some(log) = hlog.lock().unwrap_or_else(PoisonError::into_inner).as_mut()
+            && let Err(e) = log.write(i, start)
+        {
+            kept.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
+        }
+    };
+    load.intervals = Some(Intervals {
+        length,
+        sink: Arc::new(sink),
+    });
+    if lines {
+        // The lines are the progress: no bar over them.
+        load.progress = None;
+    }
+    Ok(failure)
 }
 
 fn write_hgrm(args: &BenchArgs, report: &Report) -> Result<()> {

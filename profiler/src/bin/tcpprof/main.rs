@@ -49,6 +49,17 @@ enum Command {
     /// Load a bench-server (or a loopback target) and print throughput and latency; with
     /// --profile, also where the server's time went.
     Bench(Box<bench::BenchArgs>),
+    /// Add up HdrHistogram interval logs (several agents' --hlog files) exactly and print the
+    /// union's count and percentiles.
+    Merge {
+        #[arg(required = true)]
+        logs: Vec<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+        /// Also write the union's percentile distribution here (.hgrm).
+        #[arg(long, value_name = "FILE")]
+        hgrm: Option<std::path::PathBuf>,
+    },
     /// The workload `demo` profiles (run as its child process).
     #[command(hide = true)]
     Workload {
@@ -132,6 +143,17 @@ fn main() -> Result<()> {
             written?;
         }
         Command::Bench(args) => bench::run(*args)?,
+        Command::Merge { logs, json, hgrm } => {
+            let (union, intervals) = profiler::hlog::merge(&logs)?;
+            if json {
+                println!("{}", printer::merged_json(&union, logs.len(), intervals));
+            } else {
+                print!("{}", printer::merged_table(&union, logs.len(), intervals));
+            }
+            if let Some(path) = hgrm {
+                std::fs::write(&path, printer::hgrm(&union)).with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
         Command::Workload { connections, messages } => workload::run_as_child(connections, messages)?,
     }
     Ok(())
