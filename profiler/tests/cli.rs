@@ -102,6 +102,8 @@ fn a_sweep_prints_its_knee_and_why() {
     let out = Command::new(PROFILER)
         .args(["bench", "--server", "threads", "--command", "PING", "-n", "20000"])
         .args(["--sweep", "1,10,100,1000"])
+        .arg("--plots")
+        .arg(std::env::temp_dir().join(format!("tcpprof-sweep-{}", std::process::id())))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -113,6 +115,14 @@ fn a_sweep_prints_its_knee_and_why() {
     let kinds = ["server-cpu", "client-cpu", "run-queue", "accept-queue", "network"];
     assert!(kinds.iter().any(|k| knee.contains(k)), "{knee}");
     assert!(knee.contains("throughput changed"), "{knee}");
+    let dir = std::env::temp_dir().join(format!("tcpprof-sweep-{}", std::process::id()));
+    let svg = std::fs::read_to_string(dir.join("sweep.svg")).unwrap();
+    let level = knee.split_whitespace().nth(2).unwrap();
+    assert!(
+        svg.contains(&format!("knee: {level} connections")),
+        "the knee is marked"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A running server profiled by pid while a load generator of its own (another `tcpprof bench
@@ -269,4 +279,87 @@ fn bench_server() -> (Peer, String) {
     let server = Peer::start(exe.to_str().unwrap(), &["--model", "epoll", "--addr", &addr]);
     common::wait_for_port(addr.rsplit(':').next().unwrap().parse().unwrap());
     (server, addr)
+}
+
+/// `--report`: one self-contained HTML file, opened in headless Chromium (Debian's, installed by
+/// `cargo xtask test`), which must render every section; `--plots` writes the SVGs beside.
+#[test]
+fn the_html_report_renders_in_chromium() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("tcpprof-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = dir.join("report.html");
+    let out = Command::new(PROFILER)
+        .args([
+            "bench",
+            "--command",
+            "BURN 3000",
+            "-c",
+            "4",
+            "-d",
+            "2.5",
+            "--rate",
+            "6000",
+        ])
+        .args(["--profile", "--mode", "sampling", "--report"])
+        .arg(&report)
+        .arg("--plots")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for plot in ["latency.svg", "timeline.svg"] {
+        let svg = std::fs::read_to_string(dir.join(plot)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{plot}");
+    }
+    let html = std::fs::read_to_string(&report).unwrap();
+    // Self-contained: nothing to fetch.
+    for external in ["src=\"http", "href=\"http", "<link", "@import", "@font-face"] {
+        assert!(
+            !html.contains(external),
+            "the report refers to something outside it: {external}"
+        );
+    }
+    // url() only for the flame graph's own gradients (#id, inside the page).
+    assert!(html.split("url(").skip(1).all(|rest| rest.starts_with('#')));
+    let chromium = |args: &[&str]| {
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-sync",
+            ])
+            .args(["--disable-background-networking", "--disable-component-update"])
+            .arg(format!("--user-data-dir={}", dir.join("chromium").display()))
+            .args(args)
+            .arg(format!("file://{}", report.display()))
+            .output()
+            .unwrap_or_else(|e| panic!("starting chromium ({e}): `cargo xtask test` installs it from Debian"))
+    };
+    let dom = chromium(&["--dump-dom"]);
+    assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    for section in ["parameters", "summary", "limit", "plots", "breakdown", "flamegraph"] {
+        assert!(
+            dom.contains(&format!("<section id=\"{section}\"")),
+            "{section} missing from the rendered page"
+        );
+    }
+    // The two plots rendered as SVG, the bar has its five parts, the flame graph its frame.
+    assert_eq!(dom.matches("<div class=\"plot\"><svg").count(), 2);
+    assert_eq!(dom.matches("<span title=\"").count(), 5);
+    assert!(dom.contains("<iframe title=\"flame graph\""));
+    assert!(dom.contains("bench::protocol::burn"), "the top function is in the page");
+    let shot = dir.join("report.png");
+    let out = chromium(&["--window-size=1250,3400", &format!("--screenshot={}", shot.display())]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 50_000,
+        "a real picture: {} bytes",
+        png.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -202,7 +202,7 @@ fn folded_stacks_parse_and_the_flame_graph_is_svg() {
         "every sample is in one stack or lost"
     );
 
-    let svg = printer::flamegraph(stacks, "test").unwrap();
+    let svg = printer::flamegraph(stacks, "test", None).unwrap();
     let svg = String::from_utf8(svg).unwrap();
     // inferno's SVG carries a DOCTYPE.
     let options = roxmltree::ParsingOptions {

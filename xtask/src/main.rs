@@ -107,8 +107,9 @@ fn run_profiler(mut args: Vec<String>) -> Result<()> {
     run(cmd.args(&args))
 }
 
-/// Debian packages the tests run: redis-server under redis-benchmark, nginx under wrk.
-const TEST_PEERS: &[&str] = &["redis-server", "redis-tools", "nginx-light", "wrk"];
+/// Debian packages the tests start: redis-server under redis-benchmark, nginx under wrk, and
+/// Chromium to render the HTML report.
+const TEST_PEERS: &[&str] = &["redis-server", "redis-tools", "nginx-light", "wrk", "chromium"];
 
 fn test() -> Result<()> {
     if !is_root() {

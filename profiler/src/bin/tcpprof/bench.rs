@@ -8,6 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use profiler::benchmark::{Benchmark, ProfileError, default_cpus};
 use profiler::hlog::HlogWriter;
+use profiler::printer::plots::IntervalPoint;
 use profiler::{Report, printer};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -85,6 +86,14 @@ pub struct BenchArgs {
     /// This load generator's name, the tag of its interval log's histograms.
     #[arg(long, default_value = "tcpprof")]
     agent: String,
+    /// Write SVG plots into this directory: latency.svg (the percentile spectrum), timeline.svg
+    /// (latency and throughput per interval), or sweep.svg for a sweep.
+    #[arg(long, value_name = "DIR")]
+    plots: Option<PathBuf>,
+    /// Write one self-contained HTML report of the run here: parameters, summary, limit and
+    /// signals, plots, breakdown and flame graph when profiled.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -94,14 +103,27 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
     }
     let mut benchmark = benchmark(&args)?;
-    let hlog_failure = intervals(&args, &mut benchmark.load)?;
-    let result = run_benchmark(&args, &benchmark);
+    let observed = intervals(&args, &mut benchmark.load)?;
+    let result = run_benchmark(&args, &benchmark, &observed);
     // A failure to write the interval log did not stop the load; it fails the command now.
-    let failure = hlog_failure.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let failure = observed
+        .hlog_failure
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
     result.and(failure.map_or(Ok(()), Err))
 }
 
-fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark) -> Result<()> {
+/// What the interval sink gathers while the load runs.
+#[derive(Default)]
+struct Observed {
+    /// The first failure to write the interval log.
+    hlog_failure: Mutex<Option<anyhow::Error>>,
+    /// Each interval's figures, for the timeline plot.
+    points: Mutex<Vec<IntervalPoint>>,
+}
+
+fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, observed: &Observed) -> Result<()> {
     let progress = Progress::start(&benchmark.load);
     if let Some(levels) = &args.sweep {
         let sweep = benchmark.sweep(levels, |_, _| progress.reset())?;
@@ -110,6 +132,12 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark) -> Result<()> {
             println!("{}", serde_json::to_string(&sweep)?);
         } else {
             print!("{}", printer::sweep_table(&sweep));
+        }
+        if let Some(dir) = plots_dir(args)? {
+            write_file(&dir.join("sweep.svg"), &printer::plots::sweep(&sweep)?, "sweep plot")?;
+        }
+        if let Some(path) = &args.report {
+            write_file(path, &printer::html::sweep_report(&command_line(), &sweep)?, "report")?;
         }
         return Ok(());
     }
@@ -120,9 +148,9 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark) -> Result<()> {
         })?;
         progress.finish();
         print_report(&report, args.json)?;
-        write_hgrm(args, &report)?;
         let profile = report.profile.as_ref().context("a profiled run has a profile")?;
         let what = format!("bench-server {}, {}", benchmark.server.model, benchmark.load.command);
+        write_files(args, &report, observed)?;
         return args.profiling.write_stacks(profile, &what);
     }
     if args.server_stats {
@@ -139,20 +167,22 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark) -> Result<()> {
                 stats.rss_max_kb, stats.threads_max, stats.voluntary_switches, stats.involuntary_switches
             );
         }
-        return write_hgrm(args, &report);
+        return write_files(args, &report, observed);
     }
     let report = benchmark.run()?;
     progress.finish();
     print_report(&report, args.json)?;
-    write_hgrm(args, &report)
+    write_files(args, &report, observed)
 }
 
-/// Sets up `--interval` lines and the `--hlog` interval log; returns where a failure to write
-/// the log is kept (the load goes on, and the command fails at its end).
-fn intervals(args: &BenchArgs, load: &mut LoadConfig) -> Result<Arc<Mutex<Option<anyhow::Error>>>> {
-    let failure = Arc::new(Mutex::new(None));
-    if args.interval.is_none() && args.hlog.is_none() {
-        return Ok(failure);
+/// Sets up `--interval` lines, the `--hlog` interval log and the points of the timeline plot;
+/// returns what they gather (a failure to write the log is kept: the load goes on, and the
+/// command fails at its end).
+fn intervals(args: &BenchArgs, load: &mut LoadConfig) -> Result<Arc<Observed>> {
+    let observed = Arc::new(Observed::default());
+    let plotted = args.sweep.is_none() && (args.plots.is_some() || args.report.is_some());
+    if args.interval.is_none() && args.hlog.is_none() && !plotted {
+        return Ok(observed);
     }
     let length = match args.interval {
         Some(s) if !(0.01..=3600.0).contains(&s) => bail!("--interval must be between 0.01 and 3600 seconds, got {s}"),
@@ -164,7 +194,7 @@ fn intervals(args: &BenchArgs, load: &mut LoadConfig) -> Result<Arc<Mutex<Option
         None => None,
     };
     let hlog = Mutex::new(hlog);
-    let (lines, json, kept) = (args.interval.is_some(), args.json, failure.clone());
+    let (lines, json, kept) = (args.interval.is_some(), args.json, observed.clone());
     // The run's start by the wall clock: when the first interval ends, less its length.
     let run_start = Mutex::new(None);
     let sink = move |i: &Interval| {
@@ -182,7 +212,26 @@ fn intervals(args: &BenchArgs, load: &mut LoadConfig) -> Result<Arc<Mutex<Option
         if let Some(log) = hlog.lock().unwrap_or_else(PoisonError::into_inner).as_mut()
             && let Err(e) = log.write(i, start)
         {
-            kept.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
+            kept.hlog_failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert(e);
+        }
+        // A sliver at the end (a worker finishing just past a boundary) would plot as a spike.
+        if plotted && i.length >= length / 10 {
+            let l = i.latency.summary();
+            let point = IntervalPoint {
+                t_s: (i.start + i.length).as_secs_f64(),
+                throughput_rps: if i.length.is_zero() {
+                    0.0
+                } else {
+                    i.requests as f64 / i.length.as_secs_f64()
+                },
+                p50_us: l.p50_us,
+                p99_us: l.p99_us,
+                max_us: l.max_us,
+            };
+            kept.points.lock().unwrap_or_else(PoisonError::into_inner).push(point);
         }
     };
     load.intervals = Some(Intervals {
@@ -193,16 +242,59 @@ fn intervals(args: &BenchArgs, load: &mut LoadConfig) -> Result<Arc<Mutex<Option
         // The lines are the progress: no bar over them.
         load.progress = None;
     }
-    Ok(failure)
+    Ok(observed)
 }
 
-fn write_hgrm(args: &BenchArgs, report: &Report) -> Result<()> {
-    let (Some(path), Some(load)) = (&args.hgrm, &report.load) else {
-        return Ok(());
-    };
-    std::fs::write(path, printer::hgrm(&load.histogram)).with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("latency distribution: {}", path.display());
+/// The files a run was asked for: --hgrm, --plots, --report.
+fn write_files(args: &BenchArgs, report: &Report, observed: &Observed) -> Result<()> {
+    let Some(load) = &report.load else { return Ok(()) };
+    if let Some(path) = &args.hgrm {
+        write_file(path, &printer::hgrm(&load.histogram), "latency distribution")?;
+    }
+    let points = observed.points.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(dir) = plots_dir(args)? {
+        write_file(
+            &dir.join("latency.svg"),
+            &printer::plots::latency_spectrum(load)?,
+            "latency plot",
+        )?;
+        if !points.is_empty() {
+            write_file(
+                &dir.join("timeline.svg"),
+                &printer::plots::timeline(&points)?,
+                "timeline plot",
+            )?;
+        }
+    }
+    if let Some(path) = &args.report {
+        let html = printer::html::run_report(&command_line(), report, &points)?;
+        write_file(path, &html, "report")?;
+    }
     Ok(())
+}
+
+/// The --plots directory, created if need be.
+fn plots_dir(args: &BenchArgs) -> Result<Option<&PathBuf>> {
+    if let Some(dir) = &args.plots {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(args.plots.as_ref())
+}
+
+fn write_file(path: &std::path::Path, contents: &str, what: &str) -> Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("{what}: {}", path.display());
+    Ok(())
+}
+
+/// How this run was asked for, for the report.
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().collect();
+    let program = args.first().map_or("tcpprof", |p| p.rsplit('/').next().unwrap_or(p));
+    std::iter::once(program.to_string())
+        .chain(args.into_iter().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn print_report(report: &Report, json: bool) -> Result<()> {

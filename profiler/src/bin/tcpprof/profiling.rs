@@ -79,7 +79,7 @@ impl ProfileArgs {
                 format!("{} + stacks", b.mode)
             };
             let title = format!("tcpprof: {what} ({how}, {samples} samples in {} ms)", b.window_ms);
-            let svg = printer::flamegraph(stacks, &title)?;
+            let svg = printer::flamegraph(stacks, &title, None)?;
             std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
             eprintln!("flame graph: {}", path.display());
         }

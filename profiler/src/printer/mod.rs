@@ -1,6 +1,9 @@
 //! Every way a result is written out: tables for people, JSON for programs, folded stacks and
 //! flame graphs for the stacks.
 use crate::breakdown::{Breakdown, ClassReport};
+pub mod html;
+pub mod plots;
+
 use crate::limit::Limit;
 use crate::report::{Report, Sweep};
 use crate::signals::Signals;
@@ -259,10 +262,12 @@ pub fn folded(stacks: &Stacks) -> String {
 }
 
 /// An SVG flame graph of the stacks (inferno); the five parts are its first row.
-pub fn flamegraph(stacks: &Stacks, title: &str) -> Result<Vec<u8>> {
+/// `width` in pixels, or `None` for as wide as the window that shows it.
+pub fn flamegraph(stacks: &Stacks, title: &str, width: Option<usize>) -> Result<Vec<u8>> {
     let lines = folded(stacks);
     let mut options = inferno::flamegraph::Options::default();
     options.title = title.to_string();
+    options.image_width = width;
     options.count_name = "samples".into();
     let mut svg = Vec::new();
     inferno::flamegraph::from_lines(&mut options, lines.lines(), &mut svg).context("drawing the flame graph")?;
