@@ -142,7 +142,8 @@ impl Default for ClassTotals {
     }
 }
 
-/// Sums, for adding up the per-CPU values of a map entry on the user side.
+/// Sums, for adding up the per-CPU values of a map entry on the user side, and differences,
+/// for what was counted between two reads (never below zero).
 macro_rules! add_fields {
     ($type:ty { $($field:ident),* } $(, $array:ident)?) => {
         impl core::ops::AddAssign for $type {
@@ -150,6 +151,15 @@ macro_rules! add_fields {
                 $(self.$field += other.$field;)*
                 $(for (a, b) in self.$array.iter_mut().zip(other.$array) {
                     *a += b;
+                })?
+            }
+        }
+
+        impl core::ops::SubAssign for $type {
+            fn sub_assign(&mut self, other: Self) {
+                $(self.$field = self.$field.saturating_sub(other.$field);)*
+                $(for (a, b) in self.$array.iter_mut().zip(other.$array) {
+                    *a = a.saturating_sub(b);
                 })?
             }
         }

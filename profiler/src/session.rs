@@ -169,6 +169,22 @@ impl<'a> Session<'a> {
         self.signals = Window::open(Ok(self.pids.clone()), &self.ports, kernel);
     }
 
+    /// The breakdown of what the kernel counted since `earlier` (a previous [`Session::totals`])
+    /// over `window`: one interval of a long profile.
+    pub fn breakdown_since(&self, earlier: &Totals, now: &Totals, window: Duration) -> Result<Breakdown> {
+        let Source::Kernel { programs, .. } = &self.source else {
+            anyhow::bail!("userspace mode has no kernel totals")
+        };
+        let delta = now.since(earlier);
+        Ok(Breakdown::new(
+            &delta,
+            programs.mode,
+            programs.sampler_hz,
+            Vec::new(),
+            window,
+        ))
+    }
+
     /// What the kernel has counted so far, without ending the window.
     pub fn totals(&self) -> Result<Totals> {
         match &self.source {

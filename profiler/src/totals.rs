@@ -25,6 +25,21 @@ impl Totals {
         &self.contexts[CONTEXT_USER as usize]
     }
 
+    /// What was counted since `earlier`, a previous read of the same programs.
+    pub fn since(&self, earlier: &Totals) -> Totals {
+        let mut delta = self.clone();
+        for (now, then) in delta.contexts.iter_mut().zip(&earlier.contexts) {
+            *now -= *then;
+        }
+        delta.sched -= earlier.sched;
+        for (nr, totals) in &mut delta.syscalls {
+            if let Some((_, then)) = earlier.syscalls.iter().find(|(n, _)| n == nr) {
+                *totals -= *then;
+            }
+        }
+        delta
+    }
+
     /// On-CPU time of the target's threads in every context, as the syscall hooks measured it.
     pub fn oncpu_ns(&self) -> u64 {
         self.contexts.iter().map(|c| c.oncpu_ns).sum()

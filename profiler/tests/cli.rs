@@ -156,11 +156,24 @@ fn profile_and_target_runs_report_signals() {
             "--duration",
             "1",
             "--json",
+            "--interval",
+            "0.5",
         ])
         .output()
         .unwrap();
     assert!(profile.status.success(), "{}", String::from_utf8_lossy(&profile.stderr));
-    let json: serde_json::Value = serde_json::from_slice(&profile.stdout).unwrap();
+    // A JSON line per half second, each a breakdown of that interval, then the profile.
+    let stdout = String::from_utf8(profile.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (json, intervals) = lines.split_last().unwrap();
+    assert_eq!(intervals.len(), 2, "{stdout}");
+    for i in intervals {
+        let sum: f64 = ["accept_pct", "read_pct", "process_pct", "write_pct", "overhead_pct"]
+            .iter()
+            .map(|k| i["breakdown"][k].as_f64().unwrap())
+            .sum();
+        assert!((sum - 100.0).abs() < 0.5 && i["oncpu_ns"].as_u64().unwrap() > 0, "{i}");
+    }
     let s = &json["signals"];
     assert!(s["server_cpu_pct"].as_f64().unwrap() > 1.0, "{s}");
     assert_eq!(s["accept_queue_limit"], 4096, "{s}");

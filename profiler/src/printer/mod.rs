@@ -440,6 +440,32 @@ fn rate(n: u64, over: std::time::Duration) -> f64 {
     }
 }
 
+/// One interval of a `profile` window as a line: the five shares and the on-CPU time.
+pub fn breakdown_line(end: std::time::Duration, b: &Breakdown) -> String {
+    let mut line = format!("{:>8.1} s ", end.as_secs_f64());
+    for part in Part::ALL {
+        let _ = write!(line, " {} {:>5.1}%", part.name(), b.percent(part));
+    }
+    let _ = write!(
+        line,
+        "   on-CPU {:.1} ms, run-queue {:.1} ms",
+        ms(b.oncpu_ns),
+        ms(b.runq_ns)
+    );
+    line
+}
+
+/// One interval of a `profile` window as a JSON object.
+pub fn breakdown_json(end: std::time::Duration, b: &Breakdown) -> Value {
+    serde_json::json!({
+        "t_s": end.as_secs_f64(),
+        "breakdown": b.breakdown,
+        "bottleneck": b.bottleneck.map_or("none", Part::name),
+        "oncpu_ns": b.oncpu_ns,
+        "runq_ns": b.runq_ns,
+    })
+}
+
 /// Merged interval logs: the union's count and percentiles, like a run's summary.
 pub fn merged_json(h: &LatencyHistogram, files: usize, intervals: usize) -> Value {
     let l = h.summary();

@@ -45,6 +45,10 @@ enum Command {
         /// Also profile the process's children (nginx's or a prefork server's workers).
         #[arg(long)]
         children: bool,
+        /// Print the breakdown of each interval of this many seconds as the window goes (a JSON
+        /// line each with --json), counts since the last interval.
+        #[arg(long, value_name = "SECS")]
+        interval: Option<f64>,
     },
     /// Load a bench-server (or a loopback target) and print throughput and latency; with
     /// --profile, also where the server's time went.
@@ -100,6 +104,7 @@ fn main() -> Result<()> {
             profiling,
             json,
             children,
+            interval,
         } => {
             ensure!(
                 duration.is_finite() && duration > 0.0 && duration <= 86_400.0,
@@ -123,7 +128,13 @@ fn main() -> Result<()> {
             let title = format!("{} (pid {pid})", profiler::procfs::comm(pid).unwrap_or_default());
             let mut session = Session::attach(&pids, &options).with_context(|| format!("profiling pid {pid}"))?;
             eprintln!("profiling pids {pids:?} for {duration} s (mode {})", session.mode());
-            let interrupted = wait(&mut session, Duration::from_secs_f64(duration));
+            let interval = match interval {
+                Some(s) if !(0.1..=3600.0).contains(&s) => {
+                    anyhow::bail!("--interval must be between 0.1 and 3600 seconds, got {s}")
+                }
+                s => s.map(Duration::from_secs_f64),
+            };
+            let interrupted = wait(&mut session, Duration::from_secs_f64(duration), interval, json);
             let mut report = session.finish(None)?;
             let profile = report.profile.as_mut().context("a session's report has a profile")?;
             profile.partial = interrupted.is_some();
@@ -169,7 +180,26 @@ extern "C" fn request_stop(signal: libc::c_int) {
 /// Waits out the window, or until SIGINT or SIGTERM (returns the signal then), reading the
 /// targets' mappings again every second so that one that exits mid-window still gets its stacks
 /// named.
-fn wait(session: &mut Session, window: Duration) -> Option<i32> {
+/// Prints the breakdown of what was counted since `last` (the totals then, and when), and
+/// moves `last` to now.
+fn print_interval(session: &Session, last: &mut Option<(profiler::Totals, Instant)>, start: Instant, json: bool) {
+    let (Some((before, began)), Ok(now)) = (last.as_mut(), session.totals()) else {
+        return;
+    };
+    let ended = Instant::now();
+    if let Ok(b) = session.breakdown_since(before, &now, ended - *began) {
+        let end = ended - start;
+        if json {
+            println!("{}", printer::breakdown_json(end, &b));
+        } else {
+            println!("{}", printer::breakdown_line(end, &b));
+        }
+    }
+    (*before, *began) = (now, ended);
+}
+
+/// With `interval`, prints each interval's breakdown as it ends (a JSON line with `json`).
+fn wait(session: &mut Session, window: Duration, interval: Option<Duration>, json: bool) -> Option<i32> {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, request_stop as *const () as libc::sighandler_t);
@@ -177,6 +207,8 @@ fn wait(session: &mut Session, window: Duration) -> Option<i32> {
     }
     let start = Instant::now();
     let mut refreshed = start;
+    // The totals at the last interval's end, and when the next one ends.
+    let mut last = interval.and_then(|_| session.totals().ok()).map(|t| (t, start));
     let stopped = loop {
         match STOP.load(Ordering::Relaxed) {
             0 => {}
@@ -187,11 +219,23 @@ fn wait(session: &mut Session, window: Duration) -> Option<i32> {
             break None;
         }
         std::thread::sleep(left.min(Duration::from_millis(100)));
+        if let Some(length) = interval
+            && last.as_ref().is_some_and(|(_, began)| began.elapsed() >= length)
+        {
+            print_interval(session, &mut last, start, json);
+        }
         if refreshed.elapsed() >= Duration::from_secs(1) {
             session.refresh();
             refreshed = Instant::now();
         }
     };
+    // The last interval, cut short by the window's end or a signal.
+    if last
+        .as_ref()
+        .is_some_and(|(_, began)| began.elapsed() >= Duration::from_millis(50))
+    {
+        print_interval(session, &mut last, start, json);
+    }
     // A second Ctrl-C, while the stacks are named and printed, stops us at once.
     // SAFETY: restoring the default disposition.
     unsafe {
