@@ -132,16 +132,7 @@ fn profile_and_target_runs_report_signals() {
     require_root();
     let (server, addr) = bench_server();
     let hgrm = std::env::temp_dir().join(format!("tcpprof-{}.hgrm", std::process::id()));
-    let load = Command::new(PROFILER)
-        .args([
-            "bench",
-            "--target",
-            &addr,
-            "--request",
-            "PING\\n",
-            "--response",
-            "PONG\\n",
-        ])
+    let load = ping_load(&addr)
         .args(["-d", "3", "-c", "4", "--json", "--hgrm"])
         .arg(&hgrm)
         .stdout(std::process::Stdio::piped())
@@ -217,16 +208,7 @@ fn two_agents_merge_into_one_result() {
         .iter()
         .map(|name| {
             let log = dir.join(format!("{name}.hlog"));
-            let child = Command::new(PROFILER)
-                .args([
-                    "bench",
-                    "--target",
-                    &addr,
-                    "--request",
-                    "PING\\n",
-                    "--response",
-                    "PONG\\n",
-                ])
+            let child = ping_load(&addr)
                 .args(["-c", "4", "-d", "2", "--rate", "2000", "--interval", "0.5", "--json"])
                 .args(["--agent", name, "--hlog"])
                 .arg(&log)
@@ -375,4 +357,19 @@ fn the_html_report_renders_in_chromium() {
         png.len()
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tcpprof bench` loading `addr` with the line protocol's PING, as a target.
+fn ping_load(addr: &str) -> Command {
+    let mut command = Command::new(PROFILER);
+    command.args([
+        "bench",
+        "--target",
+        addr,
+        "--request",
+        "PING\\n",
+        "--response",
+        "PONG\\n",
+    ]);
+    command
 }
