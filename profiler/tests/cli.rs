@@ -70,15 +70,7 @@ fn profiling_flags_without_profile_are_refused() {
 fn ctrl_c_ends_a_profile_early_and_still_prints_it_marked_partial() {
     require_root();
     let target = Peer::start("sleep", &["60"]);
-    let child = Command::new(PROFILER)
-        .args([
-            "profile",
-            "--pid",
-            &target.pid().to_string(),
-            "--duration",
-            "60",
-            "--json",
-        ])
+    let child = profile_json(&target.pid().to_string(), "60")
         .args(["--mode", "sampling"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -139,17 +131,8 @@ fn profile_and_target_runs_report_signals() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let profile = Command::new(PROFILER)
-        .args([
-            "profile",
-            "--pid",
-            &server.pid().to_string(),
-            "--duration",
-            "1",
-            "--json",
-            "--interval",
-            "0.5",
-        ])
+    let profile = profile_json(&server.pid().to_string(), "1")
+        .args(["--interval", "0.5"])
         .output()
         .unwrap();
     assert!(profile.status.success(), "{}", String::from_utf8_lossy(&profile.stderr));
@@ -371,5 +354,92 @@ fn ping_load(addr: &str) -> Command {
         "--response",
         "PONG\\n",
     ]);
+    command
+}
+
+/// `profile --listen` under a real Prometheus (Debian's, installed by `cargo xtask test`)
+/// scraping every second: the value Prometheus stored, read through its query API, is the one
+/// tcpprof prints at the end.
+#[test]
+fn prometheus_scrapes_what_the_profile_counts() {
+    require_root();
+    let (server, addr) = bench_server();
+    let (metrics_port, prometheus_port) = (common::free_port(), common::free_port());
+    let dir = std::env::temp_dir().join(format!("tcpprof-prometheus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tcpprof\n    static_configs:\n      \
+             - targets: ['127.0.0.1:{metrics_port}']\n"
+        ),
+    )
+    .unwrap();
+    let _prometheus = Peer::start(
+        "prometheus",
+        &[
+            &format!("--config.file={}", config.display()),
+            &format!("--storage.tsdb.path={}", dir.join("data").display()),
+            &format!("--web.listen-address=127.0.0.1:{prometheus_port}"),
+        ],
+    );
+    common::wait_for_port(prometheus_port);
+    let profile = profile_json(&server.pid().to_string(), "9")
+        .args(["--mode", "tracepoint", "--listen", &format!("127.0.0.1:{metrics_port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    // A second of load, then the server idles and the counts hold still.
+    let load = ping_load(&addr).args(["-d", "1", "-c", "2"]).output().unwrap();
+    assert!(load.status.success());
+    let query = "tcpprof_syscalls_total%7Bclass%3D%22write%22%7D";
+    let mut scraped = None;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(200));
+        let body = http_get(prometheus_port, &format!("/api/v1/query?query={query}"));
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let value = json["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok());
+        // Wait for the value of the idle server (two equal scrapes in a row).
+        if value.is_some() && value == scraped {
+            break;
+        }
+        scraped = value;
+    }
+    let out = profile.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let calls = json["classes"]["write"]["calls"].as_u64().unwrap();
+    assert!(calls > 1000, "the load's writes were counted: {calls}");
+    assert_eq!(scraped, Some(calls as f64), "Prometheus's value against tcpprof's own");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The body of `GET path` on 127.0.0.1:`port`.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    );
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// `tcpprof profile --pid PID --duration SECS --json`.
+fn profile_json(pid: &str, duration: &str) -> Command {
+    let mut command = Command::new(PROFILER);
+    command.args(["profile", "--pid", pid, "--duration", duration, "--json"]);
     command
 }

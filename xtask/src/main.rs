@@ -107,9 +107,16 @@ fn run_profiler(mut args: Vec<String>) -> Result<()> {
     run(cmd.args(&args))
 }
 
-/// Debian packages the tests start: redis-server under redis-benchmark, nginx under wrk, and
-/// Chromium to render the HTML report.
-const TEST_PEERS: &[&str] = &["redis-server", "redis-tools", "nginx-light", "wrk", "chromium"];
+/// Debian packages the tests start: redis-server under redis-benchmark, nginx under wrk,
+/// Chromium to render the HTML report, Prometheus to scrape our metrics.
+const TEST_PEERS: &[&str] = &[
+    "redis-server",
+    "redis-tools",
+    "nginx-light",
+    "wrk",
+    "chromium",
+    "prometheus",
+];
 
 fn test() -> Result<()> {
     if !is_root() {

@@ -94,6 +94,10 @@ pub struct BenchArgs {
     /// signals, plots, breakdown and flame graph when profiled.
     #[arg(long, value_name = "FILE.html")]
     report: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the load runs (requests, errors,
+    /// a latency histogram; updated each interval, 1 s unless --interval).
+    #[arg(long, value_name = "ADDR", conflicts_with = "sweep")]
+    listen: Option<SocketAddr>,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -181,8 +185,12 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, observed: &Observed) -
 fn intervals(args: &BenchArgs, load: &mut LoadConfig) -> Result<Arc<Observed>> {
     let observed = Arc::new(Observed::default());
     let plotted = args.sweep.is_none() && (args.plots.is_some() || args.report.is_some());
-    if args.interval.is_none() && args.hlog.is_none() && !plotted {
+    if args.interval.is_none() && args.hlog.is_none() && args.listen.is_none() && !plotted {
         return Ok(observed);
+    }
+    let exporter = args.listen.map(profiler::metrics::Exporter::serve).transpose()?;
+    if let Some(e) = &exporter {
+        eprintln!("metrics: http://{}/metrics", e.addr());
     }
     let length = match args.interval {
         Some(s) if !(0.01..=3600.0).contains(&s) => bail!("--interval must be between 0.01 and 3600 seconds, got {s}"),
@@ -216,6 +224,14 @@ fn intervals(args: &BenchArgs, load: &mut LoadConfig) -> Result<Arc<Observed>> {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .get_or_insert(e);
+        }
+        if let Some(exporter) = &exporter {
+            exporter.update(|s| {
+                let load = s.load.get_or_insert_with(Default::default);
+                load.requests += i.requests;
+                load.errors += i.errors;
+                load.latency.merge(&i.latency);
+            });
         }
         // A sliver at the end (a worker finishing just past a boundary) would plot as a spike.
         if plotted && i.length >= length / 10 {

@@ -49,6 +49,10 @@ enum Command {
         /// line each with --json), counts since the last interval.
         #[arg(long, value_name = "SECS")]
         interval: Option<f64>,
+        /// Serve Prometheus metrics at http://ADDR/metrics while the window lasts (counts since
+        /// attach, updated every second).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Load a bench-server (or a loopback target) and print throughput and latency; with
     /// --profile, also where the server's time went.
@@ -105,6 +109,7 @@ fn main() -> Result<()> {
             json,
             children,
             interval,
+            listen,
         } => {
             ensure!(
                 duration.is_finite() && duration > 0.0 && duration <= 86_400.0,
@@ -134,7 +139,16 @@ fn main() -> Result<()> {
                 }
                 s => s.map(Duration::from_secs_f64),
             };
-            let interrupted = wait(&mut session, Duration::from_secs_f64(duration), interval, json);
+            let exporter = listen.map(profiler::metrics::Exporter::serve).transpose()?;
+            if let Some(e) = &exporter {
+                eprintln!("metrics: http://{}/metrics", e.addr());
+            }
+            let watch = Watch {
+                interval,
+                json,
+                exporter: exporter.as_ref(),
+            };
+            let interrupted = wait(&mut session, Duration::from_secs_f64(duration), &watch);
             let mut report = session.finish(None)?;
             let profile = report.profile.as_mut().context("a session's report has a profile")?;
             profile.partial = interrupted.is_some();
@@ -198,8 +212,17 @@ fn print_interval(session: &Session, last: &mut Option<(profiler::Totals, Instan
     (*before, *began) = (now, ended);
 }
 
-/// With `interval`, prints each interval's breakdown as it ends (a JSON line with `json`).
-fn wait(session: &mut Session, window: Duration, interval: Option<Duration>, json: bool) -> Option<i32> {
+/// What `profile` shows while its window lasts.
+struct Watch<'a> {
+    /// Print each interval's breakdown as it ends (a JSON line with `json`).
+    interval: Option<Duration>,
+    json: bool,
+    /// Keep the metrics' totals current.
+    exporter: Option<&'a profiler::metrics::Exporter>,
+}
+
+fn wait(session: &mut Session, window: Duration, watch: &Watch) -> Option<i32> {
+    let (interval, json) = (watch.interval, watch.json);
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, request_stop as *const () as libc::sighandler_t);
@@ -225,6 +248,9 @@ fn wait(session: &mut Session, window: Duration, interval: Option<Duration>, jso
             print_interval(session, &mut last, start, json);
         }
         if refreshed.elapsed() >= Duration::from_secs(1) {
+            if let (Some(exporter), Ok(totals)) = (watch.exporter, session.totals()) {
+                exporter.update(|s| s.totals = Some(totals));
+            }
             session.refresh();
             refreshed = Instant::now();
         }

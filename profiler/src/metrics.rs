@@ -1,0 +1,234 @@
+//! Prometheus metrics (`--listen ADDR`): what a profile or a load has counted so far, served at
+//! `/metrics` in the text exposition format (prometheus-client's encoder), names in a `tcpprof_`
+//! namespace and base units. The caller updates a snapshot (a profile's totals every second, a
+//! load's counts at each interval); a scrape encodes the latest one.
+use crate::Totals;
+use anyhow::{Context, Result};
+use bench::load::LatencyHistogram;
+use profiler_common::{CONTEXT_USER, SyscallClass};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::registry::Registry;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram's buckets, in seconds: 50 us to about 13 s, doubling.
+const LATENCY_BUCKETS: usize = 19;
+
+/// What the metrics show: the latest of each part the run has.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// A profile's totals since attach.
+    pub totals: Option<Totals>,
+    /// A load's counts since it started.
+    pub load: Option<LoadCounts>,
+}
+
+#[derive(Debug, Default)]
+pub struct LoadCounts {
+    pub requests: u64,
+    pub errors: u64,
+    pub latency: LatencyHistogram,
+}
+
+/// The `/metrics` endpoint, served from a thread of its own until dropped with the process.
+pub struct Exporter {
+    snapshot: Arc<Mutex<Snapshot>>,
+    addr: SocketAddr,
+}
+
+impl Exporter {
+    pub fn serve(addr: SocketAddr) -> Result<Exporter> {
+        let listener = TcpListener::bind(addr).with_context(|| format!("listening on {addr} for /metrics"))?;
+        let addr = listener.local_addr()?;
+        let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+        let mut registry = Registry::with_prefix("tcpprof");
+        registry.register_collector(Box::new(SnapshotCollector(snapshot.clone())));
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    // One scrape at a time: they come every few seconds.
+                    let _ = answer(stream, &registry);
+                }
+            })
+            .context("starting the /metrics thread")?;
+        Ok(Exporter { snapshot, addr })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn update(&self, change: impl FnOnce(&mut Snapshot)) {
+        change(&mut self.snapshot.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+}
+
+/// Answers one HTTP request: the metrics for `GET /metrics`, 404 for anything else.
+fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 64 * 1024 {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let (status, content_type, body) = if request.starts_with(b"GET /metrics ") {
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, registry).map_err(std::io::Error::other)?;
+        (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body,
+        )
+    } else {
+        (
+            "404 Not Found",
+            "text/plain",
+            "only /metrics is served here\n".to_string(),
+        )
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[derive(Debug)]
+struct SnapshotCollector(Arc<Mutex<Snapshot>>);
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = &snapshot.totals {
+            let classes: Vec<(&str, &profiler_common::ClassTotals)> = SyscallClass::ALL
+                .iter()
+                .map(|&c| (c.name(), t.class(c)))
+                .chain([("user", &t.contexts[CONTEXT_USER as usize])])
+                .collect();
+            let seconds = |ns: u64| ns as f64 / 1e9;
+            let mut family = encoder.encode_descriptor(
+                "cpu_seconds",
+                "Time of the target's threads by where they were (syscall class or user) and scheduler state",
+                None,
+                MetricType::Counter,
+            )?;
+            for (class, c) in &classes {
+                for (state, ns) in [("oncpu", c.oncpu_ns), ("blocked", c.blocked_ns), ("runq", c.runq_ns)] {
+                    let labels = [("class", *class), ("state", state)];
+                    ConstCounter::new(seconds(ns)).encode(family.encode_family(&labels)?)?;
+                }
+            }
+            let per_class = [
+                ("syscalls", "Syscalls completed, by class", 0),
+                ("syscall_errors", "Syscalls that returned an error, by class", 1),
+                ("syscall_bytes", "Bytes moved by read and write syscalls, by class", 2),
+            ];
+            for (name, help, which) in per_class {
+                let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                for (class, c) in classes.iter().take(SyscallClass::ALL.len()) {
+                    let value = [c.calls, c.errors, c.bytes][which];
+                    ConstCounter::new(value).encode(family.encode_family(&[("class", *class)])?)?;
+                }
+            }
+            let mut family = encoder.encode_descriptor(
+                "context_switches",
+                "Context switches of the target's threads",
+                None,
+                MetricType::Counter,
+            )?;
+            for (kind, n) in [("voluntary", t.sched.voluntary), ("involuntary", t.sched.involuntary)] {
+                ConstCounter::new(n).encode(family.encode_family(&[("kind", kind)])?)?;
+            }
+        }
+        if let Some(load) = &snapshot.load {
+            let counter = ConstCounter::new(load.requests);
+            counter.encode(encoder.encode_descriptor(
+                "requests",
+                "Requests answered correctly",
+                None,
+                counter.metric_type(),
+            )?)?;
+            let counter = ConstCounter::new(load.errors);
+            counter.encode(encoder.encode_descriptor(
+                "request_errors",
+                "Requests that failed",
+                None,
+                counter.metric_type(),
+            )?)?;
+            let h = load.latency.inner();
+            let mut buckets = Vec::with_capacity(LATENCY_BUCKETS + 1);
+            let mut below = 0;
+            for i in 0..LATENCY_BUCKETS {
+                let bound_us = 50u64 << i;
+                let upto = if h.is_empty() { 0 } else { h.count_between(0, bound_us) };
+                buckets.push((bound_us as f64 / 1e6, upto - below));
+                below = upto;
+            }
+            buckets.push((f64::INFINITY, h.len() - below));
+            let sum = if h.is_empty() {
+                0.0
+            } else {
+                h.mean() * h.len() as f64 / 1e6
+            };
+            encoder
+                .encode_descriptor(
+                    "request_latency_seconds",
+                    "Latency of correct responses (from the intended send in open loop)",
+                    None,
+                    MetricType::Histogram,
+                )?
+                .encode_histogram::<NoLabelSet>(sum, h.len(), &buckets, None)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape(addr: SocketAddr, path: &str) -> String {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn serves_the_snapshot_as_metrics() {
+        let exporter = Exporter::serve("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut latency = LatencyHistogram::new();
+        for us in [40, 80, 1000] {
+            latency.record(Duration::from_micros(us));
+        }
+        exporter.update(|s| {
+            s.load = Some(LoadCounts {
+                requests: 3,
+                errors: 1,
+                latency,
+            })
+        });
+        let page = scrape(exporter.addr(), "/metrics");
+        assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+        assert!(page.contains("\ntcpprof_requests_total 3\n"), "{page}");
+        assert!(page.contains("\ntcpprof_request_errors_total 1\n"), "{page}");
+        assert!(
+            page.contains("tcpprof_request_latency_seconds_bucket{le=\"0.00005\"} 1\n"),
+            "{page}"
+        );
+        assert!(page.contains("tcpprof_request_latency_seconds_count 3\n"), "{page}");
+        assert!(page.trim_end().ends_with("# EOF"), "{page}");
+        assert!(scrape(exporter.addr(), "/").starts_with("HTTP/1.1 404"));
+    }
+}
