@@ -13,6 +13,7 @@ mod btf;
 mod cpu_clock;
 pub mod hlog;
 pub mod limit;
+mod log2_hist;
 pub mod metrics;
 pub mod printer;
 pub mod procfs;

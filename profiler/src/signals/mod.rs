@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod listen;
 
 use crate::attach::{self, Loaded};
+use crate::log2_hist::{bucket_bounds, quantile_ns};
 use bench::load::LoadReport;
 use listen::{Diag, ListenCounters};
 use profiler_common::{HIST_BUCKETS, RunqTotals, TcpTotals, names};
@@ -137,8 +138,8 @@ impl Signals {
             }
             return;
         }
-        self.runq_p50_us = Some(us(quantile_ns(&r.hist, 0.50, r.max_ns)));
-        self.runq_p99_us = Some(us(quantile_ns(&r.hist, 0.99, r.max_ns)));
+        self.runq_p50_us = Some(runq_quantile_us(r, 0.50));
+        self.runq_p99_us = Some(runq_quantile_us(r, 0.99));
         self.runq_max_us = Some(us(r.max_ns as f64));
         self.runq_mean_us = Some(us(r.wait_ns as f64 / r.waits as f64));
     }
@@ -156,29 +157,10 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-/// The range of histogram bucket `b` ([`profiler_common::hist_bucket`]): bucket 0 also holds 0.
-fn bucket_bounds(b: usize) -> (u64, u64) {
-    let from = if b == 0 { 0 } else { 1u64 << b };
-    (from, 1u64 << (b + 1))
-}
-
-/// The `q` quantile of a log2 histogram, interpolated linearly within its bucket and never above
-/// the largest value seen.
-fn quantile_ns(hist: &[u64; HIST_BUCKETS], q: f64, max_ns: u64) -> f64 {
-    let total: u64 = hist.iter().sum();
-    // The epsilon keeps 0.99 * 100 (99.00000000000001 in floating point) at rank 99.
-    let rank = (q * total as f64 - 1e-9).ceil().max(1.0);
-    let mut below = 0.0;
-    for (b, &count) in hist.iter().enumerate() {
-        let count = count as f64;
-        if count > 0.0 && below + count >= rank {
-            let (from, to) = bucket_bounds(b);
-            let within = (rank - below) / count;
-            return (from as f64 + (to - from) as f64 * within).min(max_ns as f64);
-        }
-        below += count;
-    }
-    max_ns as f64
+/// A quantile of the run-queue waits in us: interpolated in its log2 bucket, never above the
+/// longest wait seen.
+fn runq_quantile_us(r: &RunqTotals, q: f64) -> f64 {
+    round1(quantile_ns(&r.hist, q).min(r.max_ns as f64) / 1e3)
 }
 
 /// The signals being measured over one window of a run.
@@ -449,22 +431,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quantiles_interpolate_within_log2_buckets() {
-        let mut hist = [0; HIST_BUCKETS];
-        // 100 waits in [1024, 2048) ns.
-        hist[10] = 100;
-        assert_eq!(quantile_ns(&hist, 0.5, 5000), 1024.0 + 1024.0 * 0.5);
-        assert_eq!(quantile_ns(&hist, 0.99, 5000), 1024.0 + 1024.0 * 0.99);
-        // Never above the largest wait seen.
-        assert_eq!(quantile_ns(&hist, 0.99, 1500), 1500.0);
-        // 99 short waits and one long one: p50 short, p99 still short, p100 long.
-        let mut hist = [0; HIST_BUCKETS];
-        hist[3] = 99;
-        hist[20] = 1;
-        assert!(quantile_ns(&hist, 0.5, 1 << 20) <= 16.0);
-        assert!(quantile_ns(&hist, 0.99, 1 << 20) <= 16.0);
-        assert!(quantile_ns(&hist, 1.0, 1 << 20) >= (1 << 20) as f64 * 0.99);
-        assert_eq!(bucket_bounds(0), (0, 2));
-        assert_eq!(bucket_bounds(10), (1024, 2048));
+    fn runq_quantiles_never_exceed_the_longest_wait() {
+        let mut r = RunqTotals::ZERO;
+        // 100 waits in [1024, 2048) ns, the longest 1500 ns.
+        r.hist[10] = 100;
+        r.max_ns = 5000;
+        assert_eq!(runq_quantile_us(&r, 0.5), 1.5);
+        r.max_ns = 1500;
+        assert_eq!(runq_quantile_us(&r, 0.99), 1.5);
     }
 }
