@@ -49,23 +49,58 @@ pub fn current_cpu() -> Option<usize> {
     sched_getcpu().ok()
 }
 
-/// CPU time the calling thread has used (user and system).
-pub fn thread_cpu_time() -> Duration {
+/// The time of `clock` (`clock_gettime`): a CPU-time clock of a thread or process, say.
+pub fn clock_time(clock: libc::clockid_t) -> std::io::Result<Duration> {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid clock id and a timespec that outlives the call.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
-        return Duration::ZERO;
+    // SAFETY: a timespec that outlives the call; a bad clock id is an error, not UB.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    Ok(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
-/// Time the calling thread has spent runnable but waiting for a CPU (schedstat's `run_delay`;
-/// zero where the kernel keeps no schedstats).
+/// CPU time the calling thread has used (user and system).
+pub fn thread_cpu_time() -> Duration {
+    clock_time(libc::CLOCK_THREAD_CPUTIME_ID).unwrap_or_default()
+}
+
+/// A thread's scheduler statistics, from its `/proc/.../schedstat`: time on CPU, time runnable
+/// but waiting for a CPU, and how many times it was given one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedStat {
+    pub oncpu_ns: u64,
+    pub run_delay_ns: u64,
+    pub timeslices: u64,
+}
+
+impl SchedStat {
+    /// `None` when the file cannot be read (the thread is gone, or no schedstats).
+    pub fn read(path: &std::path::Path) -> Option<SchedStat> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
+        let mut next = || fields.next().unwrap_or(0);
+        Some(SchedStat {
+            oncpu_ns: next(),
+            run_delay_ns: next(),
+            timeslices: next(),
+        })
+    }
+
+    /// What happened since `start`, an earlier read of the same thread.
+    pub fn since(self, start: SchedStat) -> SchedStat {
+        SchedStat {
+            oncpu_ns: self.oncpu_ns.saturating_sub(start.oncpu_ns),
+            run_delay_ns: self.run_delay_ns.saturating_sub(start.run_delay_ns),
+            timeslices: self.timeslices.saturating_sub(start.timeslices),
+        }
+    }
+}
+
+/// Time the calling thread has spent runnable but waiting for a CPU (zero where the kernel
+/// keeps no schedstats).
 pub fn thread_run_delay() -> Duration {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
-        .map_or(Duration::ZERO, Duration::from_nanos)
+    SchedStat::read(std::path::Path::new("/proc/thread-self/schedstat"))
+        .map_or(Duration::ZERO, |s| Duration::from_nanos(s.run_delay_ns))
 }
 
 /// Asks the kernel to fire this thread's timers on time: by default it may delay them by up to

@@ -96,8 +96,8 @@ fn sample_until(pids: &[u32], stop: &AtomicBool) -> ServerStats {
 /// (a thread that exits while they are read is left out).
 pub fn oncpu_ns(pid: u32) -> std::io::Result<u64> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/task"))?
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .filter_map(|task| bench::sys::SchedStat::read(&task.ok()?.path().join("schedstat")))
+        .map(|s| s.oncpu_ns)
         .sum())
 }
 

@@ -1,45 +1,23 @@
 //! The server's CPU use, from what any process may read about another: its process CPU clock
 //! (every thread's time, exited threads included, in ns), each live thread's schedstat, and the
 //! CPUs it may run on.
+use bench::sys::SchedStat;
 use std::collections::HashMap;
 use std::io;
 
 /// CPU time of all of `pid`'s threads so far, exited ones included.
 pub fn process_cpu_ns(pid: u32) -> io::Result<u64> {
     let mut clock: libc::clockid_t = 0;
-    // SAFETY: plain calls with valid out-pointers.
+    // SAFETY: a plain call with a valid out-pointer.
     let err = unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) };
     if err != 0 {
         return Err(io::Error::from_raw_os_error(err));
     }
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
-}
-
-/// One thread's scheduler statistics: time on CPU, time waiting in a run queue, and how many
-/// times it was given a CPU.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ThreadStat {
-    pub oncpu_ns: u64,
-    pub run_delay_ns: u64,
-    pub timeslices: u64,
-}
-
-impl ThreadStat {
-    fn since(self, start: ThreadStat) -> ThreadStat {
-        ThreadStat {
-            oncpu_ns: self.oncpu_ns.saturating_sub(start.oncpu_ns),
-            run_delay_ns: self.run_delay_ns.saturating_sub(start.run_delay_ns),
-            timeslices: self.timeslices.saturating_sub(start.timeslices),
-        }
-    }
+    Ok(bench::sys::clock_time(clock)?.as_nanos() as u64)
 }
 
 /// Every live thread of `pids`, by tid (a thread that exits while they are read is left out).
-pub fn thread_stats(pids: &[u32]) -> HashMap<u32, ThreadStat> {
+pub fn thread_stats(pids: &[u32]) -> HashMap<u32, SchedStat> {
     let mut out = HashMap::new();
     for &pid in pids {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -49,26 +27,16 @@ pub fn thread_stats(pids: &[u32]) -> HashMap<u32, ThreadStat> {
             let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
                 continue;
             };
-            let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
-                continue;
-            };
-            let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
-            let mut next = || fields.next().unwrap_or(0);
-            out.insert(
-                tid,
-                ThreadStat {
-                    oncpu_ns: next(),
-                    run_delay_ns: next(),
-                    timeslices: next(),
-                },
-            );
+            if let Some(stat) = SchedStat::read(&task.path().join("schedstat")) {
+                out.insert(tid, stat);
+            }
         }
     }
     out
 }
 
 /// What each thread alive at the end did since the start (a thread born since counts from zero).
-pub fn thread_deltas(start: &HashMap<u32, ThreadStat>, end: &HashMap<u32, ThreadStat>) -> Vec<ThreadStat> {
+pub fn thread_deltas(start: &HashMap<u32, SchedStat>, end: &HashMap<u32, SchedStat>) -> Vec<SchedStat> {
     end.iter()
         .map(|(tid, &now)| now.since(start.get(tid).copied().unwrap_or_default()))
         .collect()

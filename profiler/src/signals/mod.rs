@@ -169,7 +169,7 @@ pub struct Window {
     start: Instant,
     /// Summed process CPU clocks of the server's processes.
     cpu_start: Result<u64, String>,
-    threads_start: HashMap<u32, cpu::ThreadStat>,
+    threads_start: HashMap<u32, bench::sys::SchedStat>,
     listen_start: Result<ListenCounters, String>,
     queue: Result<QueuePoller, String>,
     /// Why the kernel signals are missing: run-queue percentiles, TCP events.
