@@ -250,6 +250,16 @@ pub struct Interval {
     pub latency: LatencyHistogram,
 }
 
+impl Interval {
+    /// Requests answered per second of the interval (0 for an empty one).
+    pub fn throughput_rps(&self) -> f64 {
+        if self.length.is_zero() {
+            return 0.0;
+        }
+        self.requests as f64 / self.length.as_secs_f64()
+    }
+}
+
 impl LoadConfig {
     /// One persistent connection, closed loop, no limit set yet (set `requests` or `duration`).
     pub fn new(target: SocketAddr, command: Command) -> LoadConfig {

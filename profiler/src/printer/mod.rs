@@ -408,7 +408,7 @@ pub fn interval_line(i: &Interval) -> String {
         "{:>8.1} s {:>9} requests {:>10.0} req/s {:>6} errors   p50 {:>7} us  p99 {:>7} us  max {:>7} us",
         (i.start + i.length).as_secs_f64(),
         i.requests,
-        rate(i.requests, i.length),
+        i.throughput_rps(),
         i.errors,
         l.p50_us,
         l.p99_us,
@@ -425,19 +425,11 @@ pub fn interval_json(i: &Interval) -> Value {
         "length_s": i.length.as_secs_f64(),
         "requests": i.requests,
         "errors": i.errors,
-        "throughput_rps": rate(i.requests, i.length),
+        "throughput_rps": i.throughput_rps(),
         "latency_p50_us": l.p50_us,
         "latency_p99_us": l.p99_us,
         "latency_max_us": l.max_us,
     })
-}
-
-fn rate(n: u64, over: std::time::Duration) -> f64 {
-    if over.is_zero() {
-        0.0
-    } else {
-        n as f64 / over.as_secs_f64()
-    }
 }
 
 /// One interval of a `profile` window as a line: the five shares and the on-CPU time.

@@ -238,11 +238,7 @@ fn intervals(args: &BenchArgs, load: &mut LoadConfig) -> Result<Arc<Observed>> {
             let l = i.latency.summary();
             let point = IntervalPoint {
                 t_s: (i.start + i.length).as_secs_f64(),
-                throughput_rps: if i.length.is_zero() {
-                    0.0
-                } else {
-                    i.requests as f64 / i.length.as_secs_f64()
-                },
+                throughput_rps: i.throughput_rps(),
                 p50_us: l.p50_us,
                 p99_us: l.p99_us,
                 max_us: l.max_us,
