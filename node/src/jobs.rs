@@ -20,7 +20,6 @@ pub const MAX_PAYLOAD: u64 = 1 << 20;
 pub const MAX_DURATION_MS: u64 = 600_000;
 pub const MAX_RATE: f64 = 10_000_000.0;
 pub const MAX_SWEEP_LEVELS: usize = 32;
-pub const MAX_BACKLOG: u64 = 65_535;
 /// Descriptors the node keeps for itself beside one per connection.
 const RESERVED_FDS: u64 = 64;
 
@@ -103,7 +102,8 @@ fn benchmark(body: &Body, default_requests: u64) -> Result<Benchmark, String> {
     if let Some(name) = fields::string_opt(body, "server")? {
         benchmark.server.model = name.parse().map_err(|e| format!("server: {e}"))?;
     }
-    benchmark.server.backlog = fields::integer_opt(body, "backlog", 1..=MAX_BACKLOG)?.map(|b| b as u32);
+    benchmark.server.backlog =
+        fields::integer_opt(body, "backlog", 1..=u64::from(bench::server::MAX_BACKLOG))?.map(|b| b as u32);
     if target.is_some() && benchmark.server.backlog.is_some() {
         return Err("backlog: sets our bench-server's listen backlog, not a target's".into());
     }

@@ -27,7 +27,7 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     cpus: Vec<usize>,
     /// Listen backlog (accept queue length); the kernel caps it at net.core.somaxconn.
-    #[arg(long, default_value_t = bench::server::DEFAULT_BACKLOG, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    #[arg(long, default_value_t = bench::server::DEFAULT_BACKLOG, value_parser = clap::value_parser!(u32).range(1..=i64::from(bench::server::MAX_BACKLOG)))]
     backlog: u32,
     /// Answer `reset` (start timing our own accept, read, process and write steps: userspace
     /// profiling mode) and `stats` lines on stdin.

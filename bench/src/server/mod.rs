@@ -58,6 +58,8 @@ use std::str::FromStr;
 /// default). A short queue would drop SYNs when 10,000 clients connect at once, and each dropped
 /// SYN costs the client a one-second retransmission.
 pub const DEFAULT_BACKLOG: u32 = 4096;
+/// Largest listen backlog accepted from a user (the kernel's own cap is usually far below).
+pub const MAX_BACKLOG: u32 = 65_535;
 
 /// A concurrency model of the benchmark server; see the [module docs](self) for the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -54,7 +54,7 @@ pub struct BenchArgs {
     server_cpus: Option<Vec<usize>>,
     /// Listen backlog of the bench-server (accept queue length; the kernel caps it at
     /// net.core.somaxconn).
-    #[arg(long, conflicts_with = "target", value_parser = clap::value_parser!(u32).range(1..=65535))]
+    #[arg(long, conflicts_with = "target", value_parser = clap::value_parser!(u32).range(1..=i64::from(bench::server::MAX_BACKLOG)))]
     backlog: Option<u32>,
     #[arg(long, value_delimiter = ',')]
     client_cpus: Option<Vec<usize>>,
