@@ -143,12 +143,12 @@ fn main() -> Result<()> {
             if let Some(e) = &exporter {
                 eprintln!("metrics: http://{}/metrics", e.addr());
             }
-            let watch = Watch {
+            let live = LiveOutput {
                 interval,
                 json,
                 exporter: exporter.as_ref(),
             };
-            let interrupted = wait(&mut session, Duration::from_secs_f64(duration), &watch);
+            let interrupted = wait(&mut session, Duration::from_secs_f64(duration), &live);
             let mut report = session.finish(None)?;
             let profile = report.profile.as_mut().context("a session's report has a profile")?;
             profile.partial = interrupted.is_some();
@@ -191,9 +191,6 @@ extern "C" fn request_stop(signal: libc::c_int) {
     STOP.store(signal, Ordering::Relaxed);
 }
 
-/// Waits out the window, or until SIGINT or SIGTERM (returns the signal then), reading the
-/// targets' mappings again every second so that one that exits mid-window still gets its stacks
-/// named.
 /// Prints the breakdown of what was counted since `last` (the totals then, and when), and
 /// moves `last` to now.
 fn print_interval(session: &Session, last: &mut Option<(profiler::Totals, Instant)>, start: Instant, json: bool) {
@@ -213,7 +210,7 @@ fn print_interval(session: &Session, last: &mut Option<(profiler::Totals, Instan
 }
 
 /// What `profile` shows while its window lasts.
-struct Watch<'a> {
+struct LiveOutput<'a> {
     /// Print each interval's breakdown as it ends (a JSON line with `json`).
     interval: Option<Duration>,
     json: bool,
@@ -221,8 +218,11 @@ struct Watch<'a> {
     exporter: Option<&'a profiler::metrics::Exporter>,
 }
 
-fn wait(session: &mut Session, window: Duration, watch: &Watch) -> Option<i32> {
-    let (interval, json) = (watch.interval, watch.json);
+/// Waits out the window, or until SIGINT or SIGTERM (returns the signal then), reading the
+/// targets' mappings again every second so that one that exits mid-window still gets its stacks
+/// named, and keeping `live` up to date.
+fn wait(session: &mut Session, window: Duration, live: &LiveOutput) -> Option<i32> {
+    let (interval, json) = (live.interval, live.json);
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, request_stop as *const () as libc::sighandler_t);
@@ -248,7 +248,7 @@ fn wait(session: &mut Session, window: Duration, watch: &Watch) -> Option<i32> {
             print_interval(session, &mut last, start, json);
         }
         if refreshed.elapsed() >= Duration::from_secs(1) {
-            if let (Some(exporter), Ok(totals)) = (watch.exporter, session.totals()) {
+            if let (Some(exporter), Ok(totals)) = (live.exporter, session.totals()) {
                 exporter.update(|s| s.totals = Some(totals));
             }
             session.refresh();
