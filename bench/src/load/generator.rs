@@ -43,7 +43,6 @@ pub fn run_observed(config: &LoadConfig, on_start: &(dyn Fn() + Sync)) -> Result
         concurrency: config.concurrency,
         hard_deadline: Instant::now() + config.effective_max_time(),
         start: &start,
-        interval: config.intervals.as_ref().map(|i| i.length),
         on_start,
         connected: &connected,
         failed: &failed,
@@ -53,7 +52,7 @@ pub fn run_observed(config: &LoadConfig, on_start: &(dyn Fn() + Sync)) -> Result
     let shares: Vec<Share> = (0..threads)
         .map(|index| Share {
             index,
-            intervals: config.intervals.as_ref().map(|_| interval_tx.clone()),
+            intervals: config.intervals.as_ref().map(|i| (interval_tx.clone(), i.length)),
             conns: slice(config.concurrency, threads, index),
             budget: config.requests.map(|n| slice(n as usize, threads, index).len() as u64),
             cpu: config.client_cpus.as_ref().map(|cpus| cpus[index % cpus.len()]),

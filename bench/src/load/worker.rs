@@ -48,8 +48,6 @@ pub(crate) struct Job<'a> {
     pub hard_deadline: Instant,
     /// Releases the workers together once every one has connected.
     pub start: &'a Barrier,
-    /// Length of the intervals the run is reported in, if it is.
-    pub interval: Option<Duration>,
     /// Called once every worker has connected, before the clock starts: an observer's window
     /// (the run's signals) then covers the measured run and not the connecting.
     pub on_start: &'a (dyn Fn() + Sync),
@@ -62,8 +60,9 @@ pub(crate) struct Job<'a> {
 /// One worker's part of the run.
 pub(crate) struct Share {
     pub index: usize,
-    /// Where to send each interval's figures, when the run reports intervals.
-    pub intervals: Option<Sender<IntervalSample>>,
+    /// Where to send each interval's figures, and the intervals' length, when the run reports
+    /// intervals.
+    pub intervals: Option<(Sender<IntervalSample>, Duration)>,
     /// Global connection numbers (they fix each connection's place in the open-loop schedule).
     pub conns: Range<usize>,
     /// Requests this worker sends, when the run is bounded by a count.
@@ -281,18 +280,14 @@ impl<'a> Worker<'a> {
             started: now,
             share_index: share.index,
             latency_before: LatencyHistogram::new(),
-            report_interval: share
-                .intervals
-                .clone()
-                .zip(job.interval)
-                .map(|(sender, length)| IntervalState {
-                    sender,
-                    length,
-                    index: 0,
-                    ends: now + length,
-                    requests_at: 0,
-                    errors_at: 0,
-                }),
+            report_interval: share.intervals.clone().map(|(sender, length)| IntervalState {
+                sender,
+                length,
+                index: 0,
+                ends: now + length,
+                requests_at: 0,
+                errors_at: 0,
+            }),
             cpu_at_start: Duration::ZERO,
             runq_at_start: Duration::ZERO,
             stopped_early: false,
