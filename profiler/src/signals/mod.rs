@@ -78,6 +78,9 @@ pub struct RunqBucket {
     pub count: u64,
 }
 
+/// Why the accept queue and TCP signals are missing for a server without a listener.
+const NO_LISTENER: &str = "the server has no listening TCP socket";
+
 const SERVER_CPU: [&str; 3] = ["server_cpu_pct", "server_cores", "server_busiest_thread_pct"];
 const CLIENT_CPU: [&str; 4] = [
     "client_cpu_pct",
@@ -170,6 +173,8 @@ pub struct Window {
     /// Summed process CPU clocks of the server's processes.
     cpu_start: Result<u64, String>,
     threads_start: HashMap<u32, bench::sys::SchedStat>,
+    /// The CPUs the server may run on.
+    server_cpus: Vec<usize>,
     listen_start: Result<ListenCounters, String>,
     queue: Result<QueuePoller, String>,
     /// Why the kernel signals are missing: run-queue percentiles, TCP events.
@@ -193,11 +198,7 @@ impl Window {
             }
             Err(why) => (Some(why.clone()), Some(why)),
         };
-        let no_tcp = no_tcp.or_else(|| {
-            ports
-                .is_empty()
-                .then(|| "the server has no listening TCP socket".into())
-        });
+        let no_tcp = no_tcp.or_else(|| ports.is_empty().then(|| NO_LISTENER.into()));
         let threads_start = pids.as_deref().map(cpu::thread_stats).unwrap_or_default();
         let server_cpus = pids.as_deref().map(server_cpus).unwrap_or_default();
         let queue = QueuePoller::start(ports, &server_cpus);
@@ -214,6 +215,7 @@ impl Window {
             threads_start,
             listen_start,
             queue,
+            server_cpus,
             no_runq,
             no_tcp,
             pids,
@@ -234,7 +236,7 @@ impl Window {
             (Ok(pids), Ok(start)) => match process_cpu_ns(pids) {
                 Ok(end) => {
                     s.server_cpu_pct = Some(pct(end.saturating_sub(*start)));
-                    s.server_cores = Some(server_cpus(pids).len()).filter(|&n| n > 0);
+                    s.server_cores = Some(self.server_cpus.len()).filter(|&n| n > 0);
                     let end_threads = cpu::thread_stats(pids);
                     let deltas = cpu::thread_deltas(&self.threads_start, &end_threads);
                     s.server_busiest_thread_pct = deltas.iter().map(|t| t.oncpu_ns).max().map(pct);
@@ -332,7 +334,7 @@ impl QueuePoller {
     /// polls take nothing from the server.
     fn start(ports: &[u16], server_cpus: &[usize]) -> Result<QueuePoller, String> {
         if ports.is_empty() {
-            return Err("the server has no listening TCP socket".into());
+            return Err(NO_LISTENER.into());
         }
         let mut diag = Diag::open().map_err(|e| format!("{e:#}"))?;
         let ports = ports.to_vec();
