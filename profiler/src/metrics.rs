@@ -151,20 +151,13 @@ impl Collector for SnapshotCollector {
             }
         }
         if let Some(load) = &snapshot.load {
-            let counter = ConstCounter::new(load.requests);
-            counter.encode(encoder.encode_descriptor(
-                "requests",
-                "Requests answered correctly",
-                None,
-                counter.metric_type(),
-            )?)?;
-            let counter = ConstCounter::new(load.errors);
-            counter.encode(encoder.encode_descriptor(
-                "request_errors",
-                "Requests that failed",
-                None,
-                counter.metric_type(),
-            )?)?;
+            for (name, help, value) in [
+                ("requests", "Requests answered correctly", load.requests),
+                ("request_errors", "Requests that failed", load.errors),
+            ] {
+                let counter = ConstCounter::new(value);
+                counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+            }
             let h = load.latency.inner();
             let mut buckets = Vec::with_capacity(LATENCY_BUCKETS + 1);
             let mut below = 0;
