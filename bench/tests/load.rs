@@ -12,13 +12,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::start;
 
-fn config(target: SocketAddr, command: Command, concurrency: usize, requests: u64) -> LoadConfig {
+fn config(command: Command, concurrency: usize, requests: u64) -> LoadConfig {
     LoadConfig {
         concurrency,
         requests: Some(requests),
         // Tests must end quickly whatever happens.
         max_time: Some(Duration::from_secs(20)),
-        ..LoadConfig::new(target, command)
+        ..LoadConfig::new(command)
     }
 }
 
@@ -52,8 +52,8 @@ fn assert_clean(report: &LoadReport, config: &LoadConfig) {
 fn echo_at_concurrency_1_10_100() {
     let server = start(bench::server::Model::Epoll);
     for (concurrency, requests) in [(1, 300), (10, 1000), (100, 2000)] {
-        let config = config(server.addr(), Command::Echo { payload_size: 64 }, concurrency, requests);
-        let report = load::run(&config).unwrap();
+        let config = config(Command::Echo { payload_size: 64 }, concurrency, requests);
+        let report = load::run(server.addr(), &config).unwrap();
         assert_clean(&report, &config);
         assert_eq!(report.connections_opened, concurrency as u64);
         assert_eq!(report.latency_uncorrected, None);
@@ -63,8 +63,8 @@ fn echo_at_concurrency_1_10_100() {
 #[test]
 fn large_echo_payloads() {
     let server = start(bench::server::Model::Epoll);
-    let config = config(server.addr(), Command::Echo { payload_size: 1 << 20 }, 2, 10);
-    assert_clean(&load::run(&config).unwrap(), &config);
+    let config = config(Command::Echo { payload_size: 1 << 20 }, 2, 10);
+    assert_clean(&load::run(server.addr(), &config).unwrap(), &config);
 }
 
 #[test]
@@ -77,11 +77,11 @@ fn ping_burn_stream_wait() {
         (Command::Stream(200_000), 2, 20),
         (Command::Stream(0), 1, 10),
     ] {
-        let config = config(addr, command, concurrency, requests);
-        assert_clean(&load::run(&config).unwrap(), &config);
+        let config = config(command, concurrency, requests);
+        assert_clean(&load::run(addr, &config).unwrap(), &config);
     }
-    let config = config(addr, Command::Wait(20), 5, 25);
-    let report = load::run(&config).unwrap();
+    let config = config(Command::Wait(20), 5, 25);
+    let report = load::run(addr, &config).unwrap();
     assert_clean(&report, &config);
     assert!(
         report.latency_p50_us >= 20_000,
@@ -96,9 +96,9 @@ fn a_connection_per_request() {
     let server = start(bench::server::Model::Epoll);
     let config = LoadConfig {
         connection: ConnectionMode::PerRequest,
-        ..config(server.addr(), Command::Ping, 10, 400)
+        ..config(Command::Ping, 10, 400)
     };
-    let report = load::run(&config).unwrap();
+    let report = load::run(server.addr(), &config).unwrap();
     assert_clean(&report, &config);
     assert_eq!(report.connections_opened, 400);
 }
@@ -109,10 +109,10 @@ fn a_duration_bounded_run_stops_on_time() {
     let config = LoadConfig {
         requests: None,
         duration: Some(Duration::from_millis(300)),
-        ..config(server.addr(), Command::Ping, 4, 1)
+        ..config(Command::Ping, 4, 1)
     };
     let started = Instant::now();
-    let report = load::run(&config).unwrap();
+    let report = load::run(server.addr(), &config).unwrap();
     let took = started.elapsed();
     assert_eq!(report.errors, 0, "{:?}", report.first_error);
     assert!(report.requests > 0);
@@ -126,9 +126,9 @@ fn an_open_loop_run_keeps_its_schedule() {
     let server = start(bench::server::Model::Epoll);
     let config = LoadConfig {
         rate: Some(1000.0),
-        ..config(server.addr(), Command::Ping, 4, 300)
+        ..config(Command::Ping, 4, 300)
     };
-    let report = load::run(&config).unwrap();
+    let report = load::run(server.addr(), &config).unwrap();
     assert_clean(&report, &config);
     // 300 requests at 1000/s: the last one is due at 299 ms.
     assert!(report.elapsed >= Duration::from_millis(290), "{:?}", report.elapsed);
@@ -146,9 +146,9 @@ fn open_loop_latency_counts_from_the_schedule() {
     let server = start(bench::server::Model::Epoll);
     let config = LoadConfig {
         rate: Some(100.0),
-        ..config(server.addr(), Command::Wait(20), 1, 20)
+        ..config(Command::Wait(20), 1, 20)
     };
-    let report = load::run(&config).unwrap();
+    let report = load::run(server.addr(), &config).unwrap();
     assert_clean(&report, &config);
     let uncorrected = report.latency_uncorrected.unwrap();
     assert!(uncorrected.max_us < 100_000, "{uncorrected:?}");
@@ -159,8 +159,8 @@ fn open_loop_latency_counts_from_the_schedule() {
 #[test]
 fn a_wrong_byte_is_an_error_and_the_run_goes_on() {
     let addr = corrupting_server(4);
-    let config = config(addr, Command::Ping, 1, 20);
-    let report = load::run(&config).unwrap();
+    let config = config(Command::Ping, 1, 20);
+    let report = load::run(addr, &config).unwrap();
     assert_eq!(report.requests, 19);
     assert_eq!(report.errors, 1);
     assert_eq!(report.error_counts.mismatch, 1);
@@ -175,10 +175,10 @@ fn a_silent_server_times_out() {
     let addr = silent_server();
     let config = LoadConfig {
         request_timeout: Some(Duration::from_millis(200)),
-        ..config(addr, Command::Ping, 2, 4)
+        ..config(Command::Ping, 2, 4)
     };
     let started = Instant::now();
-    let report = load::run(&config).unwrap();
+    let report = load::run(addr, &config).unwrap();
     assert_eq!(report.requests, 0);
     assert_eq!(report.error_counts.timeout, 4);
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
@@ -189,10 +189,10 @@ fn the_hard_limit_ends_a_run() {
     let server = start(bench::server::Model::Epoll);
     let config = LoadConfig {
         max_time: Some(Duration::from_millis(300)),
-        ..config(server.addr(), Command::Wait(5000), 2, 10)
+        ..config(Command::Wait(5000), 2, 10)
     };
     let started = Instant::now();
-    let report = load::run(&config).unwrap();
+    let report = load::run(server.addr(), &config).unwrap();
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     assert!(report.stopped_early);
     assert_eq!(report.requests, 0);
@@ -205,13 +205,13 @@ fn nothing_listening() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let err = load::run(&config(addr, Command::Ping, 2, 10)).unwrap_err();
+    let err = load::run(addr, &config(Command::Ping, 2, 10)).unwrap_err();
     assert!(format!("{err:#}").contains("could not connect"), "{err:#}");
     let config = LoadConfig {
         connection: ConnectionMode::PerRequest,
-        ..config(addr, Command::Ping, 2, 10)
+        ..config(Command::Ping, 2, 10)
     };
-    let report = load::run(&config).unwrap();
+    let report = load::run(addr, &config).unwrap();
     assert_eq!((report.requests, report.error_counts.connect), (0, 10));
 }
 
@@ -219,9 +219,9 @@ fn nothing_listening() {
 fn a_long_wait_does_not_slow_pings_on_another_connection() {
     let server = start(bench::server::Model::Epoll);
     let addr = server.addr();
-    let waiter = std::thread::spawn(move || load::run(&config(addr, Command::Wait(2000), 1, 1)));
+    let waiter = std::thread::spawn(move || load::run(addr, &config(Command::Wait(2000), 1, 1)));
     std::thread::sleep(Duration::from_millis(100));
-    let pings = load::run(&config(addr, Command::Ping, 1, 50)).unwrap();
+    let pings = load::run(addr, &config(Command::Ping, 1, 50)).unwrap();
     assert_eq!(pings.requests, 50);
     assert!(pings.latency_max_us < 100_000, "PING max {} us", pings.latency_max_us);
     let wait = waiter.join().unwrap().unwrap();
@@ -233,8 +233,8 @@ fn a_long_wait_does_not_slow_pings_on_another_connection() {
 fn a_thousand_connections() {
     bench::raise_nofile_limit().unwrap();
     let server = start(bench::server::Model::Epoll);
-    let config = config(server.addr(), Command::Ping, 1000, 3000);
-    let report = load::run(&config).unwrap();
+    let config = config(Command::Ping, 1000, 3000);
+    let report = load::run(server.addr(), &config).unwrap();
     assert_clean(&report, &config);
 }
 
@@ -243,9 +243,9 @@ fn workers_are_pinned_when_asked() {
     let server = start(bench::server::Model::Epoll);
     let config = LoadConfig {
         client_cpus: Some(vec![0]),
-        ..config(server.addr(), Command::Ping, 2, 20)
+        ..config(Command::Ping, 2, 20)
     };
-    let report = load::run(&config).unwrap();
+    let report = load::run(server.addr(), &config).unwrap();
     assert_clean(&report, &config);
     assert_eq!(report.workers.len(), 1);
     assert_eq!(report.workers[0].pinned_cpu, Some(0));
@@ -259,8 +259,8 @@ fn custom_requests_and_the_json_report() {
         request: b"ECHO custom\n".to_vec(),
         response: b"custom\n".to_vec(),
     };
-    let config = config(server.addr(), command, 1, 5);
-    let report = load::run(&config).unwrap();
+    let config = config(command, 1, 5);
+    let report = load::run(server.addr(), &config).unwrap();
     assert_clean(&report, &config);
     let json = serde_json::to_value(&report).unwrap();
     for field in [
@@ -330,9 +330,9 @@ fn ten_thousand_connections() {
         "RLIMIT_NOFILE {limit} is below 10,500 even after raising it (run as root)"
     );
     let server = start(bench::server::Model::Epoll);
-    let config = config(server.addr(), Command::Ping, 10_000, 10_000);
+    let config = config(Command::Ping, 10_000, 10_000);
     let started = Instant::now();
-    let report = load::run(&config).unwrap();
+    let report = load::run(server.addr(), &config).unwrap();
     assert_clean(&report, &config);
     assert_eq!(report.connections_opened, 10_000);
     eprintln!("10,000 connections: {:?}", started.elapsed());
@@ -355,10 +355,10 @@ fn intervals_cover_the_run_in_order_and_add_up_to_it() {
             length: Duration::from_millis(100),
             sink,
         }),
-        ..config(server.addr(), Command::Ping, 4, 0)
+        ..config(Command::Ping, 4, 0)
     };
     let cfg = LoadConfig { requests: None, ..cfg };
-    let report = load::run(&cfg).unwrap();
+    let report = load::run(server.addr(), &cfg).unwrap();
     assert_eq!(report.errors, 0, "{:?}", report.first_error);
     let seen = seen.lock().unwrap();
     let indexes: Vec<u64> = seen.iter().map(|i| i.index).collect();

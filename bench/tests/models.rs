@@ -13,7 +13,7 @@ use bench::load::{self, Command, ConnectionMode, LoadConfig};
 use bench::protocol::{self, ERR_LINE_TOO_LONG, MAX_LINE};
 use bench::server::Model;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 use support::{ask, connect, read_n, read_to_end, start};
 
@@ -161,14 +161,14 @@ fn back_pressure_then_resume(model: Model) {
     }
 }
 
-fn load_config(addr: SocketAddr, connection: ConnectionMode, requests: u64) -> LoadConfig {
+fn load_config(connection: ConnectionMode, requests: u64) -> LoadConfig {
     LoadConfig {
         concurrency: 200,
         requests: Some(requests),
         connection,
         // Tests must end quickly whatever happens.
         max_time: Some(Duration::from_secs(20)),
-        ..LoadConfig::new(addr, Command::Echo { payload_size: 64 })
+        ..LoadConfig::new(Command::Echo { payload_size: 64 })
     }
 }
 
@@ -183,8 +183,8 @@ fn load_200_connections(model: Model) {
         runs.push((ConnectionMode::Persistent, 4000));
     }
     for (connection, requests) in runs {
-        let config = load_config(server.addr(), connection, requests);
-        let report = load::run(&config).unwrap_or_else(|e| panic!("{model}, {connection}: load: {e:#}"));
+        let config = load_config(connection, requests);
+        let report = load::run(server.addr(), &config).unwrap_or_else(|e| panic!("{model}, {connection}: load: {e:#}"));
         assert_eq!(
             report.errors, 0,
             "{model}, {connection}: {:?}, first error: {:?}",

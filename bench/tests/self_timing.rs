@@ -21,10 +21,10 @@ fn every_single_process_model_times_its_steps() {
         let config = LoadConfig {
             concurrency: 1,
             requests: Some(requests / 2),
-            ..LoadConfig::new(server.addr(), Command::Ping)
+            ..LoadConfig::new(Command::Ping)
         };
         for _ in 0..2 {
-            let report = bench::load::run(&config).unwrap();
+            let report = bench::load::run(server.addr(), &config).unwrap();
             assert_eq!(report.requests, requests / 2, "{model}: {report:?}");
         }
         // The client can read the last response before the server has recorded its write.
@@ -64,7 +64,7 @@ fn stop_ends_timing_until_the_next_reset() {
     let mut server = spawn_self_timed(Path::new(SERVER), &Model::Epoll.into()).unwrap();
     let config = LoadConfig {
         requests: Some(100),
-        ..LoadConfig::new(server.addr(), Command::Ping)
+        ..LoadConfig::new(Command::Ping)
     };
     let written = |server: &mut bench::server::ServerChild| {
         // The client can read the last response before the server has recorded its write.
@@ -73,12 +73,12 @@ fn stop_ends_timing_until_the_next_reset() {
         t.write.calls - t.write.errors
     };
     server.reset_self_times().unwrap();
-    bench::load::run(&config).unwrap();
+    bench::load::run(server.addr(), &config).unwrap();
     assert_eq!(written(&mut server), 100);
     server.stop_self_times().unwrap();
-    bench::load::run(&config).unwrap();
+    bench::load::run(server.addr(), &config).unwrap();
     assert_eq!(written(&mut server), 100, "nothing is timed after stop");
     server.reset_self_times().unwrap();
-    bench::load::run(&config).unwrap();
+    bench::load::run(server.addr(), &config).unwrap();
     assert_eq!(written(&mut server), 100, "a reset starts from zero");
 }

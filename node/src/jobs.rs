@@ -5,7 +5,8 @@ use crate::fields::{self, Body};
 use crate::message::{Outbox, Request, code};
 use anyhow::Context;
 use bench::load::{Command, LoadConfig};
-use profiler::benchmark::{Benchmark, ProfileError, default_cpus};
+use bench::server::{Model, ServerSpec};
+use profiler::benchmark::{Benchmark, ProfileError, Target, default_cpus};
 use profiler::{ProfileOptions, Report};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -43,7 +44,7 @@ impl Job {
                 Job::Sweep(benchmark, levels)
             }
             "bench_profile" => {
-                if benchmark.target.is_some() {
+                if matches!(benchmark.target, Target::Addr(_)) {
                     return Err("target: bench_profile profiles its own bench-server, not a target".into());
                 }
                 let mut benchmark = benchmark;
@@ -98,26 +99,32 @@ fn benchmark(body: &Body, default_requests: u64) -> Result<Benchmark, String> {
             Some(addr)
         }
     };
-    let mut benchmark = Benchmark::new(command);
-    if let Some(name) = fields::string_opt(body, "server")? {
-        benchmark.server.model = name.parse().map_err(|e| format!("server: {e}"))?;
-    }
-    benchmark.server.backlog =
-        fields::integer_opt(body, "backlog", 1..=u64::from(bench::server::MAX_BACKLOG))?.map(|b| b as u32);
-    if target.is_some() && benchmark.server.backlog.is_some() {
+    let model = match fields::string_opt(body, "server")? {
+        None => Model::Epoll,
+        Some(name) => name.parse().map_err(|e| format!("server: {e}"))?,
+    };
+    let backlog = fields::integer_opt(body, "backlog", 1..=u64::from(bench::server::MAX_BACKLOG))?.map(|b| b as u32);
+    if target.is_some() && backlog.is_some() {
         return Err("backlog: sets our bench-server's listen backlog, not a target's".into());
     }
-    let connection = match fields::string_opt(body, "connection")? {
-        None => benchmark.load.connection,
-        Some(text) => text.parse().map_err(|e| format!("connection: {e}"))?,
-    };
     let cpus = |name: &str| -> Result<Option<Vec<usize>>, String> {
         let list = fields::integer_list(body, name, 0..=cpu_count() as u64 - 1, 1024)?;
         Ok(list.map(|l| l.into_iter().map(|c| c as usize).collect()))
     };
     let (server_cpus, client_cpus) = default_cpus(cpus("server_cpus")?, cpus("client_cpus")?);
-    benchmark.target = target;
-    benchmark.server.cpus = server_cpus;
+    let target = match target {
+        Some(addr) => Target::Addr(addr),
+        None => Target::Server(ServerSpec {
+            model,
+            cpus: server_cpus,
+            backlog,
+        }),
+    };
+    let mut benchmark = Benchmark::new(target, command);
+    let connection = match fields::string_opt(body, "connection")? {
+        None => benchmark.load.connection,
+        Some(text) => text.parse().map_err(|e| format!("connection: {e}"))?,
+    };
     benchmark.load = LoadConfig {
         concurrency: fields::integer(
             body,
@@ -230,8 +237,10 @@ impl Job {
 }
 
 fn server_name(b: &Benchmark) -> String {
-    b.target
-        .map_or_else(|| b.server.model.name().to_string(), |t| t.to_string())
+    match &b.target {
+        Target::Server(spec) => spec.model.name().to_string(),
+        Target::Addr(addr) => addr.to_string(),
+    }
 }
 
 fn sweep_row(level: &Report) -> Value {

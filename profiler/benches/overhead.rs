@@ -365,9 +365,10 @@ impl Load {
             duration: Some(LOAD),
             client_cpus: Some(vec![1]),
             progress: Some(progress.clone()),
-            ..LoadConfig::new(server.addr(), Command::Ping)
+            ..LoadConfig::new(Command::Ping)
         };
-        let thread = std::thread::spawn(move || bench::load::run(&config));
+        let addr = server.addr();
+        let thread = std::thread::spawn(move || bench::load::run(addr, &config));
         // Past connecting and warming up.
         std::thread::sleep(Duration::from_millis(500));
         Ok(Load {

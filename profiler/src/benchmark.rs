@@ -1,6 +1,7 @@
 //! A benchmark: a bench-server child (or a loopback target), the load generator against it, and
 //! optionally the server process profiled over the run. The node and the `tcpprof bench`
 //! command are two front ends to these functions.
+use crate::Totals;
 use crate::attach::AttachError;
 use crate::report::{Report, Sweep};
 use crate::server_stats::{Sampler, ServerStats};
@@ -11,20 +12,46 @@ use bench::load::{Command, LoadConfig, LoadReport};
 use bench::server::{Model, ServerChild, ServerSpec};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// What to load and how.
 #[derive(Clone, Debug)]
 pub struct Benchmark {
-    /// The bench-server to start (unless there is a target).
-    pub server: ServerSpec,
-    /// Load this loopback address instead of starting a bench-server.
-    pub target: Option<SocketAddr>,
-    /// The load; its `target` is filled in with the server's address.
+    pub target: Target,
+    /// The load, aimed at the target's address at each run.
     pub load: LoadConfig,
     /// How [`Benchmark::profile`] profiles the server.
     pub profiling: ProfileOptions,
+}
+
+/// What a benchmark loads.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A bench-server of ours, started for each run and stopped after it.
+    Server(ServerSpec),
+    /// A server already listening on a loopback address.
+    Addr(SocketAddr),
+}
+
+impl Target {
+    /// A bench-server of `model` on core 0 (when there are two cores or more; see [`default_cpus`]).
+    pub fn server(model: Model) -> Target {
+        Target::Server(ServerSpec {
+            cpus: default_cpus(None, None).0,
+            ..ServerSpec::new(model)
+        })
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Server(spec) => write!(f, "bench-server {}", spec.model),
+            Target::Addr(addr) => write!(f, "{addr}"),
+        }
+    }
 }
 
 /// Why a profiled run could not happen.
@@ -50,22 +77,20 @@ impl Benchmark {
     /// yields 1,000 samples per second of run (a profile's window is the run, often short).
     pub const PROFILE_FREQUENCY_HZ: u32 = 1999;
 
-    /// `command` against a fresh epoll bench-server: 10 persistent connections, closed loop,
-    /// [`Self::DEFAULT_REQUESTS`] requests, the server on CPU 0 and the load on the other cores.
-    pub fn new(command: Command) -> Benchmark {
-        let (server_cpus, client_cpus) = default_cpus(None, None);
+    /// `command` against `target`: 10 persistent connections, closed loop,
+    /// [`Self::DEFAULT_REQUESTS`] requests, the load on the cores the server is not pinned to.
+    pub fn new(target: Target, command: Command) -> Benchmark {
+        let server_cpus = match &target {
+            Target::Server(spec) => spec.cpus.clone(),
+            Target::Addr(_) => None,
+        };
         Benchmark {
-            server: ServerSpec {
-                cpus: server_cpus,
-                ..ServerSpec::new(Model::Epoll)
-            },
-            target: None,
+            target,
             load: LoadConfig {
                 concurrency: Self::DEFAULT_CONCURRENCY,
                 requests: Some(Self::DEFAULT_REQUESTS),
-                client_cpus,
-                // Filled in with the server's address at each run.
-                ..LoadConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), command)
+                client_cpus: default_cpus(server_cpus, None).1,
+                ..LoadConfig::new(command)
             },
             profiling: ProfileOptions {
                 frequency_hz: Self::PROFILE_FREQUENCY_HZ,
@@ -78,7 +103,7 @@ impl Benchmark {
     pub fn run(&self) -> Result<Report> {
         let (server, addr) = self.start_server()?;
         let mut watch = Watch::attach(self.watched_pids(server.as_ref(), addr), vec![addr.port()]);
-        let (load, signals) = watched_run(&mut watch, &self.load_at(addr, self.load.concurrency))?;
+        let (load, signals) = watched_run(&mut watch, addr, &self.load)?;
         Ok(Report::new(Some(load), signals, None))
     }
 
@@ -88,7 +113,7 @@ impl Benchmark {
         let mut watch = Watch::attach(self.watched_pids(server.as_ref(), addr), vec![addr.port()]);
         let mut reports = Vec::with_capacity(levels.len());
         for &level in levels {
-            let (load, signals) = watched_run(&mut watch, &self.load_at(addr, level))
+            let (load, signals) = watched_run(&mut watch, addr, &self.load_at(level))
                 .with_context(|| format!("at concurrency {level}"))?;
             progress(level, &load);
             reports.push(Report::new(Some(load), signals, None));
@@ -104,7 +129,7 @@ impl Benchmark {
         let pids = self.server_processes(&server)?;
         let sampler = Sampler::start(pids.clone());
         let mut watch = Watch::attach(Ok(pids), vec![addr.port()]);
-        let run = watched_run(&mut watch, &self.load_at(addr, self.load.concurrency));
+        let run = watched_run(&mut watch, addr, &self.load);
         let stats = sampler.finish();
         let (load, signals) = run?;
         Ok((Report::new(Some(load), signals, None), stats))
@@ -113,14 +138,20 @@ impl Benchmark {
     /// One load run with the server's threads profiled over exactly the run: in an eBPF mode,
     /// or in userspace mode (the server times itself) when asked or when no eBPF mode attaches.
     pub fn profile(&self) -> Result<Report, ProfileError> {
-        if self.target.is_some() {
+        self.profile_live(None)
+    }
+
+    /// [`Self::profile`], handing `live` the kernel's totals every second while the load runs
+    /// (for metrics; not in userspace mode, which has no kernel totals).
+    pub fn profile_live(&self, live: Option<&(dyn Fn(&Totals) + Sync)>) -> Result<Report, ProfileError> {
+        let Target::Server(spec) = &self.target else {
             return Err(ProfileError::Failed(anyhow::anyhow!(
                 "a target is not our child: profile it with `tcpprof profile --pid`"
             )));
-        }
+        };
         let exe = bench_server_exe()?;
-        let model = self.server.model;
-        let mut server = bench::server::spawn_child(&exe, &self.server)?;
+        let model = spec.model;
+        let mut server = bench::server::spawn_child(&exe, spec)?;
         let can_time_itself = !model.forks_workers();
         let (session, addr) = match Session::attach(&self.server_processes(&server)?, &self.profiling) {
             Ok(session) => (session, server.addr()),
@@ -128,7 +159,7 @@ impl Benchmark {
                 // A server started with self-timing has a control thread: started only now, so
                 // that an eBPF-profiled server stays single-threaded (glibc's syscall wrappers
                 // keep a cancel flag in rbp in threaded processes, cutting sampled user stacks).
-                server = bench::server::spawn_self_timed(&exe, &self.server)?;
+                server = bench::server::spawn_self_timed(&exe, spec)?;
                 let addr = server.addr();
                 (Session::self_timed(&mut server, reasons)?, addr)
             }
@@ -139,7 +170,23 @@ impl Benchmark {
         };
         let session = Mutex::new(session);
         let restart = || session.lock().unwrap_or_else(PoisonError::into_inner).restart_signals();
-        let load = bench::load::run_observed(&self.load_at(addr, self.load.concurrency), &restart)?;
+        let load = std::thread::scope(|scope| {
+            let (stop, stopped) = mpsc::channel::<()>();
+            if let Some(live) = live {
+                let session = &session;
+                scope.spawn(move || {
+                    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_secs(1)) {
+                        let totals = session.lock().unwrap_or_else(PoisonError::into_inner).totals();
+                        if let Ok(totals) = totals {
+                            live(&totals);
+                        }
+                    }
+                });
+            }
+            let load = bench::load::run_observed(addr, &self.load, &restart);
+            drop(stop);
+            load
+        })?;
         // The client can read the last response before the server's write call has returned
         // and been counted: give the server that moment.
         std::thread::sleep(Duration::from_millis(20));
@@ -150,7 +197,7 @@ impl Benchmark {
     /// The server's processes: a prefork server serves from its workers, accounted with it.
     fn server_processes(&self, server: &ServerChild) -> Result<Vec<u32>> {
         let mut pids = vec![server.pid()];
-        if self.server.model.forks_workers() {
+        if matches!(&self.target, Target::Server(spec) if spec.model.forks_workers()) {
             pids.extend(workers_of(server.pid())?);
         }
         Ok(pids)
@@ -167,9 +214,8 @@ impl Benchmark {
         }
     }
 
-    fn load_at(&self, target: SocketAddr, concurrency: usize) -> LoadConfig {
+    fn load_at(&self, concurrency: usize) -> LoadConfig {
         LoadConfig {
-            target,
             concurrency,
             ..self.load.clone()
         }
@@ -177,21 +223,23 @@ impl Benchmark {
 
     /// A new bench-server child (stopped when the returned value drops), or the target.
     fn start_server(&self) -> Result<(Option<ServerChild>, SocketAddr)> {
-        if let Some(target) = self.target {
-            return Ok((None, target));
+        match &self.target {
+            Target::Addr(addr) => Ok((None, *addr)),
+            Target::Server(spec) => {
+                let child = bench::server::spawn_child(&bench_server_exe()?, spec)?;
+                let addr = child.addr();
+                Ok((Some(child), addr))
+            }
         }
-        let child = bench::server::spawn_child(&bench_server_exe()?, &self.server)?;
-        let addr = child.addr();
-        Ok((Some(child), addr))
     }
 }
 
 /// A load run with `watch`'s window over exactly the measured run (from when every connection is
 /// open to the last response).
-fn watched_run(watch: &mut Watch, load: &LoadConfig) -> Result<(LoadReport, crate::Signals)> {
+fn watched_run(watch: &mut Watch, target: SocketAddr, load: &LoadConfig) -> Result<(LoadReport, crate::Signals)> {
     let watch = Mutex::new(watch);
     let open = || watch.lock().unwrap_or_else(PoisonError::into_inner).open();
-    let report = bench::load::run_observed(load, &open)?;
+    let report = bench::load::run_observed(target, load, &open)?;
     let signals = watch.into_inner().unwrap_or_else(PoisonError::into_inner).close();
     Ok((report, signals))
 }

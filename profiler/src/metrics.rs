@@ -2,10 +2,10 @@
 //! `/metrics` in the text exposition format (prometheus-client's encoder), names in a `tcpprof_`
 //! namespace and base units. The caller updates a snapshot (a profile's totals every second, a
 //! load's counts at each interval); a scrape encodes the latest one.
-use crate::Totals;
+use crate::{Totals, log2_hist};
 use anyhow::{Context, Result};
-use bench::load::LatencyHistogram;
-use profiler_common::{CONTEXT_USER, SyscallClass};
+use bench::load::{ErrorCounts, LatencyHistogram};
+use profiler_common::{CONTEXT_USER, HIST_BUCKETS, SyscallClass};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -18,6 +18,8 @@ use std::time::Duration;
 
 /// Upper bounds of the latency histogram's buckets, in seconds: 50 us to about 13 s, doubling.
 const LATENCY_BUCKETS: usize = 19;
+/// The run-queue histogram's first bucket ends at 1,024 ns.
+const RUNQ_FIRST_BUCKET: usize = 9;
 
 /// What the metrics show: the latest of each part the run has.
 #[derive(Debug, Default)]
@@ -31,7 +33,7 @@ pub struct Snapshot {
 #[derive(Debug, Default)]
 pub struct LoadCounts {
     pub requests: u64,
-    pub errors: u64,
+    pub errors: ErrorCounts,
     pub latency: LatencyHistogram,
 }
 
@@ -149,14 +151,49 @@ impl Collector for SnapshotCollector {
             for (kind, n) in [("voluntary", t.sched.voluntary), ("involuntary", t.sched.involuntary)] {
                 ConstCounter::new(n).encode(family.encode_family(&[("kind", kind)])?)?;
             }
+            // The kernel's log2 buckets (bucket i ends at 2^(i+1) ns), those under a microsecond
+            // folded into the first: a wait that short is a wait not worth telling apart.
+            let first = RUNQ_FIRST_BUCKET;
+            let buckets: Vec<(f64, u64)> = (first..HIST_BUCKETS)
+                .map(|b| {
+                    let upper = if b + 1 == HIST_BUCKETS {
+                        f64::INFINITY
+                    } else {
+                        seconds(log2_hist::bucket_bounds(b).1)
+                    };
+                    let count = if b == first {
+                        t.runq.hist[..=b].iter().sum()
+                    } else {
+                        t.runq.hist[b]
+                    };
+                    (upper, count)
+                })
+                .collect();
+            encoder
+                .encode_descriptor(
+                    "runq_wait_seconds",
+                    "Waits of the target's threads for a CPU, from wakeup or preemption to running",
+                    None,
+                    MetricType::Histogram,
+                )?
+                .encode_histogram::<NoLabelSet>(seconds(t.runq.wait_ns), t.runq.waits, &buckets, None)?;
         }
         if let Some(load) = &snapshot.load {
-            for (name, help, value) in [
-                ("requests", "Requests answered correctly", load.requests),
-                ("request_errors", "Requests that failed", load.errors),
-            ] {
-                let counter = ConstCounter::new(value);
-                counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+            let counter = ConstCounter::new(load.requests);
+            counter.encode(encoder.encode_descriptor(
+                "requests",
+                "Requests answered correctly",
+                None,
+                counter.metric_type(),
+            )?)?;
+            let mut family = encoder.encode_descriptor(
+                "request_errors",
+                "Requests that failed, by kind (as in error_counts)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (kind, n) in load.errors.by_kind() {
+                ConstCounter::new(n).encode(family.encode_family(&[("kind", kind)])?)?;
             }
             let h = load.latency.inner();
             let mut buckets = Vec::with_capacity(LATENCY_BUCKETS + 1);
@@ -208,14 +245,40 @@ mod tests {
         exporter.update(|s| {
             s.load = Some(LoadCounts {
                 requests: 3,
-                errors: 1,
+                errors: ErrorCounts {
+                    timeout: 1,
+                    ..ErrorCounts::default()
+                },
                 latency,
             })
         });
+        let mut totals = Totals::default();
+        // Two waits in [1024, 2048) ns.
+        totals.runq.waits = 2;
+        totals.runq.wait_ns = 3000;
+        totals.runq.hist[10] = 2;
+        exporter.update(|s| s.totals = Some(totals));
         let page = scrape(exporter.addr(), "/metrics");
         assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+        assert!(page.contains("tcpprof_runq_wait_seconds_count 2\n"), "{page}");
+        assert!(
+            page.contains("tcpprof_runq_wait_seconds_bucket{le=\"0.000001024\"} 0\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains("tcpprof_runq_wait_seconds_bucket{le=\"0.000002048\"} 2\n"),
+            "{page}"
+        );
+        assert!(page.contains("tcpprof_runq_wait_seconds_sum 0.000003\n"), "{page}");
         assert!(page.contains("\ntcpprof_requests_total 3\n"), "{page}");
-        assert!(page.contains("\ntcpprof_request_errors_total 1\n"), "{page}");
+        assert!(
+            page.contains("\ntcpprof_request_errors_total{kind=\"timeout\"} 1\n"),
+            "{page}"
+        );
+        assert!(
+            page.contains("\ntcpprof_request_errors_total{kind=\"io\"} 0\n"),
+            "{page}"
+        );
         assert!(
             page.contains("tcpprof_request_latency_seconds_bucket{le=\"0.00005\"} 1\n"),
             "{page}"

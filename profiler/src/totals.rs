@@ -3,7 +3,9 @@ use crate::attach::{Loaded, Programs};
 use crate::breakdown::ProgramCost;
 use anyhow::{Context, Result};
 use aya::maps::PerCpuArray;
-use profiler_common::{CONTEXT_COUNT, CONTEXT_USER, ClassTotals, SchedTotals, SyscallClass, SyscallTotals, names};
+use profiler_common::{
+    CONTEXT_COUNT, CONTEXT_USER, ClassTotals, RunqTotals, SchedTotals, SyscallClass, SyscallTotals, names,
+};
 use std::ops::AddAssign;
 
 /// What the kernel counted for the target since attach, summed over CPUs.
@@ -14,6 +16,9 @@ pub struct Totals {
     pub sched: SchedTotals,
     /// The `Other` class by syscall number, for the numbers seen.
     pub syscalls: Vec<(u32, SyscallTotals)>,
+    /// Run-queue waits since the signals' window opened (at attach, and again when a
+    /// benchmark's load starts); `max_ns` is the window's.
+    pub runq: RunqTotals,
 }
 
 impl Totals {
@@ -32,6 +37,14 @@ impl Totals {
             *now -= *then;
         }
         delta.sched -= earlier.sched;
+        // A window reopened in between counts from zero again: then all of now is new.
+        if delta.runq.waits >= earlier.runq.waits {
+            delta.runq.waits -= earlier.runq.waits;
+            delta.runq.wait_ns = delta.runq.wait_ns.saturating_sub(earlier.runq.wait_ns);
+            for (now, then) in delta.runq.hist.iter_mut().zip(earlier.runq.hist) {
+                *now = now.saturating_sub(then);
+            }
+        }
         for (nr, totals) in &mut delta.syscalls {
             if let Some((_, then)) = earlier.syscalls.iter().find(|(n, _)| n == nr) {
                 *totals -= *then;
@@ -56,6 +69,7 @@ impl Programs {
             *sum = read;
         }
         totals.sched = loaded.sum_over_cpus(names::SCHED_TOTALS)?;
+        totals.runq = loaded.sum_over_cpus(names::RUNQ_TOTALS)?;
         let syscalls = loaded.sums_over_cpus::<SyscallTotals>(names::SYSCALL_TOTALS)?;
         totals.syscalls = (0..)
             .zip(syscalls)

@@ -2,16 +2,17 @@
 //! bench-server child and the real load generator. Needs root (eBPF).
 mod common;
 
-use bench::load::{Command, ConnectionMode, LoadConfig};
+use bench::load::{Command, ConnectionMode};
+use bench::server::Model;
 use common::{options, require_root, test_mode};
-use profiler::benchmark::{Benchmark, ProfileError, bench_server_exe};
+use profiler::benchmark::{Benchmark, ProfileError, Target, bench_server_exe};
 use profiler::server_stats::oncpu_ns;
 use profiler::{Breakdown, Mode, Part, ProfileOptions, Requested, Session};
 use std::time::Duration;
 
 /// Server on CPU 0 and load on CPU 1, as the node does by default, profiled in the test mode.
 fn benchmark(command: Command, requests: u64, concurrency: usize) -> Benchmark {
-    let mut b = Benchmark::new(command);
+    let mut b = Benchmark::new(Target::server(Model::Epoll), command);
     b.load.requests = Some(requests);
     b.load.concurrency = concurrency;
     b.profiling = options();
@@ -102,15 +103,14 @@ fn load_generator_calls_are_not_counted() {
 fn oncpu_agrees_with_schedstat() {
     require_root();
     let b = benchmark(Command::Echo { payload_size: 64 }, 30_000, 10);
-    let server = bench::server::spawn_child(&bench_server_exe().unwrap(), &b.server).unwrap();
+    let Target::Server(spec) = &b.target else {
+        unreachable!()
+    };
+    let server = bench::server::spawn_child(&bench_server_exe().unwrap(), spec).unwrap();
     let session = Session::attach(&[server.pid()], &options()).unwrap();
     assert_eq!(session.mode(), test_mode());
     let before = oncpu_ns(server.pid()).unwrap();
-    let report = bench::load::run(&LoadConfig {
-        target: server.addr(),
-        ..b.load.clone()
-    })
-    .unwrap();
+    let report = bench::load::run(server.addr(), &b.load).unwrap();
     assert_eq!(report.errors, 0);
     // Let the server finish closing the connections before both sides stop counting.
     std::thread::sleep(Duration::from_millis(200));

@@ -2,12 +2,11 @@
 //! memory sampled while they are open.
 use bench::load::Command;
 use bench::server::Model;
-use profiler::benchmark::Benchmark;
+use profiler::benchmark::{Benchmark, Target};
 
 fn c10k(model: Model) -> (bench::load::LoadReport, profiler::server_stats::ServerStats) {
     bench::raise_nofile_limit().unwrap();
-    let mut b = Benchmark::new(Command::Ping);
-    b.server.model = model;
+    let mut b = Benchmark::new(Target::server(model), Command::Ping);
     b.load.concurrency = 10_000;
     b.load.requests = Some(20_000);
     let (report, stats) = b.run_with_server_stats().unwrap();

@@ -419,6 +419,49 @@ fn prometheus_scrapes_what_the_profile_counts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `bench --profile --listen`: while the load runs, /metrics has the load's counts with errors by
+/// kind and the profiled server's totals, run-queue histogram included.
+#[test]
+fn a_profiled_bench_serves_the_server_metrics_live() {
+    require_root();
+    let port = common::free_port();
+    let bench = Command::new(PROFILER)
+        .args([
+            "bench",
+            "--command",
+            "PING",
+            "-d",
+            "3",
+            "--profile",
+            "--mode",
+            "tracepoint",
+            "--json",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_for_port(port);
+    // Past the load's first interval and the first second of totals.
+    std::thread::sleep(Duration::from_millis(2200));
+    let page = http_get(port, "/metrics");
+    let value = |series: &str| -> f64 {
+        let line = page.lines().find(|l| l.starts_with(series));
+        let line = line.unwrap_or_else(|| panic!("no {series} in\n{page}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("tcpprof_requests_total ") > 1000.0, "{page}");
+    assert_eq!(value("tcpprof_request_errors_total{kind=\"timeout\"} "), 0.0);
+    assert!(value("tcpprof_syscalls_total{class=\"write\"} ") > 1000.0, "{page}");
+    assert!(value("tcpprof_runq_wait_seconds_count ") >= 0.0, "{page}");
+    assert!(value("tcpprof_cpu_seconds_total{class=\"user\",state=\"oncpu\"} ") > 0.0);
+    let out = bench.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["requests"].as_u64().unwrap() as f64 >= value("tcpprof_requests_total "));
+}
+
 /// The body of `GET path` on 127.0.0.1:`port`.
 fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};

@@ -4,13 +4,14 @@
 mod common;
 
 use bench::load::Command;
+use bench::server::Model;
 use common::require_root;
-use profiler::benchmark::{Benchmark, ProfileError};
+use profiler::benchmark::{Benchmark, ProfileError, Target};
 use profiler::{Mode, Part, Profile, ProfileOptions, Requested, Session, printer, workload};
 use std::path::Path;
 
 fn benchmark(command: Command, requests: u64, concurrency: usize, mode: Mode) -> Benchmark {
-    let mut b = Benchmark::new(command);
+    let mut b = Benchmark::new(Target::server(Model::Epoll), command);
     b.load.requests = Some(requests);
     b.load.concurrency = concurrency;
     b.profiling.mode = Requested::Only(mode);

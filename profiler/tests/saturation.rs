@@ -5,13 +5,12 @@ mod common;
 use bench::load::{Command, ConnectionMode};
 use bench::server::Model;
 use common::require_root;
-use profiler::benchmark::Benchmark;
+use profiler::benchmark::{Benchmark, Target};
 use profiler::{LimitKind, Report, printer};
 use std::time::Duration;
 
 fn benchmark(model: Model, command: Command, concurrency: usize, requests: u64) -> Benchmark {
-    let mut b = Benchmark::new(command);
-    b.server.model = model;
+    let mut b = Benchmark::new(Target::server(model), command);
     b.load.concurrency = concurrency;
     b.load.requests = Some(requests);
     b
@@ -29,7 +28,9 @@ fn a_full_accept_queue_is_named() {
     // One client served at a time for 5 ms each, a queue of 4, and 100 clients connecting anew
     // for every request: the queue fills and the kernel refuses connections.
     let mut b = benchmark(Model::Iterative, Command::Wait(5), 100, 300);
-    b.server.backlog = Some(4);
+    if let Target::Server(spec) = &mut b.target {
+        spec.backlog = Some(4);
+    }
     b.load.connection = ConnectionMode::PerRequest;
     // Refused SYNs are retried after 1, 3, 7 s: bound the run rather than wait them out.
     b.load.request_timeout = Some(Duration::from_secs(2));

@@ -1,6 +1,7 @@
-//! What to run: target, command, connection handling, how much and how fast.
+//! What to run against a target: command, connection handling, how much and how fast.
 
 use super::histogram::LatencyHistogram;
+use super::stats::ErrorCounts;
 use crate::protocol::{self, Expected, MAX_BURN, MAX_ECHO_PAYLOAD, MAX_WAIT_MS, Request};
 use anyhow::{Result, bail, ensure};
 use serde::Serialize;
@@ -173,19 +174,20 @@ impl fmt::Display for ConnectionMode {
     }
 }
 
-/// One load run. Build with [`LoadConfig::new`] and struct update syntax:
+/// One load run, aimed at a target when it runs (the same load may go to servers started later).
+/// Build with [`LoadConfig::new`] and struct update syntax:
 ///
 /// ```
 /// # use bench::load::{LoadConfig, Command};
 /// let config = LoadConfig {
 ///     concurrency: 10,
 ///     requests: Some(1000),
-///     ..LoadConfig::new("127.0.0.1:7000".parse().unwrap(), Command::Ping)
+///     ..LoadConfig::new(Command::Ping)
 /// };
+/// // bench::load::run("127.0.0.1:7000".parse().unwrap(), &config)
 /// ```
 #[derive(Clone, Debug)]
 pub struct LoadConfig {
-    pub target: SocketAddr,
     /// Connections (persistent mode) or requests in flight at once (per-request mode).
     pub concurrency: usize,
     /// Stop after exactly this many requests in total (each ends as a success or an error).
@@ -245,7 +247,7 @@ pub struct Interval {
     /// Its length; the last interval ends with the run.
     pub length: Duration,
     pub requests: u64,
-    pub errors: u64,
+    pub errors: ErrorCounts,
     /// Latencies of the requests answered in it (corrected in open loop).
     pub latency: LatencyHistogram,
 }
@@ -262,9 +264,8 @@ impl Interval {
 
 impl LoadConfig {
     /// One persistent connection, closed loop, no limit set yet (set `requests` or `duration`).
-    pub fn new(target: SocketAddr, command: Command) -> LoadConfig {
+    pub fn new(command: Command) -> LoadConfig {
         LoadConfig {
-            target,
             concurrency: 1,
             requests: None,
             duration: None,
@@ -281,7 +282,8 @@ impl LoadConfig {
         }
     }
 
-    pub fn validate(&self) -> Result<()> {
+    /// Whether this load may run against `target`, or the first problem with it.
+    pub fn validate(&self, target: SocketAddr) -> Result<()> {
         ensure!(self.concurrency >= 1, "concurrency must be at least 1");
         ensure!(
             self.concurrency <= MAX_CONCURRENCY,
@@ -305,9 +307,8 @@ impl LoadConfig {
         }
         ensure!(self.threads != Some(0), "threads must be at least 1");
         ensure!(
-            self.allow_non_loopback || self.target.ip().is_loopback(),
-            "target {} is not a loopback address (set allow_non_loopback to load it)",
-            self.target
+            self.allow_non_loopback || target.ip().is_loopback(),
+            "target {target} is not a loopback address (set allow_non_loopback to load it)"
         );
         self.command.validate()
     }
@@ -390,9 +391,9 @@ mod tests {
     fn validation_names_the_problem() {
         let ok = LoadConfig {
             requests: Some(1),
-            ..LoadConfig::new(local(), Command::Ping)
+            ..LoadConfig::new(Command::Ping)
         };
-        ok.validate().unwrap();
+        ok.validate(local()).unwrap();
         let cases = [
             (
                 LoadConfig {
@@ -436,25 +437,20 @@ mod tests {
                 },
                 "client_cpus",
             ),
-            (
-                LoadConfig {
-                    target: "10.1.2.3:80".parse().unwrap(),
-                    ..ok.clone()
-                },
-                "loopback",
-            ),
         ];
         for (config, word) in cases {
-            let err = config.validate().unwrap_err().to_string();
+            let err = config.validate(local()).unwrap_err().to_string();
             assert!(err.contains(word), "{err:?} should mention {word}");
         }
+        let err = ok.validate("10.1.2.3:80".parse().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("loopback"), "{err}");
     }
 
     #[test]
     fn defaults_bound_the_run() {
         let config = LoadConfig {
             requests: Some(1),
-            ..LoadConfig::new(local(), Command::Wait(2000))
+            ..LoadConfig::new(Command::Wait(2000))
         };
         assert_eq!(config.effective_request_timeout(), Duration::from_secs(12));
         assert_eq!(config.effective_max_time(), Duration::from_secs(60 + 12 + 5));

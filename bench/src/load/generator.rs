@@ -4,28 +4,30 @@ use super::config::LoadConfig;
 use super::config::{Interval, Intervals};
 use super::histogram::LatencyHistogram;
 use super::report::LoadReport;
+use super::stats::ErrorCounts;
 use super::worker::{self, IntervalSample, Job, Share};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Runs the load described by `config` and reports what it measured.
+/// Runs the load described by `config` against `target` and reports what it measured.
 ///
 /// Errors only when the run cannot happen at all (invalid config, no persistent connection
 /// could be opened, a thread could not start); failed requests are counted in the report.
 /// Always returns within `config.effective_max_time()` (plus thread start-up).
-pub fn run(config: &LoadConfig) -> Result<LoadReport> {
-    run_observed(config, &|| {})
+pub fn run(target: SocketAddr, config: &LoadConfig) -> Result<LoadReport> {
+    run_observed(target, config, &|| {})
 }
 
 /// [`run`], calling `on_start` once every persistent connection is open, just before the clock
 /// starts (an observer starts its measurement window there).
-pub fn run_observed(config: &LoadConfig, on_start: &(dyn Fn() + Sync)) -> Result<LoadReport> {
-    config.validate()?;
+pub fn run_observed(target: SocketAddr, config: &LoadConfig, on_start: &(dyn Fn() + Sync)) -> Result<LoadReport> {
+    config.validate(target)?;
     let request = config.command.request_bytes();
     let expected = config.command.expected();
     let threads = config.effective_threads();
@@ -33,7 +35,7 @@ pub fn run_observed(config: &LoadConfig, on_start: &(dyn Fn() + Sync)) -> Result
     let connected = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let job = Job {
-        target: config.target,
+        target,
         request: &request,
         expected: &expected,
         mode: config.connection,
@@ -106,11 +108,11 @@ fn collect_intervals(samples: mpsc::Receiver<IntervalSample>, workers: usize, in
             start: intervals.length * sample.index as u32,
             length: Duration::ZERO,
             requests: 0,
-            errors: 0,
+            errors: ErrorCounts::default(),
             latency: LatencyHistogram::new(),
         });
         interval.requests += sample.requests;
-        interval.errors += sample.errors;
+        interval.errors.add(&sample.errors);
         interval.length = interval.length.max(sample.length);
         interval.latency.merge(&sample.latency);
         next[sample.worker] = (!sample.last).then_some(sample.index + 1);

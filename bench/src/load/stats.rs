@@ -85,27 +85,47 @@ pub struct ErrorCounts {
 
 impl ErrorCounts {
     pub fn total(&self) -> u64 {
-        self.connect + self.io + self.closed + self.mismatch + self.timeout + self.unsolicited
+        ErrorKind::ALL.iter().map(|&k| self.get(k)).sum()
     }
 
-    pub(crate) fn add(&mut self, other: &ErrorCounts) {
-        self.connect += other.connect;
-        self.io += other.io;
-        self.closed += other.closed;
-        self.mismatch += other.mismatch;
-        self.timeout += other.timeout;
-        self.unsolicited += other.unsolicited;
+    /// Each kind's name (as `error_counts` names it) and count.
+    pub fn by_kind(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        ErrorKind::ALL.iter().map(|&k| (k.name(), self.get(k)))
+    }
+
+    /// What was counted since `earlier`, an earlier copy of the same counts.
+    pub fn since(&self, earlier: &ErrorCounts) -> ErrorCounts {
+        let mut delta = *self;
+        for k in ErrorKind::ALL {
+            *delta.get_mut(k) -= earlier.get(k);
+        }
+        delta
+    }
+
+    pub fn add(&mut self, other: &ErrorCounts) {
+        for k in ErrorKind::ALL {
+            *self.get_mut(k) += other.get(k);
+        }
     }
 
     pub(crate) fn count(&mut self, kind: ErrorKind) {
-        *match kind {
+        *self.get_mut(kind) += 1;
+    }
+
+    fn get(&self, kind: ErrorKind) -> u64 {
+        let mut copy = *self;
+        *copy.get_mut(kind)
+    }
+
+    fn get_mut(&mut self, kind: ErrorKind) -> &mut u64 {
+        match kind {
             ErrorKind::Connect => &mut self.connect,
             ErrorKind::Io => &mut self.io,
             ErrorKind::Closed => &mut self.closed,
             ErrorKind::Mismatch => &mut self.mismatch,
             ErrorKind::Timeout => &mut self.timeout,
             ErrorKind::Unsolicited => &mut self.unsolicited,
-        } += 1;
+        }
     }
 }
 
@@ -120,6 +140,15 @@ pub(crate) enum ErrorKind {
 }
 
 impl ErrorKind {
+    const ALL: [ErrorKind; 6] = [
+        ErrorKind::Connect,
+        ErrorKind::Io,
+        ErrorKind::Closed,
+        ErrorKind::Mismatch,
+        ErrorKind::Timeout,
+        ErrorKind::Unsolicited,
+    ];
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             ErrorKind::Connect => "connect",
@@ -161,5 +190,8 @@ mod tests {
         total.add(&e);
         assert_eq!(total.total(), 4);
         assert_eq!(total.mismatch, 2);
+        assert_eq!(total.since(&e), e);
+        let names: Vec<_> = total.by_kind().filter(|&(_, n)| n > 0).collect();
+        assert_eq!(names, [("mismatch", 2), ("timeout", 2)]);
     }
 }

@@ -78,7 +78,7 @@ struct IntervalState {
     ends: Instant,
     /// `ok` and errors at the interval's start.
     requests_at: u64,
-    errors_at: u64,
+    errors_at: ErrorCounts,
 }
 
 /// One worker's figures for one interval of the run.
@@ -87,7 +87,7 @@ pub(crate) struct IntervalSample {
     pub index: u64,
     pub latency: LatencyHistogram,
     pub requests: u64,
-    pub errors: u64,
+    pub errors: ErrorCounts,
     /// How much of the interval the worker ran: all of it, but for its last.
     pub length: Duration,
     /// The worker's last interval (it stopped within it).
@@ -286,7 +286,7 @@ impl<'a> Worker<'a> {
                 index: 0,
                 ends: now + length,
                 requests_at: 0,
-                errors_at: 0,
+                errors_at: ErrorCounts::default(),
             }),
             cpu_at_start: Duration::ZERO,
             runq_at_start: Duration::ZERO,
@@ -741,7 +741,7 @@ impl<'a> Worker<'a> {
 
     /// Sends the current interval's figures and starts the next interval.
     fn send_interval(&mut self, last: bool) {
-        let (ok, errors) = (self.ok, self.errors.total());
+        let (ok, errors) = (self.ok, self.errors);
         let Some(interval) = &mut self.report_interval else {
             return;
         };
@@ -758,7 +758,7 @@ impl<'a> Worker<'a> {
             index: interval.index,
             latency: self.latency.clone(),
             requests: ok - interval.requests_at,
-            errors: errors - interval.errors_at,
+            errors: errors.since(&interval.errors_at),
             last,
         };
         // The collector outlives the workers; a send can only fail once it is gone.

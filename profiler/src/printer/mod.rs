@@ -409,7 +409,7 @@ pub fn interval_line(i: &Interval) -> String {
         (i.start + i.length).as_secs_f64(),
         i.requests,
         i.throughput_rps(),
-        i.errors,
+        i.errors.total(),
         l.p50_us,
         l.p99_us,
         l.max_us
@@ -424,7 +424,8 @@ pub fn interval_json(i: &Interval) -> Value {
         "start_s": i.start.as_secs_f64(),
         "length_s": i.length.as_secs_f64(),
         "requests": i.requests,
-        "errors": i.errors,
+        "errors": i.errors.total(),
+        "error_counts": i.errors,
         "throughput_rps": i.throughput_rps(),
         "latency_p50_us": l.p50_us,
         "latency_p99_us": l.p99_us,

@@ -6,8 +6,9 @@ use bench::load::{Command, ConnectionMode, Interval, Intervals, LoadConfig};
 use bench::server::{Model, ServerSpec};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use profiler::benchmark::{Benchmark, ProfileError, default_cpus};
+use profiler::benchmark::{Benchmark, ProfileError, Target, default_cpus};
 use profiler::hlog::HlogWriter;
+use profiler::metrics::Exporter;
 use profiler::printer::plots::IntervalPoint;
 use profiler::{Report, printer};
 use std::net::SocketAddr;
@@ -94,8 +95,9 @@ pub struct BenchArgs {
     /// signals, plots, breakdown and flame graph when profiled.
     #[arg(long, value_name = "FILE.html")]
     report: Option<PathBuf>,
-    /// Serve Prometheus metrics at http://ADDR/metrics while the load runs (requests, errors,
-    /// a latency histogram; updated each interval, 1 s unless --interval).
+    /// Serve Prometheus metrics at http://ADDR/metrics while the load runs: requests, errors by
+    /// kind and a latency histogram, updated each interval (1 s unless --interval); with
+    /// --profile also the server's time by class, syscalls and run-queue waits, every second.
     #[arg(long, value_name = "ADDR", conflicts_with = "sweep")]
     listen: Option<SocketAddr>,
 }
@@ -125,6 +127,8 @@ struct Observed {
     hlog_failure: Mutex<Option<anyhow::Error>>,
     /// Each interval's figures, for the timeline plot.
     points: Mutex<Vec<IntervalPoint>>,
+    /// The /metrics endpoint (--listen), fed the load's intervals and a profiled server's totals.
+    exporter: Option<Arc<Exporter>>,
 }
 
 fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, observed: &Observed) -> Result<()> {
@@ -146,14 +150,23 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, observed: &Observed) -
         return Ok(());
     }
     if args.profile {
-        let report = benchmark.profile().map_err(|e| match e {
+        let live = |totals: &profiler::Totals| {
+            if let Some(exporter) = &observed.exporter {
+                exporter.update(|s| s.totals = Some(totals.clone()));
+            }
+        };
+        let live = observed
+            .exporter
+            .is_some()
+            .then_some(&live as &(dyn Fn(&profiler::Totals) + Sync));
+        let report = benchmark.profile_live(live).map_err(|e| match e {
             ProfileError::Unavailable(reason) => anyhow::anyhow!("cannot profile: {reason}"),
             ProfileError::Failed(e) => e,
         })?;
         progress.finish();
         print_report(&report, args.json)?;
         let profile = report.profile.as_ref().context("a profiled run has a profile")?;
-        let what = format!("bench-server {}, {}", benchmark.server.model, benchmark.load.command);
+        let what = format!("{}, {}", benchmark.target, benchmark.load.command);
         write_files(args, &report, observed)?;
         return args.profiling.write_stacks(profile, &what);
     }
@@ -183,15 +196,18 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, observed: &Observed) -
 /// returns what they gather (a failure to write the log is kept: the load goes on, and the
 /// command fails at its end).
 fn intervals(args: &BenchArgs, load: &mut LoadConfig) -> Result<Arc<Observed>> {
-    let observed = Arc::new(Observed::default());
     let plotted = args.sweep.is_none() && (args.plots.is_some() || args.report.is_some());
     if args.interval.is_none() && args.hlog.is_none() && args.listen.is_none() && !plotted {
-        return Ok(observed);
+        return Ok(Arc::default());
     }
-    let exporter = args.listen.map(profiler::metrics::Exporter::serve).transpose()?;
+    let exporter = args.listen.map(Exporter::serve).transpose()?.map(Arc::new);
     if let Some(e) = &exporter {
         eprintln!("metrics: http://{}/metrics", e.addr());
     }
+    let observed = Arc::new(Observed {
+        exporter: exporter.clone(),
+        ..Observed::default()
+    });
     let length = match args.interval {
         Some(s) if !(0.01..=3600.0).contains(&s) => bail!("--interval must be between 0.01 and 3600 seconds, got {s}"),
         Some(s) => Duration::from_secs_f64(s),
@@ -229,7 +245,7 @@ fn intervals(args: &BenchArgs, load: &mut LoadConfig) -> Result<Arc<Observed>> {
             exporter.update(|s| {
                 let load = s.load.get_or_insert_with(Default::default);
                 load.requests += i.requests;
-                load.errors += i.errors;
+                load.errors.add(&i.errors);
                 load.latency.merge(&i.latency);
             });
         }
@@ -332,17 +348,18 @@ fn benchmark(args: &BenchArgs) -> Result<Benchmark> {
         }
         d => d.map(Duration::from_secs_f64),
     };
-    let mut benchmark = Benchmark::new(command);
     let (server_cpus, client_cpus) = default_cpus(args.server_cpus.clone(), args.client_cpus.clone());
-    benchmark.server = ServerSpec {
-        model: args.server,
-        cpus: server_cpus,
-        backlog: args.backlog,
+    let target = match args.target {
+        Some(addr) => Target::Addr(addr),
+        None => Target::Server(ServerSpec {
+            model: args.server,
+            cpus: server_cpus,
+            backlog: args.backlog,
+        }),
     };
-    benchmark.target = args.target;
+    let mut benchmark = Benchmark::new(target, command);
     benchmark.profiling = args.profiling.options(Benchmark::PROFILE_FREQUENCY_HZ);
     benchmark.load = LoadConfig {
-        target: args.target.unwrap_or(benchmark.load.target),
         concurrency: args.concurrency,
         // A duration alone bounds the run by time.
         requests: args.requests.or(if duration.is_some() {
