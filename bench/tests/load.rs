@@ -29,8 +29,7 @@ fn assert_clean(report: &LoadReport, config: &LoadConfig) {
     assert_eq!(report.requests, n);
     assert_eq!(report.histogram.len(), n);
     assert!(!report.stopped_early);
-    let request_len = config.command.request_bytes().len() as u64;
-    let response_len = config.command.expected().len();
+    let (request_len, response_len) = support::exchange_len(&config.command);
     assert_eq!(report.bytes_sent, n * request_len);
     assert_eq!(report.bytes_received, n * response_len);
     let per_worker: u64 = report.workers.iter().map(|w| w.requests).sum();

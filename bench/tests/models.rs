@@ -192,7 +192,7 @@ fn load_200_connections(model: Model) {
         );
         assert_eq!(report.requests, requests, "{model}, {connection}");
         assert!(!report.stopped_early, "{model}, {connection}");
-        let response_len = config.command.expected().len();
+        let (_, response_len) = support::exchange_len(&config.command);
         assert_eq!(report.bytes_received, requests * response_len, "{model}, {connection}");
     }
 }

@@ -1,6 +1,8 @@
 //! What to run against a target: command, connection handling, how much and how fast.
 
+use super::framing::{HttpExpect, ResponseSpec};
 use super::histogram::LatencyHistogram;
+use super::request::{HttpRequest, Protocol, RequestBytes, RespCommand};
 use super::stats::ErrorCounts;
 use crate::protocol::{self, Expected, MAX_BURN, MAX_ECHO_PAYLOAD, MAX_WAIT_MS, Request};
 use anyhow::{Result, bail, ensure};
@@ -39,12 +41,14 @@ pub enum Command {
     Stream(u64),
     /// `WAIT ms`.
     Wait(u64),
-    /// Any request, for any line server: `request` is sent as is and exactly `response` must
-    /// come back.
+    /// Any request, for any server that answers it with fixed bytes (`--protocol fixed`):
+    /// `request` is sent as is and exactly `response` must come back.
     Custom {
         request: Vec<u8>,
         response: Vec<u8>,
     },
+    Http(HttpRequest),
+    Resp(RespCommand),
 }
 
 impl Command {
@@ -85,45 +89,69 @@ impl Command {
                 ensure!(!request.is_empty(), "the custom request is empty");
                 ensure!(!response.is_empty(), "the custom response is empty");
             }
+            Command::Http(request) => request.validate()?,
+            Command::Resp(command) => command.validate()?,
             Command::Ping | Command::Stream(_) => {}
         }
         Ok(())
     }
 
-    /// The bytes sent for one request.
-    pub fn request_bytes(&self) -> Vec<u8> {
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Command::Custom { .. } => Protocol::Fixed,
+            Command::Http(_) => Protocol::Http,
+            Command::Resp(_) => Protocol::Resp,
+            _ => Protocol::Line,
+        }
+    }
+
+    /// The bytes sent for one request to `target` (HTTP names it in Host, and asks for the
+    /// connection's close when each request has its own).
+    pub fn request(&self, target: SocketAddr, connection: ConnectionMode) -> RequestBytes {
         let mut out = Vec::new();
         match self {
-            Command::Echo { payload_size } => {
-                let mut payload = Vec::with_capacity(*payload_size);
-                protocol::extend_stream(&mut payload, 0, *payload_size);
-                Request::Echo(&payload).encode(&mut out);
-            }
+            Command::Echo { payload_size } => Request::Echo(&echo_payload(*payload_size)).encode(&mut out),
             Command::Custom { request, .. } => out.extend_from_slice(request),
-            other => other.request().encode(&mut out),
+            Command::Http(request) => out = request.bytes(target, connection == ConnectionMode::PerRequest),
+            Command::Resp(command) => return command.bytes(),
+            other => other.line_request().encode(&mut out),
         }
-        out
+        out.into()
     }
 
     /// What a correct server answers.
-    pub fn expected(&self) -> Expected {
-        match self {
+    pub fn response(&self) -> ResponseSpec {
+        ResponseSpec::Exact(match self {
             Command::Custom { response, .. } => Expected::Exact(response.clone()),
-            // Echo's response is its payload; parse the request back to get it.
-            Command::Echo { .. } => protocol::expected_response(&protocol::parse(&self.request_bytes())),
-            other => protocol::expected_response(&other.request()),
-        }
+            Command::Echo { payload_size } => protocol::expected_response(&Request::Echo(&echo_payload(*payload_size))),
+            Command::Http(request) => {
+                return ResponseSpec::Http(HttpExpect {
+                    head: request.method.eq_ignore_ascii_case("HEAD"),
+                    status: request.expect_status,
+                    body: request.expect_body.clone(),
+                });
+            }
+            Command::Resp(_) => return ResponseSpec::Resp,
+            other => protocol::expected_response(&other.line_request()),
+        })
     }
 
-    fn request(&self) -> Request<'static> {
+    fn line_request(&self) -> Request<'static> {
         match *self {
             Command::Ping => Request::Ping,
             Command::Burn(n) => Request::Burn(n),
             Command::Stream(n) => Request::Stream(n),
             Command::Wait(ms) => Request::Wait(ms),
-            Command::Echo { .. } | Command::Custom { .. } => unreachable!("built from bytes"),
+            _ => unreachable!("{self:?} is not a fixed line request"),
         }
     }
+}
+
+/// `ECHO`'s payload: `size` bytes of `a..z`.
+fn echo_payload(size: usize) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(size);
+    protocol::extend_stream(&mut payload, 0, size);
+    payload
 }
 
 impl fmt::Display for Command {
@@ -137,6 +165,8 @@ impl fmt::Display for Command {
             Command::Custom { request, .. } => {
                 write!(f, "custom {:?}", String::from_utf8_lossy(request))
             }
+            Command::Http(request) => write!(f, "HTTP {request}"),
+            Command::Resp(command) => write!(f, "RESP {command}"),
         }
     }
 }
@@ -347,22 +377,30 @@ mod tests {
 
     #[test]
     fn commands_build_matching_requests_and_responses() {
+        let request = |c: &Command| c.request(local(), ConnectionMode::Persistent).bytes;
+        let exact = |e: Expected| ResponseSpec::Exact(e);
         let echo = Command::Echo { payload_size: 3 };
-        assert_eq!(echo.request_bytes(), b"ECHO abc\n");
-        assert_eq!(echo.expected(), Expected::Exact(b"abc\n".to_vec()));
+        assert_eq!(request(&echo), b"ECHO abc\n");
+        assert_eq!(echo.response(), exact(Expected::Exact(b"abc\n".to_vec())));
         assert_eq!(
-            Command::Echo { payload_size: 0 }.expected(),
-            Expected::Exact(b"\n".to_vec())
+            Command::Echo { payload_size: 0 }.response(),
+            exact(Expected::Exact(b"\n".to_vec()))
         );
-        assert_eq!(Command::Ping.request_bytes(), b"PING\n");
-        assert_eq!(Command::Wait(5).expected(), Expected::Exact(b"DONE\n".to_vec()));
-        assert_eq!(Command::Stream(9).request_bytes(), b"STREAM 9\n");
-        assert_eq!(Command::Stream(9).expected(), Expected::Stream(9));
-        let burn = Command::Burn(10).expected();
+        assert_eq!(request(&Command::Ping), b"PING\n");
+        assert_eq!(Command::Wait(5).response(), exact(Expected::Exact(b"DONE\n".to_vec())));
+        assert_eq!(request(&Command::Stream(9)), b"STREAM 9\n");
+        assert_eq!(Command::Stream(9).response(), exact(Expected::Stream(9)));
+        let burn = Command::Burn(10).response();
         assert_eq!(
             burn,
-            Expected::Exact(format!("RESULT {}\n", protocol::burn(10)).into_bytes())
+            exact(Expected::Exact(format!("RESULT {}\n", protocol::burn(10)).into_bytes()))
         );
+        let head = Command::Http(HttpRequest {
+            method: "HEAD".into(),
+            ..HttpRequest::default()
+        });
+        assert!(matches!(head.response(), ResponseSpec::Http(HttpExpect { head: true, .. })));
+        assert_eq!(head.protocol(), Protocol::Http);
     }
 
     #[test]

@@ -28,8 +28,8 @@ pub fn run(target: SocketAddr, config: &LoadConfig) -> Result<LoadReport> {
 /// starts (an observer starts its measurement window there).
 pub fn run_observed(target: SocketAddr, config: &LoadConfig, on_start: &(dyn Fn() + Sync)) -> Result<LoadReport> {
     config.validate(target)?;
-    let request = config.command.request_bytes();
-    let expected = config.command.expected();
+    let request = config.command.request(target, config.connection);
+    let response = config.command.response();
     let threads = config.effective_threads();
     let start = Barrier::new(threads);
     let connected = AtomicUsize::new(0);
@@ -37,7 +37,7 @@ pub fn run_observed(target: SocketAddr, config: &LoadConfig, on_start: &(dyn Fn(
     let job = Job {
         target,
         request: &request,
-        expected: &expected,
+        response: &response,
         mode: config.connection,
         request_timeout: config.effective_request_timeout(),
         duration: config.duration,

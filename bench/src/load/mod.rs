@@ -8,9 +8,11 @@
 //! hard limit on the whole run.
 
 mod config;
+pub mod framing;
 mod generator;
 mod histogram;
 mod report;
+mod request;
 mod stats;
 mod worker;
 
@@ -21,4 +23,5 @@ pub use config::{
 pub use generator::{run, run_observed};
 pub use histogram::{Latency, LatencyHistogram};
 pub use report::{ClientCpu, LoadReport, WorkerStats};
-pub use stats::{CallStats, ErrorCounts};
+pub use request::{HttpRequest, MAX_HEADERS, MAX_REQUEST_PART, Protocol, RequestBytes, RespCommand};
+pub use stats::{CallStats, ErrorCounts, ErrorKind};

@@ -81,6 +81,13 @@ pub struct ErrorCounts {
     /// Bytes from the server on a connection with no request in flight. Not tied to a request,
     /// so with these `requests + errors` can exceed the configured count.
     pub unsolicited: u64,
+    /// An HTTP response whose status was not 2xx (or not the expected one).
+    pub http_status: u64,
+    /// A response that breaks its protocol's framing (a bad status line or chunk size, a head
+    /// over 64 KiB, a body cut short, bytes after the end).
+    pub protocol: u64,
+    /// A Redis error reply.
+    pub server_error: u64,
 }
 
 impl ErrorCounts {
@@ -125,31 +132,42 @@ impl ErrorCounts {
             ErrorKind::Mismatch => &mut self.mismatch,
             ErrorKind::Timeout => &mut self.timeout,
             ErrorKind::Unsolicited => &mut self.unsolicited,
+            ErrorKind::HttpStatus => &mut self.http_status,
+            ErrorKind::Protocol => &mut self.protocol,
+            ErrorKind::ServerError => &mut self.server_error,
         }
     }
 }
 
+/// Why a request failed (each kind is a field of [`ErrorCounts`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ErrorKind {
+pub enum ErrorKind {
     Connect,
     Io,
     Closed,
     Mismatch,
     Timeout,
     Unsolicited,
+    HttpStatus,
+    Protocol,
+    ServerError,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 6] = [
+    const ALL: [ErrorKind; 9] = [
         ErrorKind::Connect,
         ErrorKind::Io,
         ErrorKind::Closed,
         ErrorKind::Mismatch,
         ErrorKind::Timeout,
         ErrorKind::Unsolicited,
+        ErrorKind::HttpStatus,
+        ErrorKind::Protocol,
+        ErrorKind::ServerError,
     ];
 
-    pub(crate) fn name(self) -> &'static str {
+    /// The kind's name in `error_counts`.
+    pub fn name(self) -> &'static str {
         match self {
             ErrorKind::Connect => "connect",
             ErrorKind::Io => "io",
@@ -157,6 +175,9 @@ impl ErrorKind {
             ErrorKind::Mismatch => "mismatch",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Unsolicited => "unsolicited",
+            ErrorKind::HttpStatus => "http_status",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::ServerError => "server_error",
         }
     }
 }

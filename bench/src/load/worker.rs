@@ -2,14 +2,15 @@
 //! connections, each with at most one request in flight.
 //!
 //! The hot path of a persistent closed-loop connection is one `write` of the pre-built request
-//! and, usually, one `read` into the worker's buffer, checked in place against the expected
-//! response: no allocation, no `epoll_ctl`. Level-triggered epoll is what allows the single
+//! and, usually, one `read` into the worker's buffer, read in place by the protocol's framing
+//! (see [`super::framing`]): no allocation, no `epoll_ctl`. Level-triggered epoll is what allows the single
 //! read: edge-triggered would need a second read to see `EAGAIN` before waiting again.
 
 use super::config::ConnectionMode;
 use super::histogram::LatencyHistogram;
 use super::stats::{CallTimer, ErrorCounts, ErrorKind};
-use crate::protocol::Expected;
+use super::framing::{Reader, ResponseSpec, Verdict};
+use super::request::RequestBytes;
 use crate::sys;
 use anyhow::{Context, Result, anyhow};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
@@ -37,8 +38,8 @@ const CONNECT_RETRY_DELAY: Duration = Duration::from_millis(10);
 /// What all workers of a run share.
 pub(crate) struct Job<'a> {
     pub target: SocketAddr,
-    pub request: &'a [u8],
-    pub expected: &'a Expected,
+    pub request: &'a RequestBytes,
+    pub response: &'a ResponseSpec,
     pub mode: ConnectionMode,
     pub request_timeout: Duration,
     pub duration: Option<Duration>,
@@ -172,7 +173,11 @@ struct Conn {
     /// uncorrected latency and of the request timeout.
     started: Instant,
     written: usize,
-    received: u64,
+    /// The response so far.
+    reader: Reader,
+    /// Requests this connection has begun: with the connection's number, it picks a request's
+    /// key (see [`RequestBytes::fill`]).
+    seq: u64,
     /// Open loop: when this connection's next request is due.
     next_due: Instant,
 }
@@ -185,6 +190,8 @@ struct Worker<'a> {
     /// Global number of `conns[0]`.
     first_conn: usize,
     buf: Vec<u8>,
+    /// A request with keys, filled in for the connection sending it.
+    keyed: Vec<u8>,
     budget: Option<u64>,
     stop_at: Option<Instant>,
     /// Open loop: time between two requests of one connection.
@@ -246,7 +253,8 @@ impl<'a> Worker<'a> {
                 intended: now,
                 started: now,
                 written: 0,
-                received: 0,
+                reader: Reader::new(job.response),
+                seq: 0,
                 next_due: now,
             })
             .collect();
@@ -260,6 +268,7 @@ impl<'a> Worker<'a> {
             conns,
             first_conn: share.conns.start,
             buf: vec![0; READ_BUFFER],
+            keyed: job.request.bytes.clone(),
             budget: share.budget,
             stop_at: None,
             interval,
@@ -456,7 +465,8 @@ impl<'a> Worker<'a> {
         conn.intended = intended;
         conn.started = now;
         conn.written = 0;
-        conn.received = 0;
+        conn.reader.reset();
+        conn.seq += 1;
         if conn.stream.is_some() {
             conn.state = State::InFlight;
             self.send(i);
@@ -563,8 +573,15 @@ impl<'a> Worker<'a> {
     fn send(&mut self, i: usize) {
         let conn = &mut self.conns[i];
         let stream = conn.stream.as_ref().expect("open socket");
+        let request = if self.job.request.is_fixed() {
+            &self.job.request.bytes
+        } else {
+            let number = (self.first_conn + i) as u64;
+            self.job.request.fill(number, conn.seq, &mut self.keyed);
+            &self.keyed
+        };
         let begun = Instant::now();
-        let result = (&*stream).write(&self.job.request[conn.written..]);
+        let result = (&*stream).write(&request[conn.written..]);
         self.send.record(begun.elapsed(), *result.as_ref().unwrap_or(&0));
         match result {
             Ok(n) => conn.written += n,
@@ -580,7 +597,7 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// One `read`, checked against the expected response as it arrives.
+    /// One `read`, read by the protocol's framing as it arrives.
     fn receive(&mut self, i: usize) {
         let conn = &mut self.conns[i];
         let stream = conn.stream.as_ref().expect("open socket");
@@ -588,45 +605,48 @@ impl<'a> Worker<'a> {
         let result = (&*stream).read(&mut self.buf);
         let done = Instant::now();
         self.recv.record(done - begun, *result.as_ref().unwrap_or(&0));
-        let n = match result {
-            Ok(0) => {
-                let why = format!(
-                    "server closed the connection after {} of {} response bytes",
-                    conn.received,
-                    self.job.expected.len()
-                );
-                return self.fail(i, ErrorKind::Closed, why);
-            }
-            Ok(n) => n,
+        let verdict = match result {
+            Ok(0) => conn.reader.eof(self.job.response),
+            Ok(n) => conn.reader.feed(self.job.response, &self.buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) => return self.fail(i, ErrorKind::Io, format!("recv: {e}")),
         };
-        let chunk = &self.buf[..n];
-        if !self.job.expected.check(conn.received, chunk) {
-            let why = mismatch(conn.received, chunk, self.job.expected);
+        let closed = matches!(result, Ok(0));
+        let (failure, keep_alive) = match verdict {
+            Verdict::Partial => return,
+            Verdict::Broken { kind, why } => return self.fail(i, kind, why),
+            Verdict::Done { keep_alive } => (None, keep_alive),
+            Verdict::Failed { kind, why, keep_alive } => (Some((kind, why)), keep_alive),
+        };
+        if self.conns[i].written < self.job.request.len() {
+            let why = "the whole response came before the request was sent".to_string();
             return self.fail(i, ErrorKind::Mismatch, why);
         }
-        conn.received += n as u64;
-        if conn.received == self.job.expected.len() {
-            if conn.written < self.job.request.len() {
-                let why = "the whole response came before the request was sent".to_string();
-                return self.fail(i, ErrorKind::Mismatch, why);
-            }
-            self.complete(i, done);
-        }
+        self.answered(i, done, failure, keep_alive && !closed);
     }
 
-    fn complete(&mut self, i: usize, done: Instant) {
+    /// A whole response: correct, or one that says the request failed. The connection stays
+    /// open for the next request when `keep_alive` (and each request does not have its own).
+    fn answered(&mut self, i: usize, done: Instant, failure: Option<(ErrorKind, String)>, keep_alive: bool) {
         let conn = &mut self.conns[i];
-        self.latency.record(done - conn.intended);
-        if let Some(uncorrected) = &mut self.uncorrected {
-            uncorrected.record(done - conn.started);
+        match failure {
+            None => {
+                self.latency.record(done - conn.intended);
+                if let Some(uncorrected) = &mut self.uncorrected {
+                    uncorrected.record(done - conn.started);
+                }
+                self.ok += 1;
+            }
+            Some((kind, why)) => {
+                self.errors.count(kind);
+                self.note_error(kind, why);
+            }
         }
+        let conn = &mut self.conns[i];
         conn.state = State::Idle;
-        self.ok += 1;
         self.active -= 1;
         self.report_progress(false);
-        if self.job.mode == ConnectionMode::PerRequest {
+        if self.job.mode == ConnectionMode::PerRequest || !keep_alive {
             self.close(i, false);
         }
         self.begin(i, done);
@@ -795,28 +815,5 @@ impl<'a> Worker<'a> {
             pinned_cpu: share.cpu,
             cpu: sys::current_cpu(),
         }
-    }
-}
-
-/// Says where a response went wrong, with the bytes around it.
-fn mismatch(offset: u64, chunk: &[u8], expected: &Expected) -> String {
-    let bad = (0..chunk.len())
-        .find(|&k| expected.byte_at(offset + k as u64) != Some(chunk[k]))
-        .unwrap_or(chunk.len());
-    let at = offset + bad as u64;
-    let around = &chunk[bad.saturating_sub(16)..chunk.len().min(bad + 16)];
-    let around = String::from_utf8_lossy(around);
-    match expected.byte_at(at) {
-        Some(want) => format!(
-            "response byte {at} of {} is {:?}, expected {:?}, in {around:?}",
-            expected.len(),
-            chunk.get(bad).map(|b| *b as char).unwrap_or('?'),
-            want as char,
-        ),
-        None => format!(
-            "{} bytes past the end of the {}-byte response, in {around:?}",
-            chunk.len() - bad,
-            expected.len()
-        ),
     }
 }
