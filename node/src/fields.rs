@@ -70,6 +70,28 @@ pub fn string<'a>(body: &'a Body, name: &str) -> Result<&'a str, String> {
     string_opt(body, name)?.ok_or_else(|| format!("{name}: missing"))
 }
 
+/// An optional list of at most `max_len` strings.
+pub fn string_list(body: &Body, name: &str, max_len: usize) -> Result<Option<Vec<String>>, String> {
+    let items = match body.get(name) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(items)) if items.len() <= max_len => items,
+        Some(value) => {
+            return Err(format!(
+                "{name}: must be a list of at most {max_len} strings, got {value}"
+            ));
+        }
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(format!("{name}[{i}]: must be a string, got {other}")),
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
 /// An optional non-empty list of integers, each within `range`, at most `max_len` long.
 pub fn integer_list(
     body: &Body,

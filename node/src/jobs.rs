@@ -4,7 +4,7 @@
 use crate::fields::{self, Body};
 use crate::message::{Outbox, Request, code};
 use anyhow::Context;
-use bench::load::{Command, LoadConfig};
+use bench::load::{LoadConfig, MAX_HEADERS, MAX_KEYSPACE, RequestFields};
 use bench::server::{Model, ServerSpec};
 use profiler::benchmark::{Benchmark, ProfileError, Target, default_cpus};
 use profiler::{ProfileOptions, Report};
@@ -67,9 +67,6 @@ impl Job {
 
 /// The benchmark a bench_* request describes, every field checked.
 fn benchmark(body: &Body, default_requests: u64) -> Result<Benchmark, String> {
-    let payload = fields::integer(body, "payload_size_bytes", 64, 1..=MAX_PAYLOAD)?;
-    let command_text = fields::string_opt(body, "command")?.unwrap_or("ECHO");
-    let mut command = Command::parse(command_text, payload as usize).map_err(|e| format!("command: {e:#}"))?;
     let duration_ms = fields::integer_opt(body, "duration_ms", 1..=MAX_DURATION_MS)?;
     let requests = fields::integer_opt(body, "num_requests", 1..=MAX_REQUESTS)?;
     // A duration alone bounds the run by time; otherwise the count (or its default) does.
@@ -89,16 +86,12 @@ fn benchmark(body: &Body, default_requests: u64) -> Result<Benchmark, String> {
                     "target: {addr} is not a loopback address; only 127.0.0.0/8 and ::1 may be loaded"
                 ));
             }
-            let with_target = |e: String| format!("{e} (required with target)");
-            let request = fields::string(body, "request").map_err(with_target)?;
-            let response = fields::string(body, "response").map_err(with_target)?;
-            command = Command::Custom {
-                request: request.as_bytes().to_vec(),
-                response: response.as_bytes().to_vec(),
-            };
             Some(addr)
         }
     };
+    let command = request_fields(body)?
+        .command(target.is_some())
+        .map_err(|e| e.to_string())?;
     let model = match fields::string_opt(body, "server")? {
         None => Model::Epoll,
         Some(name) => name.parse().map_err(|e| format!("server: {e}"))?,
@@ -140,6 +133,27 @@ fn benchmark(body: &Body, default_requests: u64) -> Result<Benchmark, String> {
         ..benchmark.load
     };
     Ok(benchmark)
+}
+
+/// The request's fields as given; which go together is the load generator's to check.
+fn request_fields(body: &Body) -> Result<RequestFields, String> {
+    let text = |name: &str| Ok::<_, String>(fields::string_opt(body, name)?.map(str::to_string));
+    Ok(RequestFields {
+        protocol: fields::string_opt(body, "protocol")?
+            .map(|p| p.parse().map_err(|e| format!("protocol: {e}")))
+            .transpose()?,
+        command: text("command")?,
+        payload_size: fields::integer(body, "payload_size_bytes", 64, 1..=MAX_PAYLOAD)? as usize,
+        request: text("request")?,
+        response: text("response")?,
+        method: text("method")?,
+        path: text("path")?,
+        headers: fields::string_list(body, "headers", MAX_HEADERS)?.unwrap_or_default(),
+        body: text("body")?,
+        expect_status: fields::integer_opt(body, "expect_status", 100..=599)?.map(|s| s as u16),
+        expect_body: text("expect_body")?,
+        keyspace: fields::integer_opt(body, "keyspace", 1..=MAX_KEYSPACE)?,
+    })
 }
 
 fn cpu_count() -> usize {
@@ -231,6 +245,7 @@ impl Job {
         body["type"] = json!(kind);
         body["server"] = json!(server_name(&benchmark));
         body["command"] = json!(benchmark.load.command.to_string());
+        body["protocol"] = json!(benchmark.load.command.protocol());
         body["connection"] = json!(benchmark.load.connection.to_string());
         Ok(body)
     }

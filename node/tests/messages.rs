@@ -87,6 +87,43 @@ fn bad_input_gets_errors_naming_the_field_and_the_node_keeps_serving() {
             "target",
         ),
         (json!({"type": "bench_run", "target": "127.0.0.1:6379"}), 12, "request"),
+        (json!({"type": "bench_run", "protocol": "gopher"}), 12, "protocol"),
+        (json!({"type": "bench_run", "protocol": "http"}), 12, "protocol"),
+        (
+            json!({"type": "bench_run", "target": "127.0.0.1:80", "protocol": "http", "method": "G ET"}),
+            12,
+            "method",
+        ),
+        (
+            json!({"type": "bench_run", "target": "127.0.0.1:80", "protocol": "http", "headers": ["no colon"]}),
+            12,
+            "headers",
+        ),
+        (
+            json!({"type": "bench_run", "target": "127.0.0.1:80", "protocol": "http", "headers": "X: y"}),
+            12,
+            "headers",
+        ),
+        (
+            json!({"type": "bench_run", "target": "127.0.0.1:80", "protocol": "http", "expect_status": 99}),
+            12,
+            "expect_status",
+        ),
+        (
+            json!({"type": "bench_run", "target": "127.0.0.1:80", "protocol": "http", "keyspace": 10}),
+            12,
+            "keyspace",
+        ),
+        (
+            json!({"type": "bench_sweep", "target": "127.0.0.1:6379", "protocol": "resp", "request": " "}),
+            12,
+            "request",
+        ),
+        (
+            json!({"type": "bench_run", "target": "127.0.0.1:6379", "protocol": "resp", "keyspace": 0}),
+            12,
+            "keyspace",
+        ),
         (
             json!({"type": "bench_sweep", "concurrency_levels": []}),
             12,

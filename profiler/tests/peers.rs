@@ -3,27 +3,14 @@
 //! peers are Debian's, installed by `cargo xtask test`. Needs root (eBPF).
 mod common;
 
-use common::{Peer, free_port, require_root, run_to_end, wait_for_port};
+use common::{require_root, run_to_end};
 use profiler::{Mode, Part, ProfileOptions, Requested, Session, printer};
 
 #[test]
 fn redis_under_redis_benchmark_names_redis_functions() {
     require_root();
-    let port = free_port().to_string();
-    let redis = Peer::start(
-        "redis-server",
-        &[
-            "--port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-    );
-    wait_for_port(port.parse().unwrap());
+    let (redis, port) = common::redis();
+    let port = port.to_string();
     let options = ProfileOptions {
         mode: Requested::Only(Mode::Sampling),
         frequency_hz: 999,
@@ -79,26 +66,7 @@ fn redis_under_redis_benchmark_names_redis_functions() {
 #[test]
 fn nginx_workers_other_syscalls_name_epoll_wait_and_the_file_calls_per_request() {
     require_root();
-    let dir = TempDir::new("nginx");
-    let port = free_port();
-    std::fs::create_dir_all(dir.0.join("html")).unwrap();
-    std::fs::write(dir.0.join("html/index.html"), "x".repeat(1024)).unwrap();
-    let conf = dir.0.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off; worker_processes 1; user root; pid {dir}/nginx.pid; error_log {dir}/error.log;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{ access_log off; server {{ listen 127.0.0.1:{port}; root {dir}/html; }} }}\n",
-            dir = dir.0.display()
-        ),
-    )
-    .unwrap();
-    let nginx = Peer::start(
-        "nginx",
-        &["-c", &conf.to_string_lossy(), "-p", &dir.0.to_string_lossy()],
-    );
-    wait_for_port(port);
+    let (nginx, port, _dir) = common::nginx();
     // --children: the master only manages; the worker serves.
     let mut pids = vec![nginx.pid()];
     pids.extend(profiler::procfs::children(nginx.pid()));
@@ -136,21 +104,4 @@ fn nginx_workers_other_syscalls_name_epoll_wait_and_the_file_calls_per_request()
         );
     }
     assert!(printer::profile_table(&profile).contains("openat"));
-}
-
-/// A directory removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("tcpprof-test-{what}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -399,7 +399,10 @@ mod tests {
             method: "HEAD".into(),
             ..HttpRequest::default()
         });
-        assert!(matches!(head.response(), ResponseSpec::Http(HttpExpect { head: true, .. })));
+        assert!(matches!(
+            head.response(),
+            ResponseSpec::Http(HttpExpect { head: true, .. })
+        ));
         assert_eq!(head.protocol(), Protocol::Http);
     }
 

@@ -343,7 +343,9 @@ impl HttpReader {
             let from = self.body_seen as usize;
             let same = want.get(from..from + bytes.len()).is_some_and(|w| w == bytes);
             if !same {
-                let k = (0..bytes.len()).find(|&k| want.get(from + k) != Some(&bytes[k])).unwrap_or(0);
+                let k = (0..bytes.len())
+                    .find(|&k| want.get(from + k) != Some(&bytes[k]))
+                    .unwrap_or(0);
                 self.body_differs = Some((from + k) as u64);
             }
         }
@@ -662,7 +664,10 @@ mod tests {
                     assert_eq!(last, Verdict::Partial, "a verdict before the end of {response:?}");
                 }
             }
-            assert!(same(&last, &whole), "{response:?} in pieces: {last:?}, whole: {whole:?}");
+            assert!(
+                same(&last, &whole),
+                "{response:?} in pieces: {last:?}, whole: {whole:?}"
+            );
         }
         whole
     }
@@ -676,19 +681,29 @@ mod tests {
     #[test]
     fn http_bodies_end_by_length_chunks_or_close() {
         let spec = http();
-        assert_eq!(verdict(&spec, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"), DONE);
+        assert_eq!(
+            verdict(&spec, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"),
+            DONE
+        );
         assert_eq!(verdict(&spec, b"HTTP/1.1 204 No Content\r\n\r\n"), DONE);
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n1\r\n!\r\n0\r\nX-T: 1\r\n\r\n";
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n1\r\n!\r\n0\r\nX-T: 1\r\n\r\n";
         assert_eq!(verdict(&spec, chunked), DONE);
         assert_eq!(
-            verdict(&spec, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            verdict(
+                &spec,
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+            ),
             DONE
         );
         let closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok";
         assert_eq!(verdict(&spec, closing), Verdict::Done { keep_alive: false });
         // No length: the body runs to the close.
         let mut reader = Reader::new(&spec);
-        assert_eq!(reader.feed(&spec, b"HTTP/1.0 200 OK\r\n\r\nsome body"), Verdict::Partial);
+        assert_eq!(
+            reader.feed(&spec, b"HTTP/1.0 200 OK\r\n\r\nsome body"),
+            Verdict::Partial
+        );
         assert_eq!(reader.eof(&spec), Verdict::Done { keep_alive: false });
         let head = ResponseSpec::Http(HttpExpect {
             head: true,
@@ -713,7 +728,10 @@ mod tests {
             body: Some(b"no!".to_vec()),
             head: false,
         });
-        assert_eq!(verdict(&spec, b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno!"), DONE);
+        assert_eq!(
+            verdict(&spec, b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno!"),
+            DONE
+        );
         assert_eq!(
             verdict(&spec, b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nyes"),
             failed(
@@ -743,7 +761,13 @@ mod tests {
         ] {
             let v = verdict(&spec, bad);
             assert!(
-                matches!(v, Verdict::Broken { kind: ErrorKind::Protocol, .. }),
+                matches!(
+                    v,
+                    Verdict::Broken {
+                        kind: ErrorKind::Protocol,
+                        ..
+                    }
+                ),
                 "{:?}: {v:?}",
                 String::from_utf8_lossy(bad)
             );
@@ -752,7 +776,16 @@ mod tests {
         // unsolicited).
         let mut reader = Reader::new(&spec);
         let extra = reader.feed(&spec, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nab");
-        assert!(matches!(extra, Verdict::Broken { kind: ErrorKind::Protocol, .. }), "{extra:?}");
+        assert!(
+            matches!(
+                extra,
+                Verdict::Broken {
+                    kind: ErrorKind::Protocol,
+                    ..
+                }
+            ),
+            "{extra:?}"
+        );
         let mut reader = Reader::new(&spec);
         let huge = format!("HTTP/1.1 200 OK\r\nX: {}\r\n", "a".repeat(MAX_HTTP_HEAD));
         assert!(matches!(reader.feed(&spec, huge.as_bytes()), Verdict::Broken { .. }));
@@ -803,21 +836,30 @@ mod tests {
                 keep_alive: true
             }
         );
-        for bad in [
-            &b"?x\r\n"[..],
-            b"$3\r\nabcd\r\n",
-            b"$x\r\n",
-            b"+OK\n",
-            b"*-2\r\n",
-        ] {
+        for bad in [&b"?x\r\n"[..], b"$3\r\nabcd\r\n", b"$x\r\n", b"+OK\n", b"*-2\r\n"] {
             assert!(
-                matches!(verdict(&spec, bad), Verdict::Broken { kind: ErrorKind::Protocol, .. }),
+                matches!(
+                    verdict(&spec, bad),
+                    Verdict::Broken {
+                        kind: ErrorKind::Protocol,
+                        ..
+                    }
+                ),
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
         }
         let extra = Reader::new(&spec).feed(&spec, b"+OK\r\n+OK\r\n");
-        assert!(matches!(extra, Verdict::Broken { kind: ErrorKind::Protocol, .. }), "{extra:?}");
+        assert!(
+            matches!(
+                extra,
+                Verdict::Broken {
+                    kind: ErrorKind::Protocol,
+                    ..
+                }
+            ),
+            "{extra:?}"
+        );
         let deep = "*1\r\n".repeat(MAX_RESP_DEPTH + 1);
         assert!(matches!(
             Reader::new(&spec).feed(&spec, deep.as_bytes()),
@@ -830,9 +872,18 @@ mod tests {
         let spec = ResponseSpec::Exact(Expected::Exact(b"PONG\n".to_vec()));
         assert_eq!(verdict(&spec, b"PONG\n"), DONE);
         let v = verdict(&spec, b"PANG\n");
-        assert!(matches!(v, Verdict::Broken { kind: ErrorKind::Mismatch, ref why } if why.contains("byte 1")), "{v:?}");
+        assert!(
+            matches!(v, Verdict::Broken { kind: ErrorKind::Mismatch, ref why } if why.contains("byte 1")),
+            "{v:?}"
+        );
         let mut reader = Reader::new(&spec);
         reader.feed(&spec, b"PO");
-        assert!(matches!(reader.eof(&spec), Verdict::Broken { kind: ErrorKind::Closed, .. }));
+        assert!(matches!(
+            reader.eof(&spec),
+            Verdict::Broken {
+                kind: ErrorKind::Closed,
+                ..
+            }
+        ));
     }
 }

@@ -23,5 +23,8 @@ pub use config::{
 pub use generator::{run, run_observed};
 pub use histogram::{Latency, LatencyHistogram};
 pub use report::{ClientCpu, LoadReport, WorkerStats};
-pub use request::{HttpRequest, MAX_HEADERS, MAX_REQUEST_PART, Protocol, RequestBytes, RespCommand};
+pub use request::{
+    FieldError, HttpRequest, MAX_HEADERS, MAX_KEYSPACE, MAX_REQUEST_PART, Protocol, RequestBytes, RequestFields,
+    RespCommand,
+};
 pub use stats::{CallStats, ErrorCounts, ErrorKind};

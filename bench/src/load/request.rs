@@ -1,7 +1,8 @@
 //! The bytes a request is made of, for each protocol: HTTP/1.1 requests and Redis commands as
 //! RESP arrays (with redis-benchmark's `__rand_int__` keys), beside the line protocol's.
 
-use anyhow::{Result, bail, ensure};
+use super::config::Command;
+use anyhow::{Result, bail};
 use serde::Serialize;
 use std::fmt;
 use std::net::SocketAddr;
@@ -43,6 +44,135 @@ impl fmt::Display for Protocol {
             Protocol::Fixed => "fixed",
             Protocol::Http => "http",
             Protocol::Resp => "resp",
+        })
+    }
+}
+
+/// A run's request as its front end was given it (the CLI's flags, the node's fields), before
+/// it is one [`Command`]: [`RequestFields::command`] checks every field against the protocol.
+#[derive(Clone, Debug, Default)]
+pub struct RequestFields {
+    /// Default: `line` against our bench-server, `fixed` against a target.
+    pub protocol: Option<Protocol>,
+    /// line: `ECHO`, `PING`, `BURN n`, `STREAM n` or `WAIT ms` (default `ECHO`).
+    pub command: Option<String>,
+    /// line: `ECHO`'s payload size.
+    pub payload_size: usize,
+    /// fixed: the bytes sent; resp: the command's words.
+    pub request: Option<String>,
+    /// fixed: the exact bytes of a right answer.
+    pub response: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    /// `Name: value` each.
+    pub headers: Vec<String>,
+    pub body: Option<String>,
+    pub expect_status: Option<u16>,
+    pub expect_body: Option<String>,
+    pub keyspace: Option<u64>,
+}
+
+/// A field that is wrong, and why.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field's name as the node spells it (the CLI's flag with `-` for `_`).
+    pub field: &'static str,
+    pub why: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.why)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// `Ok` when `ok`, else `field` is wrong for `why`.
+fn check(ok: bool, field: &'static str, why: String) -> Result<(), FieldError> {
+    if ok { Ok(()) } else { Err(FieldError { field, why }) }
+}
+
+impl RequestFields {
+    /// The one command these fields describe, for a run against a target (`to_target`) or
+    /// against our bench-server.
+    pub fn command(&self, to_target: bool) -> Result<Command, FieldError> {
+        let fail = |field: &'static str, why: String| FieldError { field, why };
+        let protocol = self
+            .protocol
+            .unwrap_or(if to_target { Protocol::Fixed } else { Protocol::Line });
+        // Each field belongs to some protocols only: one given to another is a mistake.
+        let given: [(&'static str, bool, &[Protocol]); 11] = [
+            ("command", self.command.is_some(), &[Protocol::Line]),
+            ("request", self.request.is_some(), &[Protocol::Fixed, Protocol::Resp]),
+            ("response", self.response.is_some(), &[Protocol::Fixed]),
+            ("method", self.method.is_some(), &[Protocol::Http]),
+            ("path", self.path.is_some(), &[Protocol::Http]),
+            ("headers", !self.headers.is_empty(), &[Protocol::Http]),
+            ("body", self.body.is_some(), &[Protocol::Http]),
+            ("expect_status", self.expect_status.is_some(), &[Protocol::Http]),
+            ("expect_body", self.expect_body.is_some(), &[Protocol::Http]),
+            ("keyspace", self.keyspace.is_some(), &[Protocol::Resp]),
+            (
+                "protocol",
+                matches!(protocol, Protocol::Http | Protocol::Resp) && !to_target,
+                &[],
+            ),
+        ];
+        for (field, present, protocols) in given {
+            if present && !protocols.contains(&protocol) {
+                let why = if protocols.is_empty() {
+                    format!("{protocol} needs a target (our bench-server speaks the line protocol)")
+                } else {
+                    let names: Vec<String> = protocols.iter().map(|p| p.to_string()).collect();
+                    format!("only with protocol {} (this run's is {protocol})", names.join(" or "))
+                };
+                return Err(fail(field, why));
+            }
+        }
+        Ok(match protocol {
+            Protocol::Line => Command::parse(self.command.as_deref().unwrap_or("ECHO"), self.payload_size)
+                .map_err(|e| fail("command", format!("{e:#}")))?,
+            Protocol::Fixed => {
+                let bytes = |field: &'static str, value: &Option<String>| match value.as_deref() {
+                    None => Err(fail(field, "missing (protocol fixed)".into())),
+                    Some("") => Err(fail(field, "empty".into())),
+                    Some(text) if text.len() > MAX_REQUEST_PART => {
+                        Err(fail(field, format!("over {MAX_REQUEST_PART} bytes")))
+                    }
+                    Some(text) => Ok(text.as_bytes().to_vec()),
+                };
+                Command::Custom {
+                    request: bytes("request", &self.request)?,
+                    response: bytes("response", &self.response)?,
+                }
+            }
+            Protocol::Http => {
+                let headers = self
+                    .headers
+                    .iter()
+                    .map(|h| HttpRequest::header(h))
+                    .collect::<Result<Vec<_>>>()
+                    .map_err(|e| fail("headers", format!("{e:#}")))?;
+                let request = HttpRequest {
+                    method: self.method.clone().unwrap_or_else(|| "GET".into()),
+                    path: self.path.clone().unwrap_or_else(|| "/".into()),
+                    headers,
+                    body: self.body.clone().unwrap_or_default().into_bytes(),
+                    expect_status: self.expect_status,
+                    expect_body: self.expect_body.clone().map(String::into_bytes),
+                };
+                request.validate_fields()?;
+                Command::Http(request)
+            }
+            Protocol::Resp => {
+                let command = RespCommand {
+                    words: words(self.request.as_deref().unwrap_or("PING")),
+                    keyspace: self.keyspace,
+                };
+                command.validate_fields()?;
+                Command::Resp(command)
+            }
         })
     }
 }
@@ -95,27 +225,62 @@ impl HttpRequest {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
-        ensure!(token(&self.method), "method {:?} is not an HTTP token", self.method);
-        ensure!(
-            !self.path.is_empty() && self.path.bytes().all(|b| b.is_ascii_graphic()),
-            "path {:?} must be non-empty visible ASCII with no spaces",
-            self.path
-        );
-        ensure!(self.headers.len() <= MAX_HEADERS, "more than {MAX_HEADERS} headers");
+        self.validate_fields().map_err(anyhow::Error::from)
+    }
+
+    /// [`Self::validate`], naming the field at fault.
+    fn validate_fields(&self) -> Result<(), FieldError> {
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+        };
+        check(
+            token(&self.method),
+            "method",
+            format!("{:?} is not an HTTP token", self.method),
+        )?;
+        check(
+            !self.path.is_empty()
+                && self.path.len() <= MAX_REQUEST_PART
+                && self.path.bytes().all(|b| b.is_ascii_graphic()),
+            "path",
+            format!(
+                "{:?} must be visible ASCII with no spaces, 1 to {MAX_REQUEST_PART} bytes",
+                self.path
+            ),
+        )?;
+        check(
+            self.headers.len() <= MAX_HEADERS,
+            "headers",
+            format!("more than {MAX_HEADERS} headers"),
+        )?;
         for (name, value) in &self.headers {
-            ensure!(token(name), "header name {name:?} is not an HTTP token");
-            ensure!(
+            check(token(name), "headers", format!("name {name:?} is not an HTTP token"))?;
+            check(
                 value.len() <= MAX_REQUEST_PART && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0),
-                "header {name}'s value must be one line of at most {MAX_REQUEST_PART} bytes"
-            );
+                "headers",
+                format!("{name}'s value must be one line of at most {MAX_REQUEST_PART} bytes"),
+            )?;
         }
-        ensure!(self.body.len() <= MAX_REQUEST_PART, "body over {MAX_REQUEST_PART} bytes");
+        check(
+            self.body.len() <= MAX_REQUEST_PART,
+            "body",
+            format!("over {MAX_REQUEST_PART} bytes"),
+        )?;
         if let Some(status) = self.expect_status {
-            ensure!((100..=599).contains(&status), "expected status {status} is not 100..599");
+            check(
+                (100..=599).contains(&status),
+                "expect_status",
+                format!("{status} is not 100..599"),
+            )?;
         }
         if let Some(body) = &self.expect_body {
-            ensure!(body.len() <= MAX_REQUEST_PART, "expected body over {MAX_REQUEST_PART} bytes");
+            check(
+                body.len() <= MAX_REQUEST_PART,
+                "expect_body",
+                format!("over {MAX_REQUEST_PART} bytes"),
+            )?;
         }
         Ok(())
     }
@@ -151,6 +316,10 @@ impl fmt::Display for HttpRequest {
     }
 }
 
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_string).collect()
+}
+
 /// A Redis command, as words (`SET key value`), sent as a RESP array.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RespCommand {
@@ -164,12 +333,14 @@ pub struct RespCommand {
 pub const RAND_INT: &str = "__rand_int__";
 /// The random key's width: zero-padded to 12 digits, as redis-benchmark writes it.
 const KEY_DIGITS: usize = 12;
+/// The largest keyspace: every key fits in [`KEY_DIGITS`] digits.
+pub const MAX_KEYSPACE: u64 = 1_000_000_000_000;
 
 impl RespCommand {
     /// The words of `text`, split at whitespace.
     pub fn parse(text: &str, keyspace: Option<u64>) -> Result<RespCommand> {
         let command = RespCommand {
-            words: text.split_whitespace().map(str::to_string).collect(),
+            words: words(text),
             keyspace,
         };
         command.validate()?;
@@ -177,17 +348,28 @@ impl RespCommand {
     }
 
     pub fn validate(&self) -> Result<()> {
-        ensure!(!self.words.is_empty(), "the Redis command is empty");
-        ensure!(self.words.len() <= MAX_WORDS, "more than {MAX_WORDS} words");
-        ensure!(
+        self.validate_fields().map_err(anyhow::Error::from)
+    }
+
+    /// [`Self::validate`], naming the field at fault.
+    fn validate_fields(&self) -> Result<(), FieldError> {
+        check(!self.words.is_empty(), "request", "the Redis command is empty".into())?;
+        check(
+            self.words.len() <= MAX_WORDS,
+            "request",
+            format!("more than {MAX_WORDS} words"),
+        )?;
+        check(
             self.words.iter().all(|w| w.len() <= MAX_REQUEST_PART),
-            "a word over {MAX_REQUEST_PART} bytes"
-        );
+            "request",
+            format!("a word over {MAX_REQUEST_PART} bytes"),
+        )?;
         if let Some(n) = self.keyspace {
-            ensure!(
-                (1..=10u64.pow(KEY_DIGITS as u32)).contains(&n),
-                "keyspace {n} is not 1..10^{KEY_DIGITS}"
-            );
+            check(
+                (1..=MAX_KEYSPACE).contains(&n),
+                "keyspace",
+                format!("must be from 1 to {MAX_KEYSPACE}, got {n}"),
+            )?;
         }
         Ok(())
     }
@@ -293,7 +475,10 @@ mod tests {
     fn http_requests_carry_host_connection_and_length() {
         let target: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let get = HttpRequest::default();
-        assert_eq!(get.bytes(target, false), b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n");
+        assert_eq!(
+            get.bytes(target, false),
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+        );
         assert_eq!(
             get.bytes(target, true),
             b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n"
@@ -332,14 +517,65 @@ mod tests {
     }
 
     #[test]
+    fn fields_become_one_command_or_name_the_field_at_fault() {
+        let http = RequestFields {
+            protocol: Some(Protocol::Http),
+            path: Some("/index.html".into()),
+            headers: vec!["Accept: */*".into()],
+            expect_status: Some(200),
+            ..RequestFields::default()
+        };
+        let Command::Http(request) = http.command(true).unwrap() else {
+            panic!("not HTTP");
+        };
+        assert_eq!((request.method.as_str(), request.path.as_str()), ("GET", "/index.html"));
+        assert_eq!(request.headers, [("Accept".to_string(), "*/*".to_string())]);
+        let wrong = |fields: RequestFields, to_target: bool| fields.command(to_target).unwrap_err().field;
+        assert_eq!(wrong(http.clone(), false), "protocol", "HTTP against bench-server");
+        let with = |f: fn(&mut RequestFields)| {
+            let mut fields = http.clone();
+            f(&mut fields);
+            fields
+        };
+        assert_eq!(wrong(with(|f| f.keyspace = Some(5)), true), "keyspace");
+        assert_eq!(wrong(with(|f| f.method = Some("G T".into())), true), "method");
+        assert_eq!(wrong(with(|f| f.headers = vec!["nocolon".into()]), true), "headers");
+        assert_eq!(wrong(with(|f| f.expect_status = Some(700)), true), "expect_status");
+        let fixed = RequestFields {
+            request: Some("PING\r\n".into()),
+            ..RequestFields::default()
+        };
+        assert_eq!(wrong(fixed.clone(), true), "response", "fixed needs both");
+        let resp = RequestFields {
+            protocol: Some(Protocol::Resp),
+            request: Some("GET key:__rand_int__".into()),
+            keyspace: Some(100),
+            ..RequestFields::default()
+        };
+        assert_eq!(resp.command(true).unwrap().protocol(), Protocol::Resp);
+        let line = RequestFields {
+            command: Some("PING".into()),
+            ..RequestFields::default()
+        };
+        assert_eq!(line.command(false).unwrap(), Command::Ping);
+        assert_eq!(wrong(line, true), "command", "a target's default protocol is fixed");
+    }
+
+    #[test]
     fn redis_commands_are_resp_arrays_with_random_keys() {
         let set = RespCommand::parse("SET key:__rand_int__ v", None).unwrap();
         let bytes = set.bytes();
         assert!(bytes.is_fixed());
-        assert_eq!(bytes.bytes, b"*3\r\n$3\r\nSET\r\n$16\r\nkey:__rand_int__\r\n$1\r\nv\r\n");
+        assert_eq!(
+            bytes.bytes,
+            b"*3\r\n$3\r\nSET\r\n$16\r\nkey:__rand_int__\r\n$1\r\nv\r\n"
+        );
         let set = RespCommand::parse("SET key:__rand_int__ v", Some(1000)).unwrap();
         let template = set.bytes();
-        assert_eq!(template.bytes, b"*3\r\n$3\r\nSET\r\n$16\r\nkey:000000000000\r\n$1\r\nv\r\n");
+        assert_eq!(
+            template.bytes,
+            b"*3\r\n$3\r\nSET\r\n$16\r\nkey:000000000000\r\n$1\r\nv\r\n"
+        );
         let mut keys = std::collections::HashSet::new();
         for seq in 0..200 {
             let mut out = template.bytes.clone();

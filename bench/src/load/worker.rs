@@ -7,10 +7,10 @@
 //! read: edge-triggered would need a second read to see `EAGAIN` before waiting again.
 
 use super::config::ConnectionMode;
-use super::histogram::LatencyHistogram;
-use super::stats::{CallTimer, ErrorCounts, ErrorKind};
 use super::framing::{Reader, ResponseSpec, Verdict};
+use super::histogram::LatencyHistogram;
 use super::request::RequestBytes;
+use super::stats::{CallTimer, ErrorCounts, ErrorKind};
 use crate::sys;
 use anyhow::{Context, Result, anyhow};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};

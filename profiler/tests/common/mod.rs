@@ -99,3 +99,66 @@ pub fn run_to_end(program: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(what: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("tcpprof-test-{what}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Debian's redis-server on a free loopback port, persisting nothing.
+pub fn redis() -> (Peer, u16) {
+    let port = free_port();
+    let redis = Peer::start(
+        "redis-server",
+        &[
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+    );
+    wait_for_port(port);
+    (redis, port)
+}
+
+/// Debian's nginx, one worker, serving /index.html (1 KiB of `x`) on a free loopback port; the
+/// directory holds its configuration and files while it runs.
+pub fn nginx() -> (Peer, u16, TempDir) {
+    let dir = TempDir::new("nginx");
+    let port = free_port();
+    std::fs::create_dir_all(dir.0.join("html")).unwrap();
+    std::fs::write(dir.0.join("html/index.html"), "x".repeat(1024)).unwrap();
+    let conf = dir.0.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; worker_processes 1; user root; pid {dir}/nginx.pid; error_log {dir}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; server {{ listen 127.0.0.1:{port}; root {dir}/html; }} }}\n",
+            dir = dir.0.display()
+        ),
+    )
+    .unwrap();
+    let nginx = Peer::start(
+        "nginx",
+        &["-c", &conf.to_string_lossy(), "-p", &dir.0.to_string_lossy()],
+    );
+    wait_for_port(port);
+    (nginx, port, dir)
+}

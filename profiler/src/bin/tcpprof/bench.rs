@@ -2,7 +2,7 @@
 //! as tables (or JSON), with a progress bar on runs longer than a second.
 use crate::profiling::ProfileArgs;
 use anyhow::{Context, Result, bail};
-use bench::load::{Command, ConnectionMode, Interval, Intervals, LoadConfig};
+use bench::load::{ConnectionMode, Interval, Intervals, LoadConfig, Protocol, RequestFields};
 use bench::server::{Model, ServerSpec};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -22,21 +22,48 @@ pub struct BenchArgs {
     /// Server model to start (bench-server --model).
     #[arg(long, default_value = "epoll")]
     server: Model,
-    /// Load a running server on loopback instead (with --request and --response).
-    #[arg(long, requires_all = ["request", "response"])]
+    /// Load a running server on loopback instead, speaking --protocol.
+    #[arg(long)]
     target: Option<SocketAddr>,
-    /// Bytes to send per request to --target; \r and \n are understood.
+    /// line (bench-server's; the default without --target), fixed (the default with --target),
+    /// http or resp.
     #[arg(long)]
-    request: Option<String>,
-    /// The exact bytes a correct --target answers; \r and \n are understood.
+    protocol: Option<Protocol>,
+    /// line: ECHO, PING, "BURN n", "STREAM n" or "WAIT ms" (default ECHO).
     #[arg(long)]
-    response: Option<String>,
-    /// ECHO, PING, "BURN n", "STREAM n" or "WAIT ms".
-    #[arg(long, default_value = "ECHO")]
-    command: String,
-    /// ECHO payload size in bytes.
+    command: Option<String>,
+    /// line: ECHO payload size in bytes.
     #[arg(long, default_value_t = 64)]
     payload: usize,
+    /// fixed: the bytes of each request (\r, \n and \t are understood); resp: the Redis
+    /// command's words, e.g. "SET key:__rand_int__ value".
+    #[arg(long)]
+    request: Option<String>,
+    /// fixed: the exact bytes of a right answer (\r, \n and \t are understood).
+    #[arg(long)]
+    response: Option<String>,
+    /// http: the method (default GET).
+    #[arg(long)]
+    method: Option<String>,
+    /// http: the request target (default /).
+    #[arg(long)]
+    path: Option<String>,
+    /// http: a "Name: value" header (repeatable).
+    #[arg(long)]
+    header: Vec<String>,
+    /// http: the request body (\r, \n and \t are understood).
+    #[arg(long)]
+    body: Option<String>,
+    /// http: only this status is right (default: any 2xx).
+    #[arg(long)]
+    expect_status: Option<u16>,
+    /// http: the body every response must have, byte for byte.
+    #[arg(long)]
+    expect_body: Option<String>,
+    /// resp: replace __rand_int__ in the words with a random key below N, per request
+    /// (redis-benchmark's -r).
+    #[arg(long, value_name = "N")]
+    keyspace: Option<u64>,
     #[arg(short, long, default_value_t = Benchmark::DEFAULT_CONCURRENCY)]
     concurrency: usize,
     /// Total requests (default 10000, or unlimited with --duration).
@@ -335,13 +362,31 @@ fn print_report(report: &Report, json: bool) -> Result<()> {
 }
 
 fn benchmark(args: &BenchArgs) -> Result<Benchmark> {
-    let command = match (&args.request, &args.response) {
-        (Some(request), Some(response)) => Command::Custom {
-            request: unescape(request).into_bytes(),
-            response: unescape(response).into_bytes(),
-        },
-        _ => Command::parse(&args.command, args.payload).context("--command")?,
+    let fields = RequestFields {
+        protocol: args.protocol,
+        command: args.command.clone(),
+        payload_size: args.payload,
+        // Redis words are words: only fixed bytes and bodies carry escapes.
+        request: args.request.as_deref().map(|r| match args.protocol {
+            Some(Protocol::Resp) => r.to_string(),
+            _ => unescape(r),
+        }),
+        response: args.response.as_deref().map(unescape),
+        method: args.method.clone(),
+        path: args.path.clone(),
+        headers: args.header.clone(),
+        body: args.body.as_deref().map(unescape),
+        expect_status: args.expect_status,
+        expect_body: args.expect_body.as_deref().map(unescape),
+        keyspace: args.keyspace,
     };
+    let command = fields.command(args.target.is_some()).map_err(|e| {
+        let flag = match e.field {
+            "headers" => "header".to_string(),
+            field => field.replace('_', "-"),
+        };
+        anyhow::anyhow!("--{flag}: {}", e.why)
+    })?;
     let duration = match args.duration {
         Some(d) if !(d > 0.0 && d <= 86_400.0) => {
             bail!("--duration must be between 0 and 86400 seconds, got {d}")
