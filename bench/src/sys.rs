@@ -33,6 +33,39 @@ pub fn raise_nofile_limit() -> Result<u64> {
     Ok(hard)
 }
 
+/// Local ports the kernel hands out for outgoing connections (net.ipv4.ip_local_port_range).
+pub fn ephemeral_ports() -> u64 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut it = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+            Some(it.next()??.abs_diff(it.next()??) + 1)
+        })
+        .unwrap_or(28_232)
+}
+
+/// Lets the kernel pick a socket's local port at connect, by the whole 4-tuple, after a bind to
+/// an address alone (IP_BIND_ADDRESS_NO_PORT): otherwise bind reserves a port for every
+/// destination and one source address holds no more connections than without the bind.
+pub fn bind_address_no_port(socket: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid descriptor, and an int option of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Pins the calling thread (and the threads it starts later) to `cpus`.
 pub fn pin_current_thread(cpus: &[usize]) -> Result<()> {
     ensure!(!cpus.is_empty(), "no CPU to pin to");

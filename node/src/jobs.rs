@@ -160,24 +160,15 @@ fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// The most connections one run may open: what RLIMIT_NOFILE allows (raised to its hard limit
-/// at start) less the node's own descriptors, and no more than the ephemeral ports.
+/// The most connections one run may open: what RLIMIT_NOFILE allows (raised at start) less the
+/// node's own descriptors, and no more than the load generator's source addresses hold.
 pub fn max_concurrency() -> u64 {
     static MAX: OnceLock<u64> = OnceLock::new();
     *MAX.get_or_init(|| {
         let nofile = bench::raise_nofile_limit().unwrap_or(1024);
-        nofile.saturating_sub(RESERVED_FDS).min(ephemeral_ports()).max(1)
+        let ports = bench::load::most_connections() as u64;
+        nofile.saturating_sub(RESERVED_FDS).min(ports).max(1)
     })
-}
-
-fn ephemeral_ports() -> u64 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|text| {
-            let mut it = text.split_whitespace().map(|w| w.parse::<u64>().ok());
-            Some(it.next()??.abs_diff(it.next()??) + 1)
-        })
-        .unwrap_or(28_232)
 }
 
 /// The benchmark thread and its queue.

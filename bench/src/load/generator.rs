@@ -30,6 +30,8 @@ pub fn run_observed(target: SocketAddr, config: &LoadConfig, on_start: &(dyn Fn(
     config.validate(target)?;
     let request = config.command.request(target, config.connection);
     let response = config.command.response();
+    let sources = super::sources::source_addresses(target, config.concurrency)?;
+    ensure_descriptors(config.concurrency)?;
     let threads = config.effective_threads();
     let start = Barrier::new(threads);
     let connected = AtomicUsize::new(0);
@@ -38,6 +40,7 @@ pub fn run_observed(target: SocketAddr, config: &LoadConfig, on_start: &(dyn Fn(
         target,
         request: &request,
         response: &response,
+        sources: &sources,
         mode: config.connection,
         request_timeout: config.effective_request_timeout(),
         duration: config.duration,
@@ -91,7 +94,27 @@ pub fn run_observed(target: SocketAddr, config: &LoadConfig, on_start: &(dyn Fn(
             outcomes.push(outcome);
         }
     }
-    Ok(LoadReport::merge(outcomes, config.rate, config.concurrency))
+    let mut report = LoadReport::merge(outcomes, config.rate, config.concurrency);
+    report.source_addresses = sources.len().max(1);
+    Ok(report)
+}
+
+/// Raises RLIMIT_NOFILE when `connections` sockets (and the process's own few) need it.
+fn ensure_descriptors(connections: usize) -> Result<()> {
+    // Ours besides the sockets: epoll sets, the binary, logs, /proc readers.
+    const OWN: u64 = 64;
+    let needed = connections as u64 + OWN;
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft);
+    if needed <= soft {
+        return Ok(());
+    }
+    let raised = crate::raise_nofile_limit()?;
+    anyhow::ensure!(
+        needed <= raised,
+        "{connections} connections need {needed} file descriptors; RLIMIT_NOFILE is {raised} \
+         (raise it with `ulimit -n`, or as root)"
+    );
+    Ok(())
 }
 
 /// Merges the workers' interval samples and hands each interval to the sink once every worker

@@ -13,6 +13,7 @@ mod generator;
 mod histogram;
 mod report;
 mod request;
+mod sources;
 mod stats;
 mod worker;
 
@@ -27,4 +28,5 @@ pub use request::{
     FieldError, HttpRequest, MAX_HEADERS, MAX_KEYSPACE, MAX_REQUEST_PART, Protocol, RequestBytes, RequestFields,
     RespCommand,
 };
+pub use sources::{MAX_SOURCE_ADDRESSES, most_connections};
 pub use stats::{CallStats, ErrorCounts, ErrorKind};

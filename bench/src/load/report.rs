@@ -39,6 +39,9 @@ pub struct LoadReport {
     pub bytes_received: u64,
     /// Connects started (setup included); failed connects count too.
     pub connections_opened: u64,
+    /// Local addresses the connections came from (more than one past one address's ephemeral
+    /// ports, see [`super::MAX_SOURCE_ADDRESSES`]).
+    pub source_addresses: usize,
     /// The hard time limit ended the run; requests in flight then are counted as timeouts.
     pub stopped_early: bool,
     pub workers: Vec<WorkerStats>,
@@ -131,6 +134,7 @@ impl LoadReport {
             bytes_sent,
             bytes_received,
             connections_opened: opened,
+            source_addresses: 1,
             stopped_early,
             workers: outcomes.iter().map(|o| worker_stats(o, elapsed)).collect(),
             histogram,

@@ -19,7 +19,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fmt::Display;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::ops::Range;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -40,6 +40,8 @@ pub(crate) struct Job<'a> {
     pub target: SocketAddr,
     pub request: &'a RequestBytes,
     pub response: &'a ResponseSpec,
+    /// Local addresses to connect from, by connection number; empty: the kernel picks.
+    pub sources: &'a [IpAddr],
     pub mode: ConnectionMode,
     pub request_timeout: Duration,
     pub duration: Option<Duration>,
@@ -506,6 +508,11 @@ impl<'a> Worker<'a> {
             Some(Protocol::TCP),
         )?;
         socket.set_tcp_nodelay(true)?;
+        if !self.job.sources.is_empty() {
+            let source = self.job.sources[(self.first_conn + i) % self.job.sources.len()];
+            sys::bind_address_no_port(&socket)?;
+            socket.bind(&SocketAddr::new(source, 0).into())?;
+        }
         if self.job.mode == ConnectionMode::PerRequest {
             // Close with RST rather than FIN: a connection per request would otherwise leave
             // one TIME_WAIT socket per request and run out of ephemeral ports within seconds.

@@ -137,3 +137,30 @@ pub fn exchange_len(command: &bench::load::Command) -> (u64, u64) {
     };
     (request.len() as u64, expected.len())
 }
+
+/// Moves the calling thread (and the threads and processes it starts from now on) into a new
+/// network namespace with its loopback up and `ports` as its ephemeral port range. Needs root.
+pub fn private_network(ports: std::ops::RangeInclusive<u16>) {
+    // SAFETY: plain syscalls on this thread; `ifreq` is plain data, zeroed then filled.
+    unsafe {
+        assert_eq!(
+            libc::unshare(libc::CLONE_NEWNET),
+            0,
+            "unshare(CLONE_NEWNET): {} (run as root)",
+            std::io::Error::last_os_error()
+        );
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(fd >= 0);
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr), 0);
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr), 0, "bringing lo up");
+        libc::close(fd);
+    }
+    let range = format!("{} {}", ports.start(), ports.end());
+    std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", &range).unwrap();
+    assert_eq!(bench::sys::ephemeral_ports(), ports.len() as u64);
+}
