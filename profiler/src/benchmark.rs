@@ -208,9 +208,8 @@ impl Benchmark {
     fn watched_pids(&self, server: Option<&ServerChild>, addr: SocketAddr) -> Result<Vec<u32>, String> {
         match server {
             Some(server) => self.server_processes(server).map_err(|e| format!("{e:#}")),
-            None => listen::process_listening_on(addr.port())
-                .map(|pid| vec![pid])
-                .map_err(|e| format!("finding the target's process: {e:#}")),
+            None => listen::processes_listening_on(addr.port())
+                .map_err(|e| format!("finding the target's processes: {e:#}")),
         }
     }
 

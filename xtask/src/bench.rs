@@ -10,43 +10,249 @@ use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 3;
 
-/// Our load generator against redis-benchmark, both loading one redis-server.
+/// Our load generator against wrk on nginx (HTTP) and against redis-benchmark on redis-server
+/// (SET and GET): the server on CPU 0 and each client in turn on CPU 1, alternating, median of
+/// [`ROUNDS`]; requests/s and the client's CPU time per request (user + system, from its rusage).
 pub fn loadgen(root: &Path) -> Result<()> {
-    apt_install(&["redis-server", "redis-tools"])?;
-    let profiler = root.join("target/release/tcpprof");
-    let port = 16379;
+    apt_install(&["nginx-light", "wrk", "redis-server", "redis-tools"])?;
+    let tcpprof = root.join("target/release/tcpprof");
+    let dir = std::env::temp_dir().join(format!("tcpprof-loadgen-{}", std::process::id()));
+    let (http_port, redis_port) = (18080, 16379);
+    let _nginx = start_nginx(&dir, http_port)?;
     let _redis = start_server(
         Command::new("taskset")
-            .args(["-c", "0", "redis-server", "--port", &port.to_string()])
+            .args(["-c", "0", "redis-server", "--port", &redis_port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]),
-        port,
+        redis_port,
     )?;
-    let requests = 200_000;
-    println!("redis-server on CPU 0; both clients on CPU 1, PING inline, {requests} requests per run,");
-    println!("{ROUNDS} rounds alternating, median of each:\n");
+    println!("server on CPU 0, client on CPU 1, {CONNECTIONS} connections, {ROUNDS} rounds alternating, median of each\n");
     println!(
-        "{:>3} {:>14} {:>14} {:>8} {:>12} {:>12}",
-        "c", "ours req/s", "redis-b req/s", "ratio", "ours p99 us", "redis-b p99"
+        "{:<28} {:>12} {:>12} {:>7} {:>10} {:>10} {:>7}  bar",
+        "workload", "ours req/s", "peer req/s", "ratio", "ours us/rq", "peer us/rq", "ratio"
     );
-    for c in [1usize, 10, 50] {
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            ours.push(ours_ping(&profiler, port, c, requests)?);
-            theirs.push(redis_benchmark(port, c, requests)?);
-        }
-        let (o, t) = (median(&mut ours), median(&mut theirs));
+    let url = format!("http://127.0.0.1:{http_port}/index.html");
+    let http = [
+        "--target".to_string(),
+        format!("127.0.0.1:{http_port}"),
+        "--protocol".into(),
+        "http".into(),
+        "--path".into(),
+        "/index.html".into(),
+        "-d".into(),
+        HTTP_SECONDS.to_string(),
+    ];
+    let row = compare(
+        || ours(&tcpprof, &http),
+        || wrk(&url),
+        "nginx 1 KiB, vs wrk -t1",
+    )?;
+    let bar = row.ours.rps >= row.peer.rps && row.ours.cpu_us <= row.peer.cpu_us;
+    row.print(&format!("req/s >= 1.0 and CPU <= wrk: {}", met(bar)));
+    for test in ["SET", "GET"] {
+        let words = format!("{test} key:__rand_int__{}", if test == "SET" { " xxx" } else { "" });
+        let resp = [
+            "--target".to_string(),
+            format!("127.0.0.1:{redis_port}"),
+            "--protocol".into(),
+            "resp".into(),
+            "--request".into(),
+            words,
+            "--keyspace".into(),
+            KEYSPACE.to_string(),
+            "-n".into(),
+            REDIS_REQUESTS.to_string(),
+        ];
+        let row = compare(
+            || ours(&tcpprof, &resp),
+            || redis_benchmark(redis_port, test),
+            &format!("redis {test}, vs redis-benchmark"),
+        )?;
+        row.print(&format!("req/s >= 1.5: {}", met(row.ours.rps >= 1.5 * row.peer.rps)));
+    }
+    println!(
+        "\nratio = ours / peer. CPU per request is the whole client process's user + system time over its\n\
+         requests; on loopback a sender's system time includes the kernel's delivery to the receiver."
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+const CONNECTIONS: usize = 50;
+const HTTP_SECONDS: u64 = 5;
+const REDIS_REQUESTS: u64 = 300_000;
+/// Keys SET and GET spread over (redis-benchmark's -r).
+const KEYSPACE: u64 = 100_000;
+
+fn met(bar: bool) -> &'static str {
+    if bar { "met" } else { "NOT met" }
+}
+
+/// One client run: requests/s, and its CPU time per request.
+#[derive(Clone, Copy)]
+struct Run {
+    rps: f64,
+    cpu_us: f64,
+}
+
+struct Row {
+    name: String,
+    ours: Run,
+    peer: Run,
+}
+
+impl Row {
+    fn print(&self, bar: &str) {
         println!(
-            "{:>3} {:>14.0} {:>14.0} {:>8.2} {:>12.0} {:>12.0}",
-            c,
-            o.rps,
-            t.rps,
-            o.rps / t.rps,
-            o.p99_us,
-            t.p99_us
+            "{:<28} {:>12.0} {:>12.0} {:>7.2} {:>10.2} {:>10.2} {:>7.2}  {bar}",
+            self.name,
+            self.ours.rps,
+            self.peer.rps,
+            self.ours.rps / self.peer.rps,
+            self.ours.cpu_us,
+            self.peer.cpu_us,
+            self.ours.cpu_us / self.peer.cpu_us
         );
     }
-    println!("\nratio = ours / redis-benchmark (throughput); p99 in microseconds.");
-    Ok(())
+}
+
+/// [`ROUNDS`] of ours then the peer's; the median of each figure.
+fn compare(
+    mut ours: impl FnMut() -> Result<Run>,
+    mut peer: impl FnMut() -> Result<Run>,
+    name: &str,
+) -> Result<Row> {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        a.push(ours()?);
+        b.push(peer()?);
+    }
+    let median = |runs: &[Run], f: fn(&Run) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let figures = |runs: &[Run]| Run {
+        rps: median(runs, |r| r.rps),
+        cpu_us: median(runs, |r| r.cpu_us),
+    };
+    Ok(Row {
+        name: name.to_string(),
+        ours: figures(&a),
+        peer: figures(&b),
+    })
+}
+
+/// Runs `cmd` to its end: its stdout, and the CPU time (user + system) it and its children used.
+fn timed(cmd: &mut Command) -> Result<(String, Duration)> {
+    let before = children_cpu();
+    let out = output(cmd)?;
+    Ok((out, children_cpu().saturating_sub(before)))
+}
+
+/// CPU time of every child this process has waited for.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+fn ours(tcpprof: &Path, args: &[String]) -> Result<Run> {
+    let (out, cpu) = timed(
+        Command::new(tcpprof)
+            .args(["bench", "--server-cpus", "0", "--client-cpus", "1", "-c"])
+            .arg(CONNECTIONS.to_string())
+            .args(args)
+            .arg("--json"),
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("parsing tcpprof bench --json")?;
+    if v["errors"].as_u64() != Some(0) {
+        bail!("our load generator saw errors: {}", v["first_error"]);
+    }
+    let requests = v["requests"].as_u64().unwrap_or(0).max(1);
+    Ok(Run {
+        rps: v["throughput_rps"].as_f64().unwrap_or(0.0),
+        cpu_us: cpu.as_secs_f64() * 1e6 / requests as f64,
+    })
+}
+
+fn wrk(url: &str) -> Result<Run> {
+    let (out, cpu) = timed(
+        Command::new("taskset")
+            .args(["-c", "1", "wrk", "-t1", "-c"])
+            .arg(CONNECTIONS.to_string())
+            .arg(format!("-d{HTTP_SECONDS}s"))
+            .arg(url),
+    )?;
+    // "  473776 requests in 5.00s, 570.66MB read" and "Requests/sec:  94740.16".
+    let requests: f64 = out
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in ")?.0.parse().ok())
+        .with_context(|| format!("no request count in wrk's output: {out}"))?;
+    let rps: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:")?.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output: {out}"))?;
+    if out.contains("Non-2xx") || out.contains("Socket errors") {
+        bail!("wrk saw errors: {out}");
+    }
+    Ok(Run {
+        rps,
+        cpu_us: cpu.as_secs_f64() * 1e6 / requests.max(1.0),
+    })
+}
+
+/// redis-benchmark --csv: "test","rps","avg_latency_ms",...
+fn redis_benchmark(port: u16, test: &str) -> Result<Run> {
+    let (out, cpu) = timed(
+        Command::new("taskset")
+            .args(["-c", "1", "redis-benchmark", "-h", "127.0.0.1", "-p"])
+            .arg(port.to_string())
+            .args(["-t", &test.to_lowercase(), "-c"])
+            .arg(CONNECTIONS.to_string())
+            .args(["-n", &REDIS_REQUESTS.to_string(), "-r", &KEYSPACE.to_string(), "--csv"]),
+    )?;
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(&format!("\"{test}\"")))
+        .with_context(|| format!("no {test} row in {out}"))?;
+    let rps: f64 = row
+        .split(',')
+        .nth(1)
+        .and_then(|f| f.trim_matches('"').parse().ok())
+        .with_context(|| format!("unexpected redis-benchmark row {row:?}"))?;
+    Ok(Run {
+        rps,
+        cpu_us: cpu.as_secs_f64() * 1e6 / REDIS_REQUESTS as f64,
+    })
+}
+
+/// nginx with one worker on CPU 0, serving a 1 KiB index.html from `dir`, keep-alive.
+fn start_nginx(dir: &Path, port: u16) -> Result<ChildGuard> {
+    std::fs::create_dir_all(dir.join("html"))?;
+    std::fs::write(dir.join("html/index.html"), "x".repeat(1024))?;
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; worker_processes 1; user root; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; server {{ listen 127.0.0.1:{port}; root {d}/html; }} }}\n",
+            d = dir.display()
+        ),
+    )?;
+    start_server(
+        Command::new("taskset")
+            .args(["-c", "0", "nginx", "-c"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir),
+        port,
+    )
 }
 
 const MODELS: [&str; 9] = [
@@ -156,11 +362,13 @@ pub fn overhead() -> Result<()> {
     crate::setup::run(crate::cargo().args(["bench", "--quiet", "--package", "profiler", "--bench", "overhead"]))
 }
 
+/// A peer server, killed with everything it started (nginx's worker) when dropped.
 struct ChildGuard(Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // SAFETY: signalling the process group this guard's child leads.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
         let _ = self.0.wait();
     }
 }
@@ -176,92 +384,12 @@ fn wait_listening(port: u16) -> Result<()> {
     Ok(())
 }
 
-#[derive(Clone, Copy)]
-struct Figures {
-    rps: f64,
-    p99_us: f64,
-}
-
-fn median(runs: &mut [Figures]) -> Figures {
-    runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-    let mid = runs[runs.len() / 2];
-    let mut p99: Vec<f64> = runs.iter().map(|r| r.p99_us).collect();
-    p99.sort_by(f64::total_cmp);
-    Figures {
-        rps: mid.rps,
-        p99_us: p99[p99.len() / 2],
-    }
-}
-
-fn ours_ping(profiler: &Path, port: u16, c: usize, n: u64) -> Result<Figures> {
-    let out = output(Command::new(profiler).args([
-        "bench",
-        "--target",
-        &format!("127.0.0.1:{port}"),
-        "--request",
-        "PING\\r\\n",
-        "--response",
-        "+PONG\\r\\n",
-        "--client-cpus",
-        "1",
-        "--server-cpus",
-        "0",
-        "-c",
-        &c.to_string(),
-        "-n",
-        &n.to_string(),
-        "--json",
-    ]))?;
-    let v: serde_json::Value = serde_json::from_str(&out).context("parsing tcpprof bench --json")?;
-    if v["errors"].as_u64() != Some(0) {
-        bail!("our load generator saw errors: {}", v["first_error"]);
-    }
-    Ok(Figures {
-        rps: v["throughput_rps"].as_f64().unwrap_or(0.0),
-        p99_us: v["latency_p99_us"].as_f64().unwrap_or(0.0),
-    })
-}
-
-/// redis-benchmark --csv: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",
-/// "p95_latency_ms","p99_latency_ms","max_latency_ms".
-fn redis_benchmark(port: u16, c: usize, n: u64) -> Result<Figures> {
-    let out = output(
-        Command::new("taskset")
-            .args(["-c", "1", "redis-benchmark", "-h", "127.0.0.1"])
-            .args([
-                "-p",
-                &port.to_string(),
-                "-t",
-                "ping_inline",
-                "-c",
-                &c.to_string(),
-                "-n",
-                &n.to_string(),
-                "--csv",
-            ]),
-    )?;
-    let row = out
-        .lines()
-        .find(|l| l.starts_with("\"PING_INLINE\""))
-        .context("no PING_INLINE row")?;
-    let cols: Vec<f64> = row
-        .split(',')
-        .skip(1)
-        .map(|f| f.trim_matches('"').parse().unwrap_or(f64::NAN))
-        .collect();
-    let [rps, _, _, _, _, p99_ms, ..] = cols[..] else {
-        bail!("unexpected redis-benchmark row {row:?}")
-    };
-    Ok(Figures {
-        rps,
-        p99_us: p99_ms * 1000.0,
-    })
-}
-
 /// Starts a peer server for a benchmark; it is killed when the guard drops.
 fn start_server(cmd: &mut Command, port: u16) -> Result<ChildGuard> {
+    use std::os::unix::process::CommandExt;
     let child = cmd
         .stdout(Stdio::null())
+        .process_group(0)
         .spawn()
         .with_context(|| format!("starting {cmd:?}"))?;
     let guard = ChildGuard(child);

@@ -31,7 +31,7 @@ enum Task {
     Test,
     /// The eBPF tests in kprobe and tracepoint mode on a Debian kernel with kprobes, under QEMU.
     VmTest,
-    /// Benchmarks printed as tables beside a peer tool: loadgen (vs redis-benchmark).
+    /// Benchmarks printed as tables beside a peer tool.
     Bench {
         #[arg(value_enum)]
         name: BenchName,
@@ -40,7 +40,7 @@ enum Task {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BenchName {
-    /// Our load generator vs redis-benchmark on one redis-server.
+    /// Our load generator vs wrk on nginx and vs redis-benchmark on redis-server (SET, GET).
     Loadgen,
     /// Server throughput with the profiler attached vs not, beside bpftrace's raw_syscalls
     /// accounting; the programs' own cost per event.

@@ -182,9 +182,10 @@ pub fn listeners_of(pids: &[u32]) -> Result<Vec<Listener>> {
         .collect())
 }
 
-/// The process listening on `port`, found by the listener's inode among every process's
-/// descriptors (needs the right to read them: root, or the same user).
-pub fn process_listening_on(port: u16) -> Result<u32> {
+/// The processes holding the listener on `port` (a master and the workers it forked share it),
+/// found by the listener's inode among every process's descriptors (needs the right to read
+/// them: root, or the same user).
+pub fn processes_listening_on(port: u16) -> Result<Vec<u32>> {
     let inodes: HashSet<u32> = Diag::open()?
         .listeners()?
         .into_iter()
@@ -195,12 +196,14 @@ pub fn process_listening_on(port: u16) -> Result<u32> {
     let pids = std::fs::read_dir("/proc")
         .context("reading /proc")?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok());
-    for pid in pids {
-        if socket_inodes(pid).iter().any(|inode| inodes.contains(inode)) {
-            return Ok(pid);
-        }
-    }
-    bail!("no process we may look into holds the listener on port {port}")
+    let holders: Vec<u32> = pids
+        .filter(|&pid| socket_inodes(pid).iter().any(|inode| inodes.contains(inode)))
+        .collect();
+    ensure!(
+        !holders.is_empty(),
+        "no process we may look into holds the listener on port {port}"
+    );
+    Ok(holders)
 }
 
 #[cfg(test)]
@@ -224,7 +227,7 @@ mod tests {
         let ours = listeners_of(&[std::process::id()]).unwrap();
         let l = ours.iter().find(|l| l.port == port).expect("our listener is listed");
         assert_eq!((l.queued, l.limit), (3, 7), "{l:?}");
-        assert_eq!(process_listening_on(port).unwrap(), std::process::id());
+        assert_eq!(processes_listening_on(port).unwrap(), [std::process::id()]);
     }
 
     #[test]
