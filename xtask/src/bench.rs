@@ -25,7 +25,9 @@ pub fn loadgen(root: &Path) -> Result<()> {
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]),
         redis_port,
     )?;
-    println!("server on CPU 0, client on CPU 1, {CONNECTIONS} connections, {ROUNDS} rounds alternating, median of each\n");
+    println!(
+        "server on CPU 0, client on CPU 1, {CONNECTIONS} connections, {ROUNDS} rounds alternating, median of each\n"
+    );
     println!(
         "{:<28} {:>12} {:>12} {:>7} {:>10} {:>10} {:>7}  bar",
         "workload", "ours req/s", "peer req/s", "ratio", "ours us/rq", "peer us/rq", "ratio"
@@ -41,11 +43,7 @@ pub fn loadgen(root: &Path) -> Result<()> {
         "-d".into(),
         HTTP_SECONDS.to_string(),
     ];
-    let row = compare(
-        || ours(&tcpprof, &http),
-        || wrk(&url),
-        "nginx 1 KiB, vs wrk -t1",
-    )?;
+    let row = compare(|| ours(&tcpprof, &http), || wrk(&url), "nginx 1 KiB, vs wrk -t1")?;
     let bar = row.ours.rps >= row.peer.rps && row.ours.cpu_us <= row.peer.cpu_us;
     row.print(&format!("req/s >= 1.0 and CPU <= wrk: {}", met(bar)));
     for test in ["SET", "GET"] {
@@ -116,11 +114,7 @@ impl Row {
 }
 
 /// [`ROUNDS`] of ours then the peer's; the median of each figure.
-fn compare(
-    mut ours: impl FnMut() -> Result<Run>,
-    mut peer: impl FnMut() -> Result<Run>,
-    name: &str,
-) -> Result<Row> {
+fn compare(mut ours: impl FnMut() -> Result<Run>, mut peer: impl FnMut() -> Result<Run>, name: &str) -> Result<Row> {
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         a.push(ours()?);
@@ -253,6 +247,158 @@ fn start_nginx(dir: &Path, port: u16) -> Result<ChildGuard> {
             .arg(dir),
         port,
     )
+}
+
+/// 100,000 connections held for 10 s against the epoll bench-server, PING in closed loop: errors,
+/// and the resident memory of the servers and of the load generators.
+///
+/// One process may hold no more descriptors than RLIMIT_NOFILE's hard limit, which root raises
+/// only with CAP_SYS_RESOURCE (20,000 and no such capability on these machines): the plan runs
+/// as several load generators (`--shard i/N`) against several epoll bench-servers sharing one
+/// port (`--reuseport`), as many of each as the limit requires. Past one source address's
+/// ephemeral ports the connections come from 127.0.0.1, 127.0.0.2, ...
+pub fn c100k(root: &Path) -> Result<()> {
+    const CONNECTIONS: usize = 100_000;
+    const SECONDS: u64 = 10;
+    let (tcpprof, server) = (
+        root.join("target/release/tcpprof"),
+        root.join("target/release/bench-server"),
+    );
+    let per_process = nofile_hard_limit()?.saturating_sub(1000).max(1000) as usize;
+    // SO_REUSEPORT hashes connections over the listeners: leave room for the unevenness.
+    let servers = CONNECTIONS.div_ceil(per_process * 8 / 10);
+    let clients = CONNECTIONS.div_ceil(per_process * 9 / 10);
+    println!(
+        "{CONNECTIONS} connections, PING closed loop for {SECONDS} s: {servers} epoll bench-servers on one port \
+         (SO_REUSEPORT, CPU 0), {clients} load generators (--shard, CPU 1); RLIMIT_NOFILE {}",
+        per_process + 1000
+    );
+    let first = start_bench_server(&server, "127.0.0.1:0")?;
+    let addr = first.1.clone();
+    let mut server_guards = vec![first.0];
+    for _ in 1..servers {
+        server_guards.push(start_bench_server(&server, &addr)?.0);
+    }
+    let server_pids: Vec<u32> = server_guards.iter().map(|g| g.0.id()).collect();
+    let started = Instant::now();
+    let mut loads: Vec<Child> = (0..clients)
+        .map(|i| {
+            Command::new(&tcpprof)
+                .args(["bench", "--target", &addr, "--protocol", "line", "--command", "PING"])
+                .args(["-c", &CONNECTIONS.to_string(), "-d", &SECONDS.to_string()])
+                .args(["--shard", &format!("{i}/{clients}"), "--client-cpus", "1", "--json"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .env("RUST_BACKTRACE", "0")
+                .spawn()
+                .context("starting a load generator")
+        })
+        .collect::<Result<_>>()?;
+    // The most either side held at once, sampled while the load runs.
+    let (mut server_rss, mut client_rss) = (0u64, 0u64);
+    while loads.iter_mut().any(|c| c.try_wait().ok().flatten().is_none()) {
+        server_rss = server_rss.max(server_pids.iter().map(|&p| rss_kib(p)).sum());
+        client_rss = client_rss.max(loads.iter().map(|c| rss_kib(c.id())).sum());
+        std::thread::sleep(Duration::from_millis(200));
+        if started.elapsed() > Duration::from_secs(SECONDS + 60) {
+            bail!("the load generators did not finish within {} s", SECONDS + 60);
+        }
+    }
+    let (mut requests, mut errors, mut opened, mut sources) = (0, 0, 0, 0);
+    let mut first_error = serde_json::Value::Null;
+    for load in loads {
+        let out = load.wait_with_output()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            format!("a load generator failed ({}): {}", out.status, stderr.trim())
+        })?;
+        requests += v["requests"].as_u64().unwrap_or(0);
+        errors += v["errors"].as_u64().unwrap_or(0);
+        opened += v["connections_opened"].as_u64().unwrap_or(0);
+        sources = sources.max(v["source_addresses"].as_u64().unwrap_or(0));
+        if first_error.is_null() {
+            first_error = v["first_error"].clone();
+        }
+    }
+    println!("\n{:<34} {:>12}   bar", "", "measured");
+    let mb = |kib: u64| kib as f64 / 1024.0;
+    println!("{:<34} {:>12}", "connections opened", opened);
+    println!("{:<34} {:>12}", "source addresses", sources);
+    println!("{:<34} {:>12}", "requests answered", requests);
+    println!("{:<34} {:>12}   0: {}", "errors", errors, met(errors == 0));
+    println!(
+        "{:<34} {:>10.0} MB   <= 200 MB: {}",
+        "server RSS (all processes)",
+        mb(server_rss),
+        met(mb(server_rss) <= 200.0)
+    );
+    println!(
+        "{:<34} {:>10.0} MB   <= 300 MB: {}",
+        "client RSS (all processes)",
+        mb(client_rss),
+        met(mb(client_rss) <= 300.0)
+    );
+    if errors > 0 {
+        println!("first error: {first_error}");
+    }
+    Ok(())
+}
+
+/// RLIMIT_NOFILE's hard limit: what one process can raise its descriptors to without
+/// CAP_SYS_RESOURCE.
+fn nofile_hard_limit() -> Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        bail!("getrlimit(RLIMIT_NOFILE): {}", std::io::Error::last_os_error());
+    }
+    Ok(limit.rlim_max)
+}
+
+/// Resident memory of `pid` in KiB (0 once it has exited).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// An epoll bench-server with SO_REUSEPORT on CPU 0, and its address once it listens.
+fn start_bench_server(exe: &Path, addr: &str) -> Result<(ChildGuard, String)> {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(exe)
+        .args([
+            "--model",
+            "epoll",
+            "--reuseport",
+            "--cpus",
+            "0",
+            "--backlog",
+            "65535",
+            "--addr",
+            addr,
+        ])
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .context("starting bench-server")?;
+    let stdout = child.stdout.take().context("bench-server's stdout")?;
+    let guard = ChildGuard(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .with_context(|| format!("bench-server printed {line:?}"))?
+        .to_string();
+    Ok((guard, addr))
 }
 
 const MODELS: [&str; 9] = [

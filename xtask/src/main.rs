@@ -47,6 +47,8 @@ enum BenchName {
     Overhead,
     /// Every server model from 1 to 10,000 connections, and each one's breakdown.
     Models,
+    /// 100,000 connections held for 10 s: errors, server and client memory.
+    C100k,
 }
 
 fn main() -> Result<()> {
@@ -71,6 +73,7 @@ fn main() -> Result<()> {
                 BenchName::Loadgen => bench::loadgen(&workspace_root()),
                 BenchName::Overhead => bench::overhead(),
                 BenchName::Models => bench::models(&workspace_root()),
+                BenchName::C100k => bench::c100k(&workspace_root()),
             }
         }
     }

@@ -29,6 +29,10 @@ struct Args {
     /// Listen backlog (accept queue length); the kernel caps it at net.core.somaxconn.
     #[arg(long, default_value_t = bench::server::DEFAULT_BACKLOG, value_parser = clap::value_parser!(u32).range(1..=i64::from(bench::server::MAX_BACKLOG)))]
     backlog: u32,
+    /// Listen with SO_REUSEPORT, so that several bench-servers share one port and its
+    /// connections (more than one process's descriptor limit holds).
+    #[arg(long)]
+    reuseport: bool,
     /// Answer `reset` (start timing our own accept, read, process and write steps: userspace
     /// profiling mode) and `stats` lines on stdin.
     #[arg(long)]
@@ -50,7 +54,11 @@ fn main() -> Result<()> {
         bench::sys::pin_current_thread(&args.cpus)?;
     }
     // Before any thread exists: prefork forks its workers from this (single) thread.
-    let listener = args.model.bind(args.addr, args.backlog)?;
+    let listener = if args.reuseport {
+        bench::server::bind_reuseport(args.addr, args.backlog)?
+    } else {
+        args.model.bind(args.addr, args.backlog)?
+    };
     let addr = listener.local_addr().context("reading the bound address")?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {addr}").context("writing the listening line")?;

@@ -9,6 +9,7 @@ use anyhow::{Result, bail, ensure};
 use serde::Serialize;
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -251,6 +252,42 @@ pub struct LoadConfig {
     /// Report the run in intervals (latencies and counts of each), as wrk2 and BCC's tools
     /// print them.
     pub intervals: Option<Intervals>,
+    /// Run only this load generator's part of a plan that several run at once (on one machine
+    /// past one process's descriptor limit, or on several): `concurrency`, `requests` and `rate`
+    /// stay the whole plan's, and connection numbers (which fix each connection's source
+    /// address, keys and place in the open-loop schedule) are the plan's.
+    pub shard: Option<Shard>,
+}
+
+/// Load generator `index` of `count` running one plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl FromStr for Shard {
+    type Err = anyhow::Error;
+
+    /// `i/N`, `i` from 0.
+    fn from_str(s: &str) -> Result<Shard> {
+        let parsed = s.split_once('/').and_then(|(i, n)| {
+            Some(Shard {
+                index: i.parse().ok()?,
+                count: n.parse().ok()?,
+            })
+        });
+        match parsed {
+            Some(shard) if shard.count >= 1 && shard.index < shard.count => Ok(shard),
+            _ => bail!("shard {s:?} is not i/N with 0 <= i < N"),
+        }
+    }
+}
+
+/// Part `index` of `0..total` cut into `parts` contiguous pieces whose sizes differ by at most one.
+pub(crate) fn slice(total: usize, parts: usize, index: usize) -> Range<usize> {
+    let bound = |k: usize| (total as u128 * k as u128 / parts as u128) as usize;
+    bound(index)..bound(index + 1)
 }
 
 /// Intervals of a run: their length, and what receives each as it ends, in order.
@@ -309,7 +346,25 @@ impl LoadConfig {
             allow_non_loopback: false,
             progress: None,
             intervals: None,
+            shard: None,
         }
+    }
+
+    /// The connections this load generator opens, by their numbers in the plan.
+    pub fn connections(&self) -> Range<usize> {
+        match self.shard {
+            None => 0..self.concurrency,
+            Some(s) => slice(self.concurrency, s.count, s.index),
+        }
+    }
+
+    /// The requests this load generator sends, in a count-bounded run.
+    pub fn own_requests(&self) -> Option<u64> {
+        let n = self.requests?;
+        Some(match self.shard {
+            None => n,
+            Some(s) => slice(n as usize, s.count, s.index).len() as u64,
+        })
     }
 
     /// Whether this load may run against `target`, or the first problem with it.
@@ -330,6 +385,13 @@ impl LoadConfig {
             ensure!(
                 rate.is_finite() && rate >= MIN_RATE,
                 "rate must be a number of requests/s of at least {MIN_RATE}, got {rate}"
+            );
+        }
+        if let Some(shard) = self.shard {
+            ensure!(
+                shard.count <= self.concurrency && self.requests.is_none_or(|n| shard.count as u64 <= n),
+                "{} shards need at least one connection and one request each",
+                shard.count
             );
         }
         if let Some(cpus) = &self.client_cpus {
@@ -363,7 +425,7 @@ impl LoadConfig {
             .threads
             .or(self.client_cpus.as_ref().map(Vec::len))
             .unwrap_or(cores);
-        wanted.clamp(1, self.concurrency.max(1))
+        wanted.clamp(1, self.connections().len().max(1))
     }
 }
 
@@ -502,6 +564,34 @@ mod tests {
             ..config
         };
         assert_eq!(config.effective_threads(), 3);
+    }
+
+    #[test]
+    fn shards_split_one_plan() {
+        assert_eq!("2/3".parse::<Shard>().unwrap(), Shard { index: 2, count: 3 });
+        for bad in ["3/3", "1", "a/2", "0/0"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+        let plan = LoadConfig {
+            concurrency: 10,
+            requests: Some(100),
+            ..LoadConfig::new(Command::Ping)
+        };
+        let parts: Vec<_> = (0..3)
+            .map(|index| LoadConfig {
+                shard: Some(Shard { index, count: 3 }),
+                ..plan.clone()
+            })
+            .collect();
+        let conns: Vec<_> = parts.iter().map(LoadConfig::connections).collect();
+        assert_eq!(conns, [0..3, 3..6, 6..10]);
+        let requests: u64 = parts.iter().map(|p| p.own_requests().unwrap()).sum();
+        assert_eq!(requests, 100);
+        let too_many = LoadConfig {
+            shard: Some(Shard { index: 0, count: 11 }),
+            ..plan
+        };
+        assert!(too_many.validate(local()).unwrap_err().to_string().contains("shards"));
     }
 
     #[test]

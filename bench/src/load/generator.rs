@@ -1,7 +1,7 @@
 //! Splits a run over worker threads, starts them together and merges what they measured.
 
-use super::config::LoadConfig;
 use super::config::{Interval, Intervals};
+use super::config::{LoadConfig, slice};
 use super::histogram::LatencyHistogram;
 use super::report::LoadReport;
 use super::stats::ErrorCounts;
@@ -9,7 +9,6 @@ use super::worker::{self, IntervalSample, Job, Share};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc;
@@ -31,7 +30,8 @@ pub fn run_observed(target: SocketAddr, config: &LoadConfig, on_start: &(dyn Fn(
     let request = config.command.request(target, config.connection);
     let response = config.command.response();
     let sources = super::sources::source_addresses(target, config.concurrency)?;
-    ensure_descriptors(config.concurrency)?;
+    let mine = config.connections();
+    ensure_descriptors(mine.len())?;
     let threads = config.effective_threads();
     let start = Barrier::new(threads);
     let connected = AtomicUsize::new(0);
@@ -58,8 +58,13 @@ pub fn run_observed(target: SocketAddr, config: &LoadConfig, on_start: &(dyn Fn(
         .map(|index| Share {
             index,
             intervals: config.intervals.as_ref().map(|i| (interval_tx.clone(), i.length)),
-            conns: slice(config.concurrency, threads, index),
-            budget: config.requests.map(|n| slice(n as usize, threads, index).len() as u64),
+            conns: {
+                let part = slice(mine.len(), threads, index);
+                mine.start + part.start..mine.start + part.end
+            },
+            budget: config
+                .own_requests()
+                .map(|n| slice(n as usize, threads, index).len() as u64),
             cpu: config.client_cpus.as_ref().map(|cpus| cpus[index % cpus.len()]),
         })
         .collect();
@@ -94,7 +99,7 @@ pub fn run_observed(target: SocketAddr, config: &LoadConfig, on_start: &(dyn Fn(
             outcomes.push(outcome);
         }
     }
-    let mut report = LoadReport::merge(outcomes, config.rate, config.concurrency);
+    let mut report = LoadReport::merge(outcomes, config.rate, mine.len());
     report.source_addresses = sources.len().max(1);
     Ok(report)
 }
@@ -151,12 +156,6 @@ fn collect_intervals(samples: mpsc::Receiver<IntervalSample>, workers: usize, in
     for interval in pending.into_values() {
         emit(&interval);
     }
-}
-
-/// Part `index` of `0..total` cut into `parts` contiguous pieces whose sizes differ by at most one.
-fn slice(total: usize, parts: usize, index: usize) -> Range<usize> {
-    let bound = |k: usize| (total as u128 * k as u128 / parts as u128) as usize;
-    bound(index)..bound(index + 1)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ mod worker;
 
 pub use config::{
     Command, ConnectionMode, DEFAULT_MAX_RUN, DEFAULT_REQUEST_TIMEOUT, Interval, Intervals, LoadConfig,
-    MAX_CONCURRENCY, MIN_RATE,
+    MAX_CONCURRENCY, MIN_RATE, Shard,
 };
 pub use generator::{run, run_observed};
 pub use histogram::{Latency, LatencyHistogram};

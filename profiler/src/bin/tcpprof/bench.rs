@@ -2,7 +2,7 @@
 //! as tables (or JSON), with a progress bar on runs longer than a second.
 use crate::profiling::ProfileArgs;
 use anyhow::{Context, Result, bail};
-use bench::load::{ConnectionMode, Interval, Intervals, LoadConfig, Protocol, RequestFields};
+use bench::load::{ConnectionMode, Interval, Intervals, LoadConfig, Protocol, RequestFields, Shard};
 use bench::server::{Model, ServerSpec};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -114,6 +114,11 @@ pub struct BenchArgs {
     /// This load generator's name, the tag of its interval log's histograms.
     #[arg(long, default_value = "tcpprof")]
     agent: String,
+    /// Run part I of a plan that N load generators run at once (I from 0): -c, -n and --rate
+    /// are the whole plan's; this one opens its share of the connections, with their numbers in
+    /// the plan (source addresses, keys, open-loop schedule), and sends its share of requests.
+    #[arg(long, value_name = "I/N", conflicts_with = "sweep")]
+    shard: Option<Shard>,
     /// Write SVG plots into this directory: latency.svg (the percentile spectrum), timeline.svg
     /// (latency and throughput per interval), or sweep.svg for a sweep.
     #[arg(long, value_name = "DIR")]
@@ -416,6 +421,7 @@ fn benchmark(args: &BenchArgs) -> Result<Benchmark> {
         connection: args.connection,
         rate: args.rate,
         client_cpus,
+        shard: args.shard,
         progress: Some(Arc::new(AtomicU64::new(0))),
         ..benchmark.load
     };
@@ -437,7 +443,7 @@ struct Progress {
 impl Progress {
     fn start(load: &LoadConfig) -> Progress {
         let done = Arc::new(AtomicBool::new(false));
-        let (Some(counter), Some(total)) = (load.progress.clone(), load.requests) else {
+        let (Some(counter), Some(total)) = (load.progress.clone(), load.own_requests()) else {
             // Time-bounded: the bar shows seconds instead of requests.
             return Progress::by_time(load.duration, done);
         };
