@@ -260,6 +260,8 @@ fn sweep_row(level: &Report) -> Value {
             "latency_max_us": r.latency_max_us,
             "requests": r.requests,
             "errors": r.errors,
+            "error_counts": r.error_counts,
+            "first_error": r.first_error,
         }),
         None => json!({}),
     };

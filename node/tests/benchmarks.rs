@@ -228,3 +228,66 @@ fn a_corrupted_response_is_counted_in_errors() {
         "{reply}"
     );
 }
+
+/// An HTTP/1.1 server on loopback: `GET /ok` is 200 with a 2-byte body, anything else 404, on
+/// keep-alive connections.
+fn http_server() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                let mut line = String::new();
+                let mut ok = false;
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if line.starts_with("GET ") {
+                        ok = line.starts_with("GET /ok ");
+                    } else if line == "\r\n" {
+                        let answer: &[u8] = if ok {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                        } else {
+                            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+                        };
+                        if writer.write_all(answer).is_err() {
+                            break;
+                        }
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn bench_run_and_bench_sweep_speak_http_to_a_target() {
+    let addr = http_server().to_string();
+    let mut node = Node::start();
+    let reply = node.call(
+        json!({"type": "bench_run", "num_requests": 200, "concurrency": 4, "target": addr,
+               "protocol": "http", "path": "/ok", "expect_body": "ok", "headers": ["Accept: */*"]}),
+        ms(20_000),
+    );
+    assert_eq!(reply["type"], "bench_run_ok", "{reply}");
+    assert_eq!(
+        (reply["requests"].as_u64(), reply["errors"].as_u64()),
+        (Some(200), Some(0)),
+        "{reply}"
+    );
+    assert_eq!(reply["protocol"], "http");
+    let reply = node.call(
+        json!({"type": "bench_sweep", "num_requests": 50, "concurrency_levels": [1, 2], "target": addr,
+               "protocol": "http", "path": "/missing"}),
+        ms(20_000),
+    );
+    assert_eq!(reply["type"], "bench_sweep_ok", "{reply}");
+    let rows = reply["results"].as_array().unwrap_or_else(|| panic!("{reply}"));
+    assert_eq!(rows.len(), 2, "{reply}");
+    for row in rows {
+        assert_eq!(row["error_counts"]["http_status"], 50, "{row}");
+    }
+}
