@@ -2,29 +2,34 @@
 //! Quick messages are answered on the read loop; benchmarks queue for one benchmark thread, so an
 //! `echo` is never delayed by a run and two runs never share the machine's cores.
 mod fields;
-mod jobs;
 mod message;
+mod plan;
+mod runner;
 mod stats;
 
 use message::{Outbox, Rejected, Request, code, parse};
+use plan::{Job, Limits};
+use runner::{Full, MAX_JOBS, Runner};
 use serde_json::{Value, json};
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::sync::Arc;
 use std::time::Instant;
 
 fn main() {
-    // Raise RLIMIT_NOFILE now, so that ten thousand connections are possible from the first run.
-    let max_concurrency = jobs::max_concurrency();
-    eprintln!("node: up to {max_concurrency} connections per benchmark");
+    let limits = Limits::of_this_machine();
+    eprintln!("node: up to {} connections per benchmark", limits.max_concurrency);
     let outbox = Arc::new(Outbox::new());
-    let jobs = jobs::Runner::start(outbox.clone());
+    let jobs = Runner::start(outbox.clone());
     let mut stdin = std::io::stdin().lock();
     let mut line = Vec::new();
     loop {
-        line.clear();
-        match stdin.read_until(b'\n', &mut line) {
-            Ok(0) => break,
-            Ok(_) => {}
+        match read_line(&mut stdin, &mut line) {
+            Ok(Line::End) => break,
+            Ok(Line::Read) => {}
+            Ok(Line::TooLong) => {
+                eprintln!("node: input line over {MAX_LINE} bytes; skipped");
+                continue;
+            }
             Err(e) => {
                 eprintln!("node: reading stdin: {e}");
                 break;
@@ -39,7 +44,7 @@ fn main() {
             continue;
         }
         match parse(text.trim_end(), received) {
-            Ok((request, kind)) => handle(&outbox, &jobs, request, &kind),
+            Ok((request, kind)) => handle(&outbox, &jobs, &limits, request, &kind),
             Err(Rejected::Reply(request, code, text)) => outbox.error(&request, code, &text),
             Err(Rejected::Log(text)) => eprintln!("node: {text}"),
         }
@@ -48,7 +53,48 @@ fn main() {
     jobs.finish();
 }
 
-fn handle(outbox: &Outbox, jobs: &jobs::Runner, request: Request, kind: &str) {
+/// The longest input line: a request's largest field (1 MiB) with room for the envelope.
+const MAX_LINE: usize = 2 << 20;
+
+enum Line {
+    Read,
+    /// Longer than [`MAX_LINE`]: skipped to its end, never held whole.
+    TooLong,
+    End,
+}
+
+/// The next line into `line`, holding at most [`MAX_LINE`] bytes of it.
+fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<Line> {
+    line.clear();
+    let n = input.by_ref().take(MAX_LINE as u64 + 1).read_until(b'\n', line)?;
+    if n == 0 {
+        return Ok(Line::End);
+    }
+    if line.len() <= MAX_LINE || line.ends_with(b"\n") {
+        return Ok(Line::Read);
+    }
+    // Skip the rest of the line, a buffer at a time.
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                input.consume(end + 1);
+                break;
+            }
+            None => {
+                let len = buf.len();
+                input.consume(len);
+            }
+        }
+    }
+    line.clear();
+    Ok(Line::TooLong)
+}
+
+fn handle(outbox: &Outbox, jobs: &Runner, limits: &Limits, request: Request, kind: &str) {
     match kind {
         "init" => match fields::string(&request.body, "node_id") {
             Ok(id) => {
@@ -68,8 +114,15 @@ fn handle(outbox: &Outbox, jobs: &jobs::Runner, request: Request, kind: &str) {
             outbox.reply(&request, body);
         }
         "bench_stats" => outbox.reply(&request, outbox.stats()),
-        "bench_run" | "bench_sweep" | "bench_profile" => match jobs::Job::parse(kind, &request.body) {
-            Ok(job) => jobs.submit(request, job),
+        "bench_run" | "bench_sweep" | "bench_profile" => match Job::parse(kind, &request.body, limits) {
+            Ok(job) => {
+                if let Err(Full(request)) = jobs.submit(request, job) {
+                    let text = format!(
+                        "the benchmark queue holds {MAX_JOBS} jobs and is full; send it again when one has been answered"
+                    );
+                    outbox.error(&request, code::TEMPORARILY_UNAVAILABLE, &text);
+                }
+            }
             Err(text) => outbox.error(&request, code::MALFORMED_REQUEST, &text),
         },
         other => outbox.error(

@@ -36,12 +36,9 @@ pub enum Target {
 }
 
 impl Target {
-    /// A bench-server of `model` on core 0 (when there are two cores or more; see [`default_cpus`]).
+    /// A bench-server of `model`, placed by default (see [`default_cpus`]).
     pub fn server(model: Model) -> Target {
-        Target::Server(ServerSpec {
-            cpus: default_cpus(None, None).0,
-            ..ServerSpec::new(model)
-        })
+        Target::Server(ServerSpec::new(model))
     }
 }
 
@@ -78,18 +75,14 @@ impl Benchmark {
     pub const PROFILE_FREQUENCY_HZ: u32 = 1999;
 
     /// `command` against `target`: 10 persistent connections, closed loop,
-    /// [`Self::DEFAULT_REQUESTS`] requests, the load on the cores the server is not pinned to.
+    /// [`Self::DEFAULT_REQUESTS`] requests. Server and load CPUs left unset are chosen when it
+    /// runs ([`default_cpus`]), so that building a benchmark asks nothing of the machine.
     pub fn new(target: Target, command: Command) -> Benchmark {
-        let server_cpus = match &target {
-            Target::Server(spec) => spec.cpus.clone(),
-            Target::Addr(_) => None,
-        };
         Benchmark {
             target,
             load: LoadConfig {
                 concurrency: Self::DEFAULT_CONCURRENCY,
                 requests: Some(Self::DEFAULT_REQUESTS),
-                client_cpus: default_cpus(server_cpus, None).1,
                 ..LoadConfig::new(command)
             },
             profiling: ProfileOptions {
@@ -101,22 +94,26 @@ impl Benchmark {
 
     /// One load run, with the saturation signals over it.
     pub fn run(&self) -> Result<Report> {
-        let (server, addr) = self.start_server()?;
+        let (server, addr, load) = self.start_server()?;
         let mut watch = Watch::attach(self.watched_pids(server.as_ref(), addr), vec![addr.port()]);
-        let (load, signals) = watched_run(&mut watch, addr, &self.load)?;
-        Ok(Report::new(Some(load), signals, None))
+        let (report, signals) = watched_run(&mut watch, addr, &load)?;
+        Ok(Report::new(Some(report), signals, None))
     }
 
     /// One run per concurrency level, in order, against the same server, and the knee.
     pub fn sweep(&self, levels: &[usize], mut progress: impl FnMut(usize, &LoadReport)) -> Result<Sweep> {
-        let (server, addr) = self.start_server()?;
+        let (server, addr, load) = self.start_server()?;
         let mut watch = Watch::attach(self.watched_pids(server.as_ref(), addr), vec![addr.port()]);
         let mut reports = Vec::with_capacity(levels.len());
         for &level in levels {
-            let (load, signals) = watched_run(&mut watch, addr, &self.load_at(level))
+            let at_level = LoadConfig {
+                concurrency: level,
+                ..load.clone()
+            };
+            let (report, signals) = watched_run(&mut watch, addr, &at_level)
                 .with_context(|| format!("at concurrency {level}"))?;
-            progress(level, &load);
-            reports.push(Report::new(Some(load), signals, None));
+            progress(level, &report);
+            reports.push(Report::new(Some(report), signals, None));
         }
         Ok(Sweep::new(reports))
     }
@@ -124,15 +121,15 @@ impl Benchmark {
     /// One load run on a fresh server, with the server's memory and context switches sampled
     /// during the run.
     pub fn run_with_server_stats(&self) -> Result<(Report, ServerStats)> {
-        let (server, addr) = self.start_server()?;
+        let (server, addr, load) = self.start_server()?;
         let server = server.context("server statistics need our own bench-server, not a target")?;
         let pids = self.server_processes(&server)?;
         let sampler = Sampler::start(pids.clone());
         let mut watch = Watch::attach(Ok(pids), vec![addr.port()]);
-        let run = watched_run(&mut watch, addr, &self.load);
+        let run = watched_run(&mut watch, addr, &load);
         let stats = sampler.finish();
-        let (load, signals) = run?;
-        Ok((Report::new(Some(load), signals, None), stats))
+        let (report, signals) = run?;
+        Ok((Report::new(Some(report), signals, None), stats))
     }
 
     /// One load run with the server's threads profiled over exactly the run: in an eBPF mode,
@@ -144,11 +141,12 @@ impl Benchmark {
     /// [`Self::profile`], handing `live` the kernel's totals every second while the load runs
     /// (for metrics; not in userspace mode, which has no kernel totals).
     pub fn profile_live(&self, live: Option<&(dyn Fn(&Totals) + Sync)>) -> Result<Report, ProfileError> {
-        let Target::Server(spec) = &self.target else {
+        let (Some(spec), load) = self.placed() else {
             return Err(ProfileError::Failed(anyhow::anyhow!(
                 "a target is not our child: profile it with `tcpprof profile --pid`"
             )));
         };
+        let spec = &spec;
         let exe = bench_server_exe()?;
         let model = spec.model;
         let mut server = bench::server::spawn_child(&exe, spec)?;
@@ -183,7 +181,7 @@ impl Benchmark {
                     }
                 });
             }
-            let load = bench::load::run_observed(addr, &self.load, &restart);
+            let load = bench::load::run_observed(addr, &load, &restart);
             drop(stop);
             load
         })?;
@@ -213,22 +211,34 @@ impl Benchmark {
         }
     }
 
-    fn load_at(&self, concurrency: usize) -> LoadConfig {
-        LoadConfig {
-            concurrency,
+    /// Our server's spec (if the target is ours) and the load, with the CPUs left unset chosen
+    /// now: [`default_cpus`].
+    fn placed(&self) -> (Option<ServerSpec>, LoadConfig) {
+        let spec = match &self.target {
+            Target::Server(spec) => Some(spec),
+            Target::Addr(_) => None,
+        };
+        let server_cpus = spec.and_then(|s| s.cpus.clone());
+        let (cpus, client_cpus) = default_cpus(server_cpus, self.load.client_cpus.clone());
+        let load = LoadConfig {
+            client_cpus,
             ..self.load.clone()
-        }
+        };
+        (spec.map(|s| ServerSpec { cpus, ..s.clone() }), load)
     }
 
-    /// A new bench-server child (stopped when the returned value drops), or the target.
-    fn start_server(&self) -> Result<(Option<ServerChild>, SocketAddr)> {
-        match &self.target {
-            Target::Addr(addr) => Ok((None, *addr)),
-            Target::Server(spec) => {
-                let child = bench::server::spawn_child(&bench_server_exe()?, spec)?;
+    /// A new bench-server child (stopped when the returned value drops), or the target; and the
+    /// load placed beside it.
+    fn start_server(&self) -> Result<(Option<ServerChild>, SocketAddr, LoadConfig)> {
+        let (spec, load) = self.placed();
+        match (&self.target, spec) {
+            (Target::Server(_), Some(spec)) => {
+                let child = bench::server::spawn_child(&bench_server_exe()?, &spec)?;
                 let addr = child.addr();
-                Ok((Some(child), addr))
+                Ok((Some(child), addr, load))
             }
+            (Target::Addr(addr), _) => Ok((None, *addr, load)),
+            (Target::Server(_), None) => unreachable!("our server has a spec"),
         }
     }
 }

@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+/// The most bytes one `STREAM` request may ask for: 1 GiB, a second or so on loopback; more
+/// would hold a run for minutes on one request.
+pub const MAX_STREAM: u64 = 1 << 30;
 /// Per-request timeout when none is configured (a `WAIT` request gets its wait on top).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a count-bounded run may take when no `max_time` is configured.
@@ -70,7 +73,7 @@ impl Command {
             "ECHO" if words.len() == 1 => Command::Echo { payload_size },
             "PING" if words.len() == 1 => Command::Ping,
             "BURN" => Command::Burn(number("BURN", MAX_BURN)?),
-            "STREAM" => Command::Stream(number("STREAM", u64::MAX)?),
+            "STREAM" => Command::Stream(number("STREAM", MAX_STREAM)?),
             "WAIT" => Command::Wait(number("WAIT", MAX_WAIT_MS)?),
             _ => bail!("unknown command {spec:?} (ECHO, PING, BURN n, STREAM n or WAIT ms)"),
         };
@@ -85,6 +88,7 @@ impl Command {
                 "payload size {payload_size} is above the limit of {MAX_ECHO_PAYLOAD} bytes"
             ),
             Command::Burn(n) => ensure!(*n <= MAX_BURN, "BURN {n} is above {MAX_BURN}"),
+            Command::Stream(n) => ensure!(*n <= MAX_STREAM, "STREAM {n} is above {MAX_STREAM}"),
             Command::Wait(ms) => ensure!(*ms <= MAX_WAIT_MS, "WAIT {ms} is above {MAX_WAIT_MS}"),
             Command::Custom { request, response } => {
                 ensure!(!request.is_empty(), "the custom request is empty");
@@ -92,7 +96,7 @@ impl Command {
             }
             Command::Http(request) => request.validate()?,
             Command::Resp(command) => command.validate()?,
-            Command::Ping | Command::Stream(_) => {}
+            Command::Ping => {}
         }
         Ok(())
     }

@@ -29,10 +29,16 @@ impl Node {
     }
 
     pub fn start_raw() -> Node {
+        Node::start_raw_with(Stdio::inherit())
+    }
+
+    /// [`Node::start_raw`] with the node's stderr (one line per input it cannot answer) sent
+    /// to `stderr`.
+    pub fn start_raw_with(stderr: Stdio) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_node"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("starting the node");
         let stdout = child.stdout.take().unwrap();
@@ -65,6 +71,13 @@ impl Node {
         stdin.flush().unwrap();
     }
 
+    /// The node's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     /// Sends a request from c1 with a fresh msg_id; returns the msg_id.
     pub fn send(&mut self, mut body: Value) -> u64 {
         self.next_id += 1;
@@ -81,6 +94,12 @@ impl Node {
             Err(RecvTimeoutError::Timeout) => panic!("no reply within {timeout:?}"),
             Err(RecvTimeoutError::Disconnected) => panic!("node closed stdout"),
         }
+    }
+
+    /// An output line already written, if any.
+    pub fn try_recv(&mut self) -> Option<Value> {
+        let line = self.lines.try_recv().ok()?;
+        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("node wrote non-JSON {line:?}: {e}")))
     }
 
     /// Sends `body` and returns the body of its reply (other replies in between are a failure).

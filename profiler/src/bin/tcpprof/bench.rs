@@ -6,7 +6,7 @@ use bench::load::{ConnectionMode, Interval, Intervals, LoadConfig, Protocol, Req
 use bench::server::{Model, ServerSpec};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use profiler::benchmark::{Benchmark, ProfileError, Target, default_cpus};
+use profiler::benchmark::{Benchmark, ProfileError, Target};
 use profiler::hlog::HlogWriter;
 use profiler::metrics::Exporter;
 use profiler::printer::plots::IntervalPoint;
@@ -398,12 +398,11 @@ fn benchmark(args: &BenchArgs) -> Result<Benchmark> {
         }
         d => d.map(Duration::from_secs_f64),
     };
-    let (server_cpus, client_cpus) = default_cpus(args.server_cpus.clone(), args.client_cpus.clone());
     let target = match args.target {
         Some(addr) => Target::Addr(addr),
         None => Target::Server(ServerSpec {
             model: args.server,
-            cpus: server_cpus,
+            cpus: args.server_cpus.clone(),
             backlog: args.backlog,
         }),
     };
@@ -420,7 +419,7 @@ fn benchmark(args: &BenchArgs) -> Result<Benchmark> {
         duration,
         connection: args.connection,
         rate: args.rate,
-        client_cpus,
+        client_cpus: args.client_cpus.clone(),
         shard: args.shard,
         progress: Some(Arc::new(AtomicU64::new(0))),
         ..benchmark.load

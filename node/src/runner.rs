@@ -1,0 +1,148 @@
+//! The benchmark thread: jobs from the read loop queue here (a stated number at most, so that a
+//! flood of requests cannot pile up work and memory), run one at a time, each against a fresh
+//! bench-server child process stopped when the job ends however it ends, and are answered from
+//! here.
+use crate::message::{Outbox, Request, code};
+use crate::plan::{Job, Limits};
+use anyhow::Context;
+use profiler::Report;
+use profiler::benchmark::{Benchmark, ProfileError, Target};
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
+/// Descriptors the node keeps for itself beside one per connection.
+const RESERVED_FDS: u64 = 64;
+/// Jobs queued or running at once; past this a bench_* request gets error 11.
+pub const MAX_JOBS: usize = 16;
+
+impl Limits {
+    /// This machine's: RLIMIT_NOFILE (raised here, so that ten thousand connections are
+    /// possible from the first run) less the node's own descriptors, no more than the load
+    /// generator's source addresses hold; and the CPUs.
+    pub fn of_this_machine() -> Limits {
+        let nofile = bench::raise_nofile_limit().unwrap_or(1024);
+        let ports = bench::load::most_connections() as u64;
+        Limits {
+            max_concurrency: nofile.saturating_sub(RESERVED_FDS).min(ports).max(1),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// The benchmark thread and its queue.
+pub struct Runner {
+    queue: mpsc::Sender<(Request, Job)>,
+    /// Jobs submitted and not yet answered.
+    pending: Arc<AtomicUsize>,
+    thread: JoinHandle<()>,
+}
+
+/// The queue is full: the request, not taken.
+pub struct Full(pub Request);
+
+impl Runner {
+    pub fn start(outbox: Arc<Outbox>) -> Runner {
+        let (queue, jobs) = mpsc::channel::<(Request, Job)>();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let pending = pending.clone();
+            std::thread::spawn(move || {
+                for (request, job) in jobs {
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()));
+                    match result {
+                        Ok(Ok(body)) => outbox.reply(&request, body),
+                        Ok(Err(ProfileError::Unavailable(text))) => {
+                            outbox.error(&request, code::TEMPORARILY_UNAVAILABLE, &text)
+                        }
+                        Ok(Err(ProfileError::Failed(e))) => outbox.error(&request, code::CRASH, &format!("{e:#}")),
+                        Err(_) => outbox.error(&request, code::CRASH, "the benchmark panicked; see stderr"),
+                    }
+                    pending.fetch_sub(1, Ordering::SeqCst);
+                }
+            })
+        };
+        Runner { queue, pending, thread }
+    }
+
+    /// Queues `job`, unless [`MAX_JOBS`] are queued or running already.
+    pub fn submit(&self, request: Request, job: Job) -> Result<(), Full> {
+        // Only the read loop submits: the check and the increment cannot race with another.
+        if self.pending.load(Ordering::SeqCst) >= MAX_JOBS {
+            return Err(Full(request));
+        }
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        self.queue
+            .send((request, job))
+            .expect("the benchmark thread outlives the read loop");
+        Ok(())
+    }
+
+    /// Waits for every queued job to be answered.
+    pub fn finish(self) {
+        drop(self.queue);
+        let _ = self.thread.join();
+    }
+}
+
+impl Job {
+    fn run(self) -> Result<Value, ProfileError> {
+        let (kind, benchmark, report) = match self {
+            Job::Run(benchmark) => {
+                let report = benchmark.run()?;
+                ("bench_run_ok", benchmark, report)
+            }
+            Job::Profile(benchmark) => {
+                let report = benchmark.profile()?;
+                ("bench_profile_ok", benchmark, report)
+            }
+            Job::Sweep(benchmark, levels) => {
+                let sweep = benchmark.sweep(&levels, |_, _| {})?;
+                let rows: Vec<Value> = sweep.levels.iter().map(sweep_row).collect();
+                return Ok(json!({
+                    "type": "bench_sweep_ok",
+                    "saturation": sweep.saturation,
+                    "saturation_reason": sweep.saturation_reason,
+                    "results": rows,
+                    "server": server_name(&benchmark),
+                }));
+            }
+        };
+        let mut body = serde_json::to_value(&report).context("serialising the report")?;
+        body["type"] = json!(kind);
+        body["server"] = json!(server_name(&benchmark));
+        body["command"] = json!(benchmark.load.command.to_string());
+        body["protocol"] = json!(benchmark.load.command.protocol());
+        body["connection"] = json!(benchmark.load.connection.to_string());
+        Ok(body)
+    }
+}
+
+fn server_name(b: &Benchmark) -> String {
+    match &b.target {
+        Target::Server(spec) => spec.model.name().to_string(),
+        Target::Addr(addr) => addr.to_string(),
+    }
+}
+
+fn sweep_row(level: &Report) -> Value {
+    let mut row = match &level.load {
+        Some(r) => json!({
+            "concurrency": r.concurrency,
+            "throughput_rps": r.throughput_rps,
+            "latency_p50_us": r.latency_p50_us,
+            "latency_p95_us": r.latency_p95_us,
+            "latency_p99_us": r.latency_p99_us,
+            "latency_max_us": r.latency_max_us,
+            "requests": r.requests,
+            "errors": r.errors,
+            "error_counts": r.error_counts,
+            "first_error": r.first_error,
+        }),
+        None => json!({}),
+    };
+    row["signals"] = json!(level.signals);
+    row["limit"] = json!(level.limit);
+    row
+}
