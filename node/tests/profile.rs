@@ -73,7 +73,7 @@ fn forced_modes_run_or_fail_with_error_11_and_the_reason() {
         json!({"type": "bench_profile", "num_requests": 20, "mode": "kprobe"}),
         ms(10_000),
     );
-    if profiler_kernel_has_kprobes() {
+    if profiler::attach::kernel_has_kprobes() {
         assert_eq!(reply["mode"], "kprobe", "{reply}");
     } else {
         assert_eq!(reply["type"], "error", "{reply}");
@@ -134,16 +134,6 @@ fn sampling_mode_reply_carries_samples_margins_stacks_and_syscalls() {
     assert_eq!(reply["mode"], "tracepoint", "{reply}");
     assert!(reply["top_functions"]["write"].is_array(), "{reply}");
     assert!(reply["classes"]["write"]["calls"].as_u64().unwrap() >= 2000, "{reply}");
-}
-
-fn profiler_kernel_has_kprobes() -> bool {
-    [
-        "/sys/bus/event_source/devices/kprobe",
-        "/sys/kernel/tracing/kprobe_events",
-        "/sys/kernel/debug/tracing/kprobe_events",
-    ]
-    .iter()
-    .any(|p| std::path::Path::new(p).exists())
 }
 
 /// Our programs loaded in the kernel right now, by name (the kernel keeps 15 characters).

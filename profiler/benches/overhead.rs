@@ -23,6 +23,7 @@
 //! to every run: the cost per accounted syscall is taken above a filter miss (a run for a task
 //! that is not the target, measured in windows where the target is an idle process), and the
 //! same for the sampling program per target sample.
+use owned_child::OwnedChild;
 use anyhow::{Context, Result, bail};
 use bench::load::{Command, LoadConfig, LoadReport};
 use bench::server::{Model, ServerChild, ServerSpec, spawn_child, spawn_self_timed};
@@ -30,7 +31,7 @@ use profiler::breakdown::ProgramCost;
 use profiler::server_stats::oncpu_ns;
 use profiler::{Mode, Profile, ProfileOptions, Requested, Session};
 use std::io::BufRead;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -410,32 +411,22 @@ impl Load {
 
 /// A process that makes no syscalls while it lives, for windows where the programs run for
 /// every task on the machine but account none.
-struct IdleProcess(KillOnDrop);
+struct IdleProcess(OwnedChild);
 
 impl IdleProcess {
     fn start() -> Result<IdleProcess> {
-        let sleep = std::process::Command::new("sleep").arg("3600").spawn();
-        Ok(IdleProcess(KillOnDrop(sleep.context("starting sleep")?)))
+        let sleep = OwnedChild::spawn(std::process::Command::new("sleep").arg("3600"));
+        Ok(IdleProcess(sleep.context("starting sleep")?))
     }
 
     fn pid(&self) -> u32 {
-        self.0.0.id()
-    }
-}
-
-/// A child process, killed and reaped on drop.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.0.id()
     }
 }
 
 /// bpftrace summing the server's syscall time per syscall number, the way one would by hand.
 struct Bpftrace {
-    _process: KillOnDrop,
+    _process: OwnedChild,
 }
 impl On for Bpftrace {}
 
@@ -446,18 +437,19 @@ impl Bpftrace {
              tracepoint:raw_syscalls:sys_exit /pid == {pid} && @start[tid]/ \
              {{ @ns[args->id] = sum(nsecs - @start[tid]); @n[args->id] = count(); delete(@start[tid]); }}"
         );
-        let mut child = std::process::Command::new("bpftrace")
-            .args(["-e", &script])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting bpftrace (cargo xtask bench installs it)")?;
+        let mut child = OwnedChild::spawn(
+            std::process::Command::new("bpftrace")
+                .args(["-e", &script])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        )
+        .context("starting bpftrace (cargo xtask bench installs it)")?;
         // It prints "Attaching N probes..." once attached.
-        let stdout = child.stdout.take().context("bpftrace stdout")?;
+        let stdout = child.take_stdout().context("bpftrace stdout")?;
         let mut lines = std::io::BufReader::new(stdout).lines();
         let attached = lines.next().transpose()?.unwrap_or_default();
         let bpftrace = Bpftrace {
-            _process: KillOnDrop(child),
+            _process: child,
         };
         if !attached.starts_with("Attaching") {
             bail!("bpftrace did not attach: {attached:?}");
@@ -470,7 +462,8 @@ impl Bpftrace {
 /// perf sampling the server's stacks into a file, as one would by hand to find the code behind a
 /// part; stopped with SIGINT (which makes it write the file) on drop.
 struct PerfRecord {
-    process: Option<Child>,
+    // Dropped first: perf writes the file, then the file is removed.
+    _process: OwnedChild,
     _data: TempFile,
 }
 impl On for PerfRecord {}
@@ -478,36 +471,18 @@ impl On for PerfRecord {}
 impl PerfRecord {
     fn attach(pid: u32, hz: u32) -> Result<PerfRecord> {
         let data = TempFile(std::env::temp_dir().join(format!("tcpprof-overhead-{}.perf.data", std::process::id())));
-        let child = std::process::Command::new("perf")
-            .args([
-                "record",
-                "-q",
-                "-g",
-                "-F",
-                &hz.to_string(),
-                "-p",
-                &pid.to_string(),
-                "-o",
-            ])
-            .arg(&data.0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting perf record (cargo xtask bench installs linux-perf)")?;
+        let child = OwnedChild::spawn(
+            std::process::Command::new("perf")
+                .args(["record", "-q", "-g", "-F", &hz.to_string(), "-p", &pid.to_string(), "-o"])
+                .arg(&data.0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .context("starting perf record (cargo xtask bench installs linux-perf)")?;
         Ok(PerfRecord {
-            process: Some(child),
+            _process: child.stopped_with(libc::SIGINT),
             _data: data,
         })
-    }
-}
-
-impl Drop for PerfRecord {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.process.take() {
-            // SAFETY: signalling our own child, which has not been reaped yet.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-            let _ = child.wait();
-        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! A small loopback workload with known syscall counts, run as a child process so that its
 //! syscalls (and only its) can be profiled: `cargo xtask run`'s demo and the eBPF tests use it.
+use owned_child::OwnedChild;
 use anyhow::{Context, Result, ensure};
 use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -62,7 +63,7 @@ pub fn run_as_child(connections: u64, messages: u64) -> Result<()> {
 
 /// A workload child process, held between the profiler's attach and its read of the totals.
 pub struct Child {
-    child: std::process::Child,
+    child: OwnedChild,
     stdin: Option<std::process::ChildStdin>,
     stdout: std::io::BufReader<std::process::ChildStdout>,
 }
@@ -71,15 +72,17 @@ impl Child {
     /// Starts `exe workload --connections C --messages M` (the tcpprof binary); it idles until
     /// [`Child::go`].
     pub fn spawn(exe: &std::path::Path, connections: u64, messages: u64) -> Result<Child> {
-        let mut child = std::process::Command::new(exe)
-            .args(["workload", "--connections", &connections.to_string()])
-            .args(["--messages", &messages.to_string()])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {} workload", exe.display()))?;
-        let stdin = child.stdin.take();
-        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
+        // Killed on drop: on an early return it may still wait for its go line.
+        let mut child = OwnedChild::spawn(
+            std::process::Command::new(exe)
+                .args(["workload", "--connections", &connections.to_string()])
+                .args(["--messages", &messages.to_string()])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped()),
+        )
+        .with_context(|| format!("starting {} workload", exe.display()))?;
+        let stdin = child.take_stdin();
+        let stdout = std::io::BufReader::new(child.take_stdout().expect("stdout is piped"));
         Ok(Child { child, stdin, stdout })
     }
 
@@ -103,14 +106,6 @@ impl Child {
         let status = self.child.wait().context("waiting for the workload to exit")?;
         ensure!(status.success(), "workload exited with {status}");
         Ok(())
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        // On an early return the child may still wait for its go line: never leave it behind.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

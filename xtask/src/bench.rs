@@ -3,9 +3,10 @@
 //! little). Benchmarks, not tests: they assert nothing.
 use crate::setup::{apt_install, stdout_of as output};
 use anyhow::{Context, Result, bail};
+use owned_child::OwnedChild;
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 3;
@@ -226,7 +227,7 @@ fn redis_benchmark(port: u16, test: &str) -> Result<Run> {
 }
 
 /// nginx with one worker on CPU 0, serving a 1 KiB index.html from `dir`, keep-alive.
-fn start_nginx(dir: &Path, port: u16) -> Result<ChildGuard> {
+fn start_nginx(dir: &Path, port: u16) -> Result<OwnedChild> {
     std::fs::create_dir_all(dir.join("html"))?;
     std::fs::write(dir.join("html/index.html"), "x".repeat(1024))?;
     let conf = dir.join("nginx.conf");
@@ -279,24 +280,25 @@ pub fn c100k(root: &Path) -> Result<()> {
     for _ in 1..servers {
         server_guards.push(start_bench_server(&server, &addr)?.0);
     }
-    let server_pids: Vec<u32> = server_guards.iter().map(|g| g.0.id()).collect();
+    let server_pids: Vec<u32> = server_guards.iter().map(OwnedChild::id).collect();
     let started = Instant::now();
-    let mut loads: Vec<Child> = (0..clients)
+    let mut loads: Vec<OwnedChild> = (0..clients)
         .map(|i| {
-            Command::new(&tcpprof)
-                .args(["bench", "--target", &addr, "--protocol", "line", "--command", "PING"])
-                .args(["-c", &CONNECTIONS.to_string(), "-d", &SECONDS.to_string()])
-                .args(["--shard", &format!("{i}/{clients}"), "--client-cpus", "1", "--json"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .env("RUST_BACKTRACE", "0")
-                .spawn()
-                .context("starting a load generator")
+            OwnedChild::spawn(
+                Command::new(&tcpprof)
+                    .args(["bench", "--target", &addr, "--protocol", "line", "--command", "PING"])
+                    .args(["-c", &CONNECTIONS.to_string(), "-d", &SECONDS.to_string()])
+                    .args(["--shard", &format!("{i}/{clients}"), "--client-cpus", "1", "--json"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .env("RUST_BACKTRACE", "0"),
+            )
+            .context("starting a load generator")
         })
         .collect::<Result<_>>()?;
     // The most either side held at once, sampled while the load runs.
     let (mut server_rss, mut client_rss) = (0u64, 0u64);
-    while loads.iter_mut().any(|c| c.try_wait().ok().flatten().is_none()) {
+    while loads.iter_mut().any(|c| c.has_exited().ok().flatten().is_none()) {
         server_rss = server_rss.max(server_pids.iter().map(|&p| rss_kib(p)).sum());
         client_rss = client_rss.max(loads.iter().map(|c| rss_kib(c.id())).sum());
         std::thread::sleep(Duration::from_millis(200));
@@ -370,27 +372,25 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// An epoll bench-server with SO_REUSEPORT on CPU 0, and its address once it listens.
-fn start_bench_server(exe: &Path, addr: &str) -> Result<(ChildGuard, String)> {
+fn start_bench_server(exe: &Path, addr: &str) -> Result<(OwnedChild, String)> {
     use std::io::BufRead;
-    use std::os::unix::process::CommandExt;
-    let mut child = Command::new(exe)
-        .args([
-            "--model",
-            "epoll",
-            "--reuseport",
-            "--cpus",
-            "0",
-            "--backlog",
-            "65535",
-            "--addr",
-            addr,
-        ])
-        .stdout(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .context("starting bench-server")?;
-    let stdout = child.stdout.take().context("bench-server's stdout")?;
-    let guard = ChildGuard(child);
+    let mut child = OwnedChild::spawn_group(
+        Command::new(exe)
+            .args([
+                "--model",
+                "epoll",
+                "--reuseport",
+                "--cpus",
+                "0",
+                "--backlog",
+                "65535",
+                "--addr",
+                addr,
+            ])
+            .stdout(Stdio::piped()),
+    )
+    .context("starting bench-server")?;
+    let stdout = child.take_stdout().context("bench-server's stdout")?;
     let mut line = String::new();
     std::io::BufReader::new(stdout).read_line(&mut line)?;
     let addr = line
@@ -398,7 +398,7 @@ fn start_bench_server(exe: &Path, addr: &str) -> Result<(ChildGuard, String)> {
         .strip_prefix("listening on ")
         .with_context(|| format!("bench-server printed {line:?}"))?
         .to_string();
-    Ok((guard, addr))
+    Ok((child, addr))
 }
 
 const MODELS: [&str; 9] = [
@@ -508,17 +508,6 @@ pub fn overhead() -> Result<()> {
     crate::setup::run(crate::cargo().args(["bench", "--quiet", "--package", "profiler", "--bench", "overhead"]))
 }
 
-/// A peer server, killed with everything it started (nginx's worker) when dropped.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        // SAFETY: signalling the process group this guard's child leads.
-        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
-        let _ = self.0.wait();
-    }
-}
-
 fn wait_listening(port: u16) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -530,15 +519,10 @@ fn wait_listening(port: u16) -> Result<()> {
     Ok(())
 }
 
-/// Starts a peer server for a benchmark; it is killed when the guard drops.
-fn start_server(cmd: &mut Command, port: u16) -> Result<ChildGuard> {
-    use std::os::unix::process::CommandExt;
-    let child = cmd
-        .stdout(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("starting {cmd:?}"))?;
-    let guard = ChildGuard(child);
+/// Starts a peer server for a benchmark, killed with what it started (nginx's worker) when the
+/// returned value drops.
+fn start_server(cmd: &mut Command, port: u16) -> Result<OwnedChild> {
+    let child = OwnedChild::spawn_group(cmd.stdout(Stdio::null())).with_context(|| format!("starting {cmd:?}"))?;
     wait_listening(port).with_context(|| format!("{cmd:?}"))?;
-    Ok(guard)
+    Ok(child)
 }

@@ -4,10 +4,11 @@
 //! mode is proven. See README.md, "For contributors".
 use crate::setup::{apt_install, run, stdout_of};
 use anyhow::{Context, Result, bail, ensure};
+use owned_child::OwnedChild;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -531,8 +532,9 @@ fn boot(vmlinuz: &Path, initrd: &Path) -> Result<()> {
     };
     let limit = Duration::from_secs(limit);
     let started = Instant::now();
-    let mut vm = Vm(qemu.spawn().context("starting qemu-system-x86_64")?);
-    let mut stdout = vm.0.stdout.take().expect("stdout is piped");
+    // Killed if still running when dropped (error paths, panics).
+    let mut vm = OwnedChild::spawn(&mut qemu).context("starting qemu-system-x86_64")?;
+    let mut stdout = vm.take_stdout().expect("stdout is piped");
     // Chunks, not lines: when the VM hangs, the unfinished line (libtest's "test NAME ... "
     // before its "ok") says where.
     let (chunks, console) = mpsc::channel();
@@ -570,7 +572,7 @@ fn boot(vmlinuz: &Path, initrd: &Path) -> Result<()> {
                 if !pending.is_empty() {
                     echo(&pending);
                 }
-                vm.kill();
+                vm.stop();
                 bail!(
                     "no verdict from the VM within {} s (the last line above is where it was): killed it",
                     limit.as_secs()
@@ -584,14 +586,12 @@ fn boot(vmlinuz: &Path, initrd: &Path) -> Result<()> {
     let elapsed = started.elapsed();
     // After the verdict the VM powers itself off; give it a moment, then make sure.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if vm.0.try_wait()?.is_some() {
-            break;
-        }
+    let mut status = None;
+    while status.is_none() && Instant::now() < deadline {
+        status = vm.has_exited()?;
         std::thread::sleep(Duration::from_millis(100));
     }
-    vm.kill();
-    let status = vm.0.wait()?;
+    let status = status.map_or("killed after 20 s".to_string(), |s| s.to_string());
     match verdict {
         Some(v) if v == "PASS" => {
             eprintln!("vm-test: PASS (VM boot to verdict {:.1} s)", elapsed.as_secs_f64());
@@ -627,24 +627,6 @@ fn printable(line: &str) -> String {
         }
     }
     out.trim_end().to_string()
-}
-
-/// The QEMU process; killed if still running when dropped (error paths, panics).
-struct Vm(Child);
-
-impl Vm {
-    fn kill(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 fn deb_installed(package: &str) -> bool {

@@ -8,17 +8,19 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use owned_child::OwnedChild;
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 /// How long a server may take to print its `listening on` line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running `bench-server`; killed and reaped on drop.
+/// A running `bench-server`; killed and reaped on drop (SIGKILL: the servers hold no state worth
+/// a graceful stop, and a wedged server must not outlive the benchmark).
 #[derive(Debug)]
 pub struct ServerChild {
-    child: Child,
+    child: OwnedChild,
     addr: SocketAddr,
     /// With self-timing: the server's stdin, and its stdout lines after `listening on`.
     control: Option<(ChildStdin, mpsc::Receiver<String>)>,
@@ -65,15 +67,6 @@ impl ServerChild {
         lines
             .recv_timeout(STARTUP_TIMEOUT)
             .with_context(|| format!("no answer to {command:?} from the server"))
-    }
-}
-
-impl Drop for ServerChild {
-    fn drop(&mut self) {
-        // SIGKILL: the servers hold no state worth a graceful stop, and a wedged server must not
-        // outlive the benchmark.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -147,14 +140,10 @@ fn spawn(exe: &Path, spec: &ServerSpec, self_timing: bool) -> Result<ServerChild
         });
     }
     let stdin = if self_timing { Stdio::piped() } else { Stdio::null() };
-    let mut child = command
-        .stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
+    let mut child = OwnedChild::spawn(command.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::inherit()))
         .with_context(|| format!("starting {}", exe.display()))?;
-    let stdout = child.stdout.take().context("the child's stdout")?;
-    let stdin = child.stdin.take();
+    let stdout = child.take_stdout().context("the child's stdout")?;
+    let stdin = child.take_stdin();
     // From here on, dropping `server` stops the child, whatever goes wrong.
     let mut server = ServerChild {
         child,

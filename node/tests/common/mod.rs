@@ -2,12 +2,13 @@
 #![allow(dead_code)]
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use owned_child::OwnedChild;
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 pub struct Node {
-    child: Child,
+    child: OwnedChild,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     next_id: u64,
@@ -35,13 +36,14 @@ impl Node {
     /// [`Node::start_raw`] with the node's stderr (one line per input it cannot answer) sent
     /// to `stderr`.
     pub fn start_raw_with(stderr: Stdio) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_node"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("starting the node");
-        let stdout = child.stdout.take().unwrap();
+        let mut child = OwnedChild::spawn(
+            Command::new(env!("CARGO_BIN_EXE_node"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(stderr),
+        )
+        .expect("starting the node");
+        let stdout = child.take_stdout().unwrap();
         let (tx, lines) = channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -51,7 +53,7 @@ impl Node {
                 }
             }
         });
-        let stdin = child.stdin.take();
+        let stdin = child.take_stdin();
         Node {
             child,
             stdin,
@@ -122,7 +124,7 @@ impl Node {
         let deadline = Instant::now() + timeout;
         let mut rest = Vec::new();
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child.has_exited().unwrap() {
                 while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
                     rest.push(serde_json::from_str(&line).unwrap());
                 }
@@ -139,12 +141,6 @@ impl Node {
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

@@ -1,5 +1,6 @@
 //! Shared by the eBPF test binaries.
 #![allow(dead_code)] // each test binary uses a different subset
+use owned_child::OwnedChild;
 use profiler::{Mode, ProfileOptions, Requested};
 
 /// The eBPF mode the tests profile in: `TCPPROF_TEST_MODE=kprobe|tracepoint`, tracepoint when
@@ -35,35 +36,25 @@ pub fn require_root() {
 }
 
 /// A program the tests start (a peer server, a load tool), killed with everything it started
-/// (nginx's workers) and reaped on drop.
-pub struct Peer(pub std::process::Child);
+/// (nginx's workers: one outlives a SIGKILLed master and keeps its port) and reaped on drop.
+pub struct Peer(pub OwnedChild);
 
 impl Peer {
     /// Starts `program` with `args` in a process group of its own, its output discarded; fails
     /// loudly when it is not installed.
     pub fn start(program: &str, args: &[&str]) -> Peer {
-        use std::os::unix::process::CommandExt;
-        let child = std::process::Command::new(program)
-            .args(args)
-            .process_group(0)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {program} ({e}): `cargo xtask test` installs it from Debian"));
+        let child = OwnedChild::spawn_group(
+            std::process::Command::new(program)
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        )
+        .unwrap_or_else(|e| panic!("starting {program} ({e}): `cargo xtask test` installs it from Debian"));
         Peer(child)
     }
 
     pub fn pid(&self) -> u32 {
         self.0.id()
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        // The whole group: a worker outlives a SIGKILLed nginx master and keeps its port.
-        // SAFETY: signalling the group this Peer created.
-        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
-        let _ = self.0.wait();
     }
 }
 
