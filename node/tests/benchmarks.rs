@@ -291,3 +291,57 @@ fn bench_run_and_bench_sweep_speak_http_to_a_target() {
         assert_eq!(row["error_counts"]["http_status"], 50, "{row}");
     }
 }
+
+/// Our bench-server SIGKILLed in the middle of a bench_run: the reply still comes when the run's
+/// bound ends (bench_run_ok, the errors by kind, and a note that the server exited), and the next
+/// bench_run on the node works.
+#[test]
+fn a_server_killed_mid_run_is_reported_and_the_node_goes_on() {
+    let mut node = Node::start();
+    let started = std::time::Instant::now();
+    let run = node.send(json!({"type": "bench_run", "duration_ms": 3000, "command": "PING", "concurrency": 4}));
+    // The node's bench-server child (its benchmark thread starts it), once it serves.
+    let server = loop {
+        if let Some(server) = bench_server_child(node.pid()) {
+            break server;
+        }
+        assert!(started.elapsed() < ms(5000), "no bench-server child appeared");
+        std::thread::sleep(ms(20));
+    };
+    std::thread::sleep(ms(500));
+    // SAFETY: signalling the node's child.
+    assert_eq!(unsafe { libc::kill(server, libc::SIGKILL) }, 0);
+    let reply = node.recv(ms(10_000));
+    let body = &reply["body"];
+    assert_eq!(body["in_reply_to"], run);
+    assert_eq!(body["type"], "bench_run_ok", "{reply}");
+    assert!(started.elapsed() < ms(8000), "{:?}", started.elapsed());
+    assert!(body["requests"].as_u64().unwrap() > 0, "answered before the kill");
+    let counts = &body["error_counts"];
+    let failed = |kind: &str| counts[kind].as_u64().unwrap();
+    assert!(failed("connect") > 0 && failed("closed") + failed("io") > 0, "{counts}");
+    let exit = body["server_exited"].as_str().unwrap_or_else(|| panic!("{reply}"));
+    assert!(exit.contains("signal: 9"), "{exit}");
+    let next = node.call(
+        json!({"type": "bench_run", "num_requests": 200, "command": "PING"}),
+        ms(20_000),
+    );
+    assert_eq!(next["type"], "bench_run_ok", "{next}");
+    assert_eq!(
+        (next["requests"].as_u64(), next["errors"].as_u64()),
+        (Some(200), Some(0))
+    );
+    assert!(next["server_exited"].is_null(), "{next}");
+}
+
+/// A bench-server child of any thread of process `pid`.
+fn bench_server_child(pid: u32) -> Option<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.flatten().find_map(|task| {
+        let children = std::fs::read_to_string(task.path().join("children")).ok()?;
+        children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+            .find(|&p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "bench-server"))
+    })
+}

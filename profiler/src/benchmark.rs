@@ -97,12 +97,14 @@ impl Benchmark {
         let (server, addr, load) = self.start_server()?;
         let mut watch = Watch::attach(self.watched_pids(server.as_ref(), addr), vec![addr.port()]);
         let (report, signals) = watched_run(&mut watch, addr, &load)?;
-        Ok(Report::new(Some(report), signals, None))
+        let mut report = Report::new(Some(report), signals, None);
+        report.server_exited = server.and_then(|mut s| s.exit());
+        Ok(report)
     }
 
     /// One run per concurrency level, in order, against the same server, and the knee.
     pub fn sweep(&self, levels: &[usize], mut progress: impl FnMut(usize, &LoadReport)) -> Result<Sweep> {
-        let (server, addr, load) = self.start_server()?;
+        let (mut server, addr, load) = self.start_server()?;
         let mut watch = Watch::attach(self.watched_pids(server.as_ref(), addr), vec![addr.port()]);
         let mut reports = Vec::with_capacity(levels.len());
         for &level in levels {
@@ -110,10 +112,17 @@ impl Benchmark {
                 concurrency: level,
                 ..load.clone()
             };
-            let (report, signals) = watched_run(&mut watch, addr, &at_level)
-                .with_context(|| format!("at concurrency {level}"))?;
+            let (report, signals) =
+                watched_run(&mut watch, addr, &at_level).with_context(|| format!("at concurrency {level}"))?;
             progress(level, &report);
-            reports.push(Report::new(Some(report), signals, None));
+            let interrupted = report.interrupted;
+            let mut report = Report::new(Some(report), signals, None);
+            report.server_exited = server.as_mut().and_then(ServerChild::exit);
+            let exited = report.server_exited.is_some();
+            reports.push(report);
+            if interrupted || exited {
+                break;
+            }
         }
         Ok(Sweep::new(reports))
     }
@@ -122,14 +131,16 @@ impl Benchmark {
     /// during the run.
     pub fn run_with_server_stats(&self) -> Result<(Report, ServerStats)> {
         let (server, addr, load) = self.start_server()?;
-        let server = server.context("server statistics need our own bench-server, not a target")?;
+        let mut server = server.context("server statistics need our own bench-server, not a target")?;
         let pids = self.server_processes(&server)?;
         let sampler = Sampler::start(pids.clone());
         let mut watch = Watch::attach(Ok(pids), vec![addr.port()]);
         let run = watched_run(&mut watch, addr, &load);
         let stats = sampler.finish();
         let (report, signals) = run?;
-        Ok((Report::new(Some(report), signals, None), stats))
+        let mut report = Report::new(Some(report), signals, None);
+        report.server_exited = server.exit();
+        Ok((report, stats))
     }
 
     /// One load run with the server's threads profiled over exactly the run: in an eBPF mode,
@@ -189,7 +200,13 @@ impl Benchmark {
         // and been counted: give the server that moment.
         std::thread::sleep(Duration::from_millis(20));
         let session = session.into_inner().unwrap_or_else(PoisonError::into_inner);
-        Ok(session.finish(Some(load))?)
+        let interrupted = load.interrupted;
+        let mut report = session.finish(Some(load))?;
+        if let Some(profile) = report.profile.as_mut() {
+            profile.partial |= interrupted;
+        }
+        report.server_exited = server.exit();
+        Ok(report)
     }
 
     /// The server's processes: a prefork server serves from its workers, accounted with it.

@@ -15,6 +15,8 @@ pub struct Report {
     pub profile: Option<Profile>,
     pub signals: Signals,
     pub limit: Limit,
+    /// How our bench-server ended when it died during the run (its errors then are its absence).
+    pub server_exited: Option<String>,
 }
 
 impl Report {
@@ -29,6 +31,7 @@ impl Report {
             profile,
             signals,
             limit,
+            server_exited: None,
         }
     }
 }

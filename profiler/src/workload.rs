@@ -1,7 +1,7 @@
 //! A small loopback workload with known syscall counts, run as a child process so that its
 //! syscalls (and only its) can be profiled: `cargo xtask run`'s demo and the eBPF tests use it.
-use owned_child::OwnedChild;
 use anyhow::{Context, Result, ensure};
+use owned_child::OwnedChild;
 use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
 

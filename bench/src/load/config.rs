@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 /// The most bytes one `STREAM` request may ask for: 1 GiB, a second or so on loopback; more
@@ -256,6 +256,9 @@ pub struct LoadConfig {
     /// Report the run in intervals (latencies and counts of each), as wrk2 and BCC's tools
     /// print them.
     pub intervals: Option<Intervals>,
+    /// Once set (by a SIGINT handler, say), no request is sent; those in flight complete and the
+    /// report is marked `interrupted`.
+    pub stop: Option<&'static AtomicBool>,
     /// Run only this load generator's part of a plan that several run at once (on one machine
     /// past one process's descriptor limit, or on several): `concurrency`, `requests` and `rate`
     /// stay the whole plan's, and connection numbers (which fix each connection's source
@@ -350,6 +353,7 @@ impl LoadConfig {
             allow_non_loopback: false,
             progress: None,
             intervals: None,
+            stop: None,
             shard: None,
         }
     }

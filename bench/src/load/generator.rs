@@ -52,6 +52,7 @@ pub fn run_observed(target: SocketAddr, config: &LoadConfig, on_start: &(dyn Fn(
         connected: &connected,
         failed: &failed,
         progress: config.progress.as_deref(),
+        stop: config.stop,
     };
     let (interval_tx, interval_rx) = mpsc::channel();
     let shares: Vec<Share> = (0..threads)
@@ -101,6 +102,7 @@ pub fn run_observed(target: SocketAddr, config: &LoadConfig, on_start: &(dyn Fn(
     }
     let mut report = LoadReport::merge(outcomes, config.rate, mine.len());
     report.source_addresses = sources.len().max(1);
+    report.interrupted = config.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed));
     Ok(report)
 }
 

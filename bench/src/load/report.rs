@@ -44,6 +44,8 @@ pub struct LoadReport {
     pub source_addresses: usize,
     /// The hard time limit ended the run; requests in flight then are counted as timeouts.
     pub stopped_early: bool,
+    /// Ended early on request ([`super::LoadConfig::stop`]): the figures cover a part of the run.
+    pub interrupted: bool,
     pub workers: Vec<WorkerStats>,
     /// All latencies behind the `latency_*` fields, for other quantiles or merging runs.
     #[serde(skip)]
@@ -136,6 +138,7 @@ impl LoadReport {
             connections_opened: opened,
             source_addresses: 1,
             stopped_early,
+            interrupted: false,
             workers: outcomes.iter().map(|o| worker_stats(o, elapsed)).collect(),
             histogram,
             histogram_uncorrected: uncorrected,

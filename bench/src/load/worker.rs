@@ -33,6 +33,8 @@ const READ_BUFFER: usize = 64 * 1024;
 /// overflow the server's accept queue (4,096 at most here), and each dropped SYN costs a 1 s, 3 s,
 /// 7 s retry.
 const CONNECTS_IN_FLIGHT: usize = 512;
+/// Once asked to stop, how long requests in flight may take to complete.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 /// How often requests in flight are checked against the request timeout.
 const TIMEOUT_SCAN: Duration = Duration::from_millis(100);
 /// Pause before reconnecting after a failed connect, so that a dead server costs a few hundred
@@ -73,6 +75,8 @@ pub(crate) struct Job<'a> {
     /// Set by a worker that could not get ready, so that the others stand down.
     pub failed: &'a AtomicBool,
     pub progress: Option<&'a AtomicU64>,
+    /// Set: send nothing more.
+    pub stop: Option<&'static AtomicBool>,
 }
 
 /// One worker's part of the run.
@@ -343,7 +347,8 @@ impl<'a> Worker<'a> {
                 next += 1;
             }
             let now = Instant::now();
-            if pending == 0 || now >= self.job.hard_deadline {
+            let stopped = self.job.stop.is_some_and(|s| s.load(Ordering::Relaxed));
+            if pending == 0 || now >= self.job.hard_deadline || stopped {
                 break;
             }
             // A connect slower than a request may be is given up here and retried in the run.
@@ -406,11 +411,18 @@ impl<'a> Worker<'a> {
         for i in 0..self.conns.len() {
             self.begin(i, start);
         }
+        let mut stopped_at = None;
         loop {
             let now = Instant::now();
             self.end_intervals(now);
             if now >= self.job.hard_deadline {
                 self.abandon();
+                break;
+            }
+            if self.job.stop.is_some_and(|s| s.load(Ordering::Relaxed))
+                && now.duration_since(*stopped_at.get_or_insert(now)) >= STOP_GRACE
+            {
+                self.cut_in_flight();
                 break;
             }
             self.start_due(now);
@@ -481,7 +493,9 @@ impl<'a> Worker<'a> {
     }
 
     fn may_issue(&self, now: Instant) -> bool {
-        self.budget != Some(0) && self.stop_at.is_none_or(|stop| now < stop)
+        self.budget != Some(0)
+            && self.stop_at.is_none_or(|stop| now < stop)
+            && !self.job.stop.is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
     /// Starts connection `i`'s next request, now or (open loop) when it is due.
@@ -786,6 +800,19 @@ impl<'a> Worker<'a> {
                 self.fail(i, ErrorKind::Timeout, why);
             }
         }
+    }
+
+    /// Asked to stop and the grace is over: what is still in flight is neither answered nor
+    /// failed, and goes uncounted (the report says the run was interrupted).
+    fn cut_in_flight(&mut self) {
+        for i in 0..self.conns.len() {
+            if self.conns[i].state != State::Idle {
+                self.conns[i].state = State::Idle;
+                self.active -= 1;
+                self.close(i, true);
+            }
+        }
+        self.wake.clear();
     }
 
     /// The hard limit struck: whatever is still in flight is a timeout, and nothing restarts.

@@ -36,6 +36,12 @@ impl ServerChild {
         self.child.id()
     }
 
+    /// How the server ended, if it has (it serves until killed: any exit is news).
+    pub fn exit(&mut self) -> Option<String> {
+        let status = self.child.has_exited().ok()??;
+        Some(format!("the server exited during the run ({status})"))
+    }
+
     /// Starts, or restarts from zero, the server's self-timing (started with [`spawn_self_timed`]).
     pub fn reset_self_times(&mut self) -> Result<()> {
         self.control_ok("reset")

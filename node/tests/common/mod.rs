@@ -1,8 +1,8 @@
 //! Drives the real node binary over stdin/stdout.
 #![allow(dead_code)]
+use owned_child::OwnedChild;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
-use owned_child::OwnedChild;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
@@ -140,7 +140,6 @@ impl Node {
         }
     }
 }
-
 
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

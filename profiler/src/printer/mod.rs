@@ -286,6 +286,9 @@ pub fn report_table(r: &Report) -> String {
         out.push('\n');
     }
     out.push_str(&signals_table(&r.signals, &r.limit));
+    if let Some(exit) = &r.server_exited {
+        let _ = writeln!(out, "note: {exit}");
+    }
     out
 }
 
@@ -501,6 +504,12 @@ pub fn load_table(r: &LoadReport) -> String {
         r.throughput_rps,
         r.connections_opened
     );
+    if r.interrupted {
+        let _ = writeln!(
+            out,
+            "interrupted: these figures cover the run until it was stopped (partial)"
+        );
+    }
     if let Some(first) = &r.first_error {
         let _ = writeln!(out, "first error: {first}");
     }

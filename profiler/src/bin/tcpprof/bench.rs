@@ -1,5 +1,6 @@
 //! `tcpprof bench`: the node's bench_run / bench_sweep / bench_profile from the shell, printed
 //! as tables (or JSON), with a progress bar on runs longer than a second.
+use crate::interrupt;
 use crate::profiling::ProfileArgs;
 use anyhow::{Context, Result, bail};
 use bench::load::{ConnectionMode, Interval, Intervals, LoadConfig, Protocol, RequestFields, Shard};
@@ -142,14 +143,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let mut benchmark = benchmark(&args)?;
     let observed = intervals(&args, &mut benchmark.load)?;
+    // Ctrl-C stops the load: the run ends, and what it measured is printed and written.
+    interrupt::catch();
+    benchmark.load.stop = Some(&interrupt::STOP_LOAD);
     let result = run_benchmark(&args, &benchmark, &observed);
+    interrupt::release();
     // A failure to write the interval log did not stop the load; it fails the command now.
     let failure = observed
         .hlog_failure
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .take();
-    result.and(failure.map_or(Ok(()), Err))
+    let result = result.and(failure.map_or(Ok(()), Err));
+    match (interrupt::caught(), result) {
+        (Some(signal), Ok(())) => interrupt::exit(signal),
+        (_, result) => result,
+    }
 }
 
 /// What the interval sink gathers while the load runs.

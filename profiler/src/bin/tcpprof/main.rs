@@ -1,11 +1,11 @@
 mod bench;
+mod interrupt;
 mod profiling;
 
 use anyhow::{Context, Result, ensure};
 use clap::{Parser, Subcommand};
 use profiler::{Mode, ProfileOptions, Requested, Session, printer, workload};
 use profiling::ProfileArgs;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 /// tcpprof: loads a TCP server and shows, from inside the kernel, where its time goes and why it
@@ -162,8 +162,7 @@ fn main() -> Result<()> {
                 if let Err(e) = written {
                     eprintln!("Error: {e:#}");
                 }
-                // The shell's convention for a command ended by a signal.
-                std::process::exit(128 + signal);
+                interrupt::exit(signal);
             }
             written?;
         }
@@ -182,13 +181,6 @@ fn main() -> Result<()> {
         Command::Workload { connections, messages } => workload::run_as_child(connections, messages)?,
     }
     Ok(())
-}
-
-/// The signal that asked us to stop, or 0.
-static STOP: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn request_stop(signal: libc::c_int) {
-    STOP.store(signal, Ordering::Relaxed);
 }
 
 /// Prints the breakdown of what was counted since `last` (the totals then, and when), and
@@ -223,19 +215,14 @@ struct LiveOutput<'a> {
 /// named, and keeping `live` up to date.
 fn wait(session: &mut Session, window: Duration, live: &LiveOutput) -> Option<i32> {
     let (interval, json) = (live.interval, live.json);
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, request_stop as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, request_stop as *const () as libc::sighandler_t);
-    }
+    interrupt::catch();
     let start = Instant::now();
     let mut refreshed = start;
     // The totals at the last interval's end, and when the next one ends.
     let mut last = interval.and_then(|_| session.totals().ok()).map(|t| (t, start));
     let stopped = loop {
-        match STOP.load(Ordering::Relaxed) {
-            0 => {}
-            signal => break Some(signal),
+        if let Some(signal) = interrupt::caught() {
+            break Some(signal);
         }
         let left = window.saturating_sub(start.elapsed());
         if left.is_zero() {
@@ -262,11 +249,6 @@ fn wait(session: &mut Session, window: Duration, live: &LiveOutput) -> Option<i3
     {
         print_interval(session, &mut last, start, json);
     }
-    // A second Ctrl-C, while the stacks are named and printed, stops us at once.
-    // SAFETY: restoring the default disposition.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_DFL);
-        libc::signal(libc::SIGTERM, libc::SIG_DFL);
-    }
+    interrupt::release();
     stopped
 }
