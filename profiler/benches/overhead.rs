@@ -23,10 +23,10 @@
 //! to every run: the cost per accounted syscall is taken above a filter miss (a run for a task
 //! that is not the target, measured in windows where the target is an idle process), and the
 //! same for the sampling program per target sample.
-use owned_child::OwnedChild;
 use anyhow::{Context, Result, bail};
 use bench::load::{Command, LoadConfig, LoadReport};
 use bench::server::{Model, ServerChild, ServerSpec, spawn_child, spawn_self_timed};
+use owned_child::OwnedChild;
 use profiler::breakdown::ProgramCost;
 use profiler::server_stats::oncpu_ns;
 use profiler::{Mode, Profile, ProfileOptions, Requested, Session};
@@ -448,9 +448,7 @@ impl Bpftrace {
         let stdout = child.take_stdout().context("bpftrace stdout")?;
         let mut lines = std::io::BufReader::new(stdout).lines();
         let attached = lines.next().transpose()?.unwrap_or_default();
-        let bpftrace = Bpftrace {
-            _process: child,
-        };
+        let bpftrace = Bpftrace { _process: child };
         if !attached.starts_with("Attaching") {
             bail!("bpftrace did not attach: {attached:?}");
         }
@@ -473,7 +471,16 @@ impl PerfRecord {
         let data = TempFile(std::env::temp_dir().join(format!("tcpprof-overhead-{}.perf.data", std::process::id())));
         let child = OwnedChild::spawn(
             std::process::Command::new("perf")
-                .args(["record", "-q", "-g", "-F", &hz.to_string(), "-p", &pid.to_string(), "-o"])
+                .args([
+                    "record",
+                    "-q",
+                    "-g",
+                    "-F",
+                    &hz.to_string(),
+                    "-p",
+                    &pid.to_string(),
+                    "-o",
+                ])
                 .arg(&data.0)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
