@@ -1,15 +1,10 @@
 //! tcpprof's JSON node: one Maelstrom message per line on stdin, one reply per line on stdout.
 //! Quick messages are answered on the read loop; benchmarks queue for one benchmark thread, so an
 //! `echo` is never delayed by a run and two runs never share the machine's cores.
-mod fields;
-mod message;
-mod plan;
-mod runner;
-mod stats;
-
-use message::{Outbox, Rejected, Request, code, parse};
-use plan::{Job, Limits};
-use runner::{Full, MAX_JOBS, Runner};
+use node::fields;
+use node::message::{Outbox, Rejected, Request, code, parse};
+use node::plan::{Job, Limits};
+use node::runner::{Full, MAX_JOBS, Runner};
 use serde_json::{Value, json};
 use std::io::{BufRead, Read};
 use std::sync::Arc;

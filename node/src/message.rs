@@ -102,6 +102,12 @@ struct OutboxState {
     stats: Stats,
 }
 
+impl Default for Outbox {
+    fn default() -> Outbox {
+        Outbox::new()
+    }
+}
+
 impl Outbox {
     pub fn new() -> Outbox {
         Outbox {
