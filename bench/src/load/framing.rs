@@ -672,6 +672,16 @@ mod tests {
         whole
     }
 
+    fn protocol_error(v: &Verdict) -> bool {
+        matches!(
+            v,
+            Verdict::Broken {
+                kind: ErrorKind::Protocol,
+                ..
+            }
+        )
+    }
+
     fn http() -> ResponseSpec {
         ResponseSpec::Http(HttpExpect::default())
     }
@@ -760,32 +770,13 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n",
         ] {
             let v = verdict(&spec, bad);
-            assert!(
-                matches!(
-                    v,
-                    Verdict::Broken {
-                        kind: ErrorKind::Protocol,
-                        ..
-                    }
-                ),
-                "{:?}: {v:?}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(protocol_error(&v), "{:?}: {v:?}", String::from_utf8_lossy(bad));
         }
         // Bytes past the end in the same read (in a later read, the worker finds them
         // unsolicited).
         let mut reader = Reader::new(&spec);
         let extra = reader.feed(&spec, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nab");
-        assert!(
-            matches!(
-                extra,
-                Verdict::Broken {
-                    kind: ErrorKind::Protocol,
-                    ..
-                }
-            ),
-            "{extra:?}"
-        );
+        assert!(protocol_error(&extra), "{extra:?}");
         let mut reader = Reader::new(&spec);
         let huge = format!("HTTP/1.1 200 OK\r\nX: {}\r\n", "a".repeat(MAX_HTTP_HEAD));
         assert!(matches!(reader.feed(&spec, huge.as_bytes()), Verdict::Broken { .. }));
@@ -793,13 +784,7 @@ mod tests {
         let mut reader = Reader::new(&spec);
         let cut = reader.feed(&spec, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf");
         assert_eq!(cut, Verdict::Partial);
-        assert!(matches!(
-            reader.eof(&spec),
-            Verdict::Broken {
-                kind: ErrorKind::Protocol,
-                ..
-            }
-        ));
+        assert!(protocol_error(&reader.eof(&spec)));
         // Closed before any byte.
         let mut reader = Reader::new(&spec);
         assert!(matches!(
@@ -850,16 +835,7 @@ mod tests {
             );
         }
         let extra = Reader::new(&spec).feed(&spec, b"+OK\r\n+OK\r\n");
-        assert!(
-            matches!(
-                extra,
-                Verdict::Broken {
-                    kind: ErrorKind::Protocol,
-                    ..
-                }
-            ),
-            "{extra:?}"
-        );
+        assert!(protocol_error(&extra), "{extra:?}");
         let deep = "*1\r\n".repeat(MAX_RESP_DEPTH + 1);
         assert!(matches!(
             Reader::new(&spec).feed(&spec, deep.as_bytes()),
