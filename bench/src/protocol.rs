@@ -207,11 +207,12 @@ pub fn expected_response(request: &Request<'_>) -> Expected {
 }
 
 impl Expected {
-    /// Total length of the response in bytes.
+    /// Total length of the response in bytes; `u64::MAX` for a `STREAM` within `DONE\n` of it,
+    /// whose length does not fit (no connection gets that far).
     pub fn len(&self) -> u64 {
         match self {
             Expected::Exact(bytes) => bytes.len() as u64,
-            Expected::Stream(n) => n + DONE.len() as u64,
+            Expected::Stream(n) => n.saturating_add(DONE.len() as u64),
         }
     }
 
@@ -231,10 +232,9 @@ impl Expected {
     /// Whether `chunk` equals response bytes `offset..offset + chunk.len()`. False as well when
     /// the chunk runs past the end of the response (the server sent too much).
     pub fn check(&self, offset: u64, chunk: &[u8]) -> bool {
-        let end = offset + chunk.len() as u64;
-        if end > self.len() {
+        let Some(end) = offset.checked_add(chunk.len() as u64).filter(|&end| end <= self.len()) else {
             return false;
-        }
+        };
         match self {
             Expected::Exact(bytes) => bytes[offset as usize..end as usize] == *chunk,
             Expected::Stream(n) => {
@@ -385,5 +385,25 @@ mod tests {
         assert!(!expected.check(28, b"cdDONE\n\n"));
         assert!(!expected.check(0, b"b"));
         assert!(Expected::Stream(0).check(0, b"DONE\n"));
+    }
+
+    /// Found by the `exact_response` fuzz target (input `ff ff` then `STREAM`'s length as 8
+    /// bytes of `ff`): `STREAM 18446744073709551615` parses, and the length of its response
+    /// overflowed, a panic in the first `check` (a wrong length without overflow checks).
+    #[test]
+    fn stream_length_saturates_at_u64_max() {
+        let expected = expected_response(&parse(b"STREAM 18446744073709551615\n"));
+        assert_eq!(expected, Expected::Stream(u64::MAX));
+        assert_eq!(expected.len(), u64::MAX);
+        assert!(expected.check(0, b""));
+        assert!(expected.check(0, b"abcdef"));
+        assert!(!expected.check(0, b"abcdeX"));
+        let last = [stream_byte(u64::MAX - 1)];
+        assert!(expected.check(u64::MAX - 1, &last));
+        assert!(!expected.check(u64::MAX - 1, &[last[0], last[0]]), "past u64::MAX");
+        assert_eq!(Expected::Stream(u64::MAX - 5).len(), u64::MAX);
+        assert!(Expected::Stream(u64::MAX - 5).check(u64::MAX - 5, b"DONE\n"));
+        assert_eq!(Expected::Stream(u64::MAX - 3).len(), u64::MAX);
+        assert!(Expected::Stream(u64::MAX - 3).check(u64::MAX - 3, b"DO"));
     }
 }

@@ -1,6 +1,8 @@
 //! `cargo xtask`: the only place that knows how to build eBPF and where toolchains come from.
 mod bench;
+mod fuzz;
 mod setup;
+mod soak;
 mod vm;
 
 use anyhow::{Result, bail};
@@ -27,7 +29,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Formatting, lints and every test (the eBPF tests need root).
+    /// Formatting, lints, every test (the eBPF tests need root) and a short fuzz run.
     Test,
     /// The eBPF tests in kprobe and tracepoint mode on a Debian kernel with kprobes, under QEMU.
     VmTest,
@@ -35,6 +37,19 @@ enum Task {
     Bench {
         #[arg(value_enum)]
         name: BenchName,
+    },
+    /// One node fed random valid and invalid messages, benchmarks among them, for N minutes:
+    /// messages, replies, errors and the node's memory at the start and the end.
+    Soak {
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+    },
+    /// Every cargo-fuzz target in fuzz/ (nightly), each from a scratch copy of its seed corpus;
+    /// prints what libFuzzer did and fails on a crash.
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
 }
 
@@ -76,10 +91,19 @@ fn main() -> Result<()> {
                 BenchName::C100k => bench::c100k(&workspace_root()),
             }
         }
+        Task::Fuzz { seconds } => {
+            setup()?;
+            fuzz::fuzz(&workspace_root(), seconds)
+        }
+        Task::Soak { minutes } => {
+            setup()?;
+            build_release()?;
+            soak::soak(&workspace_root(), minutes)
+        }
     }
 }
 
-/// The tcpprof and bench-server binaries, optimised, for runs and benchmarks.
+/// The tcpprof, bench-server and node binaries, optimised, for runs and benchmarks.
 fn build_release() -> Result<()> {
     run(cargo().args([
         "build",
@@ -89,6 +113,8 @@ fn build_release() -> Result<()> {
         "profiler",
         "--package",
         "bench",
+        "--package",
+        "node",
     ]))
 }
 
@@ -111,7 +137,8 @@ fn run_profiler(mut args: Vec<String>) -> Result<()> {
 }
 
 /// Debian packages the tests start: redis-server under redis-benchmark, nginx under wrk,
-/// Chromium to render the HTML report, Prometheus to scrape our metrics.
+/// Chromium to render the HTML report, Prometheus to scrape our metrics, bpftool to count what
+/// our programs leave in the kernel.
 const TEST_PEERS: &[&str] = &[
     "redis-server",
     "redis-tools",
@@ -119,6 +146,7 @@ const TEST_PEERS: &[&str] = &[
     "wrk",
     "chromium",
     "prometheus",
+    "bpftool",
 ];
 
 fn test() -> Result<()> {
@@ -146,6 +174,7 @@ fn test() -> Result<()> {
     eprintln!("xtask: cargo test");
     // Default members: every crate but profiler-ebpf, which only builds for the BPF target.
     run(cargo().args(["test", "--", "--test-threads=1"]))?;
+    fuzz::fuzz(&workspace_root(), 10)?;
     // The tests assert the counts; this shows them, and the attach mode, in the log.
     eprintln!("xtask: tcpprof demo");
     run(Command::new(workspace_root().join("target/debug/tcpprof")).args([

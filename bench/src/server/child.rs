@@ -4,11 +4,11 @@
 use super::Model;
 use super::selftime::SelfTimes;
 use anyhow::{Context, Result, anyhow, bail};
+use owned_child::OwnedChild;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use owned_child::OwnedChild;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
