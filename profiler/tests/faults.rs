@@ -51,7 +51,10 @@ fn assert_back_to(before: [usize; 3]) {
         std::thread::sleep(Duration::from_millis(100));
         now = bpf_objects();
     }
-    assert!(back(now), "programs, links and perf events left behind: {now:?}, {before:?} before");
+    assert!(
+        back(now),
+        "programs, links and perf events left behind: {now:?}, {before:?} before"
+    );
 }
 
 /// The bench-server children of any thread of `pid`.
