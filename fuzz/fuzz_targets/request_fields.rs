@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 struct Fields {
     protocol: Option<Proto>,
     command: Option<String>,
-    payload_size: usize,
+    payload_size: Option<usize>,
     request: Option<String>,
     response: Option<String>,
     method: Option<String>,

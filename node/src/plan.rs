@@ -24,6 +24,9 @@ pub const MAX_JOB_TIME: Duration = Duration::from_secs(900);
 pub struct Limits {
     /// Connections one run may open.
     pub max_concurrency: u64,
+    /// Connections one source address holds: all an IPv6 target can have (only IPv4 loopback
+    /// has more addresses to spread over).
+    pub per_source_address: u64,
     /// CPUs `server_cpus` and `client_cpus` may name.
     pub cpus: usize,
 }
@@ -38,14 +41,13 @@ impl Job {
     pub fn parse(kind: &str, body: &Body, limits: &Limits) -> Result<Job, String> {
         let default_requests = if kind == "bench_profile" { 100 } else { 1000 };
         let benchmark = benchmark(body, default_requests, limits)?;
+        let most = most_connections(&benchmark.target, limits);
         let mut job = match kind {
             "bench_sweep" => {
-                let levels =
-                    fields::integer_list(body, "concurrency_levels", 1..=limits.max_concurrency, MAX_SWEEP_LEVELS)?
-                        .map_or_else(
-                            || vec![1, 5, 10, 50, 100],
-                            |l| l.into_iter().map(|c| c as usize).collect(),
-                        );
+                let levels = fields::integer_list(body, "concurrency_levels", 1..=most, MAX_SWEEP_LEVELS)?.map_or_else(
+                    || vec![1, 5, 10, 50, 100],
+                    |l| l.into_iter().map(|c| c as usize).collect(),
+                );
                 Job::Sweep(benchmark, levels)
             }
             "bench_profile" => {
@@ -76,8 +78,15 @@ impl Job {
         }
         let bound = job.time_bound();
         if bound > MAX_JOB_TIME {
+            // A WAIT long enough gets the request timeout past the bound by itself.
+            let timeout = job.benchmark_mut().load.effective_request_timeout();
+            let field = if timeout * runs >= MAX_JOB_TIME {
+                "command"
+            } else {
+                "duration_ms"
+            };
             return Err(format!(
-                "duration_ms: {runs} run(s) of up to {} s each (the duration, the request timeout and 5 s) could hold \
+                "{field}: {runs} run(s) of up to {} s each (the duration, the request timeout and 5 s) could hold \
                  the benchmark queue {} s, over the {} s a job may",
                 (bound / runs).as_secs(),
                 bound.as_secs(),
@@ -137,6 +146,7 @@ fn benchmark(body: &Body, default_requests: u64, limits: &Limits) -> Result<Benc
         .map_err(|e| e.to_string())?;
     let model = match fields::string_opt(body, "server")? {
         None => Model::Epoll,
+        Some(_) if target.is_some() => return Err("server: names our bench-server's model, not a target's".into()),
         Some(name) => name.parse().map_err(|e| format!("server: {e}"))?,
     };
     let backlog = fields::integer_opt(body, "backlog", 1..=u64::from(bench::server::MAX_BACKLOG))?.map(|b| b as u32);
@@ -160,13 +170,9 @@ fn benchmark(body: &Body, default_requests: u64, limits: &Limits) -> Result<Benc
         None => benchmark.load.connection,
         Some(text) => text.parse().map_err(|e| format!("connection: {e}"))?,
     };
+    let most = most_connections(&benchmark.target, limits);
     benchmark.load = LoadConfig {
-        concurrency: fields::integer(
-            body,
-            "concurrency",
-            Benchmark::DEFAULT_CONCURRENCY as u64,
-            1..=limits.max_concurrency,
-        )? as usize,
+        concurrency: fields::integer(body, "concurrency", Benchmark::DEFAULT_CONCURRENCY as u64, 1..=most)? as usize,
         requests,
         duration: duration_ms.map(Duration::from_millis),
         connection,
@@ -177,6 +183,14 @@ fn benchmark(body: &Body, default_requests: u64, limits: &Limits) -> Result<Benc
     Ok(benchmark)
 }
 
+/// The most connections a run may open to `target`.
+fn most_connections(target: &Target, limits: &Limits) -> u64 {
+    match target {
+        Target::Addr(addr) if addr.is_ipv6() => limits.per_source_address.min(limits.max_concurrency),
+        _ => limits.max_concurrency,
+    }
+}
+
 /// The request's fields as given; which go together is the load generator's to check.
 fn request_fields(body: &Body) -> Result<RequestFields, String> {
     let text = |name: &str| Ok::<_, String>(fields::string_opt(body, name)?.map(str::to_string));
@@ -185,7 +199,7 @@ fn request_fields(body: &Body) -> Result<RequestFields, String> {
             .map(|p| p.parse().map_err(|e| format!("protocol: {e}")))
             .transpose()?,
         command: text("command")?,
-        payload_size: fields::integer(body, "payload_size_bytes", 64, 1..=MAX_PAYLOAD)? as usize,
+        payload_size: fields::integer_opt(body, "payload_size_bytes", 1..=MAX_PAYLOAD)?.map(|n| n as usize),
         request: text("request")?,
         response: text("response")?,
         method: text("method")?,
@@ -206,6 +220,7 @@ mod tests {
 
     const LIMITS: Limits = Limits {
         max_concurrency: 1000,
+        per_source_address: 100,
         cpus: 2,
     };
 
@@ -237,6 +252,13 @@ mod tests {
     #[test]
     fn fields_are_checked_against_the_limits_passed_in() {
         assert!(wrong("bench_run", json!({"concurrency": 1001})).starts_with("concurrency:"));
+        // An IPv6 target has one source address.
+        let v6 = json!({"target": "[::1]:80", "request": "x", "response": "y", "concurrency": 101});
+        assert!(wrong("bench_run", v6).starts_with("concurrency:"));
+        let v4 = json!({"target": "127.0.0.1:80", "request": "x", "response": "y", "concurrency": 101});
+        assert!(parse("bench_run", v4).is_ok());
+        let server = json!({"target": "127.0.0.1:80", "request": "x", "response": "y", "server": "threads"});
+        assert!(wrong("bench_run", server).starts_with("server:"));
         assert!(wrong("bench_run", json!({"server_cpus": [2]})).starts_with("server_cpus[0]:"));
         let Ok(Job::Run(b)) = parse("bench_run", json!({"client_cpus": [1], "concurrency": 1000})) else {
             panic!()
@@ -262,6 +284,8 @@ mod tests {
             json!({"duration_ms": 600_000, "concurrency_levels": [1, 2]}),
         );
         assert!(long.starts_with("duration_ms:") && long.contains("900 s"), "{long}");
+        let wait = wrong("bench_run", json!({"duration_ms": 1000, "command": "WAIT 1000000"}));
+        assert!(wait.starts_with("command:"), "{wait}");
         // A count-bounded job stops within its share of the job's time, however slow each
         // request: an hour's WAIT, or 32 levels.
         for (kind, body) in [

@@ -12,20 +12,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
-/// Descriptors the node keeps for itself beside one per connection.
-const RESERVED_FDS: u64 = 64;
 /// Jobs queued or running at once; past this a bench_* request gets error 11.
 pub const MAX_JOBS: usize = 16;
 
 impl Limits {
     /// This machine's: RLIMIT_NOFILE (raised here, so that ten thousand connections are
-    /// possible from the first run) less the node's own descriptors, no more than the load
+    /// possible from the first run) less the process's own descriptors, no more than the load
     /// generator's source addresses hold; and the CPUs.
     pub fn of_this_machine() -> Limits {
         let nofile = bench::raise_nofile_limit().unwrap_or(1024);
         let ports = bench::load::most_connections() as u64;
         Limits {
-            max_concurrency: nofile.saturating_sub(RESERVED_FDS).min(ports).max(1),
+            max_concurrency: nofile.saturating_sub(bench::load::OWN_DESCRIPTORS).min(ports).max(1),
+            per_source_address: bench::load::per_source_address() as u64,
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
@@ -51,6 +50,8 @@ impl Runner {
             std::thread::spawn(move || {
                 for (request, job) in jobs {
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()));
+                    // Before the reply: a client that sends its next job on reading it finds room.
+                    pending.fetch_sub(1, Ordering::SeqCst);
                     match result {
                         Ok(Ok(body)) => outbox.reply(&request, body),
                         Ok(Err(ProfileError::Unavailable(text))) => {
@@ -59,7 +60,6 @@ impl Runner {
                         Ok(Err(ProfileError::Failed(e))) => outbox.error(&request, code::CRASH, &format!("{e:#}")),
                         Err(_) => outbox.error(&request, code::CRASH, "the benchmark panicked; see stderr"),
                     }
-                    pending.fetch_sub(1, Ordering::SeqCst);
                 }
             })
         };

@@ -5,6 +5,10 @@
 
 use std::io;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// How long a child stopped with a signal other than SIGKILL has to exit.
+pub const GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub struct OwnedChild {
@@ -79,22 +83,34 @@ impl OwnedChild {
         Ok(output)
     }
 
-    /// Stops it now (see the type's documentation) and reaps it.
+    /// Stops it now (see the type's documentation) and reaps it. A child stopped with a gentler
+    /// signal than SIGKILL gets [`GRACE`] to exit, then SIGKILL.
     pub fn stop(&mut self) {
-        if self.exited.is_some() {
+        if self.exited.is_some() || self.child.is_none() {
             return;
         }
-        let Some(child) = self.child.as_mut() else {
-            return;
-        };
+        self.signal(self.signal);
+        if self.signal != libc::SIGKILL {
+            let deadline = Instant::now() + GRACE;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.has_exited() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            self.signal(libc::SIGKILL);
+        }
+        if let Some(status) = self.child.as_mut().and_then(|c| c.wait().ok()) {
+            self.exited_with(status);
+        }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
         if self.group {
-            signal_group(self.pid, self.signal);
+            signal_group(self.pid, signal);
         } else {
             // SAFETY: signalling our own child, not reaped yet, so its pid is still its own.
-            unsafe { libc::kill(self.pid as libc::pid_t, self.signal) };
-        }
-        if let Ok(status) = child.wait() {
-            self.exited = Some(status);
+            unsafe { libc::kill(self.pid as libc::pid_t, signal) };
         }
     }
 

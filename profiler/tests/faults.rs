@@ -5,6 +5,7 @@
 mod common;
 
 use common::{Peer, require_root};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -78,7 +79,9 @@ fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.split_whitespace().nth(2) != Some("Z"))
 }
 
-/// Sends `signal` once `ready` holds (at most 10 s), then collects the output.
+/// Sends `signal` once `ready` holds (at most 10 s), then collects the output. SIGINT goes to
+/// the child's whole process group, as a terminal's Ctrl-C does (start the child as a group
+/// leader): what tcpprof started gets it too.
 fn interrupt(child: Child, signal: i32, ready: impl Fn(u32) -> bool) -> (std::process::Output, Duration) {
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -88,8 +91,13 @@ fn interrupt(child: Child, signal: i32, ready: impl Fn(u32) -> bool) -> (std::pr
     }
     std::thread::sleep(Duration::from_millis(500));
     let sent = Instant::now();
-    // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+    let to = if signal == libc::SIGINT {
+        -(pid as i32)
+    } else {
+        pid as i32
+    };
+    // SAFETY: signalling our own child (or the group it leads).
+    assert_eq!(unsafe { libc::kill(to, signal) }, 0);
     let out = child.wait_with_output().unwrap();
     (out, sent.elapsed())
 }
@@ -100,6 +108,7 @@ fn sigint_and_sigterm_end_a_profiled_bench_and_leave_nothing_behind() {
     for signal in [libc::SIGINT, libc::SIGTERM] {
         let before = settled();
         let bench = Command::new(TCPPROF)
+            .process_group(0)
             .args([
                 "bench",
                 "--command",
@@ -129,6 +138,9 @@ fn sigint_and_sigterm_end_a_profiled_bench_and_leave_nothing_behind() {
         assert_eq!(json["interrupted"], true, "{json}");
         assert_eq!(json["partial"], true, "{json}");
         assert!(json["requests"].as_u64().unwrap() > 0, "{json}");
+        // The server served to the end: Ctrl-C is the benchmark's to handle, not the server's.
+        assert!(json["server_exited"].is_null(), "{json}");
+        assert_eq!(json["errors"], 0, "{json}");
         for server in servers.borrow().iter() {
             assert!(!alive(*server), "bench-server {server} outlived tcpprof");
         }

@@ -361,7 +361,7 @@ fn nofile_hard_limit() -> Result<u64> {
 }
 
 /// Resident memory of `pid` in KiB (0 once it has exited).
-fn rss_kib(pid: u32) -> u64 {
+pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

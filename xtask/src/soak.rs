@@ -2,6 +2,7 @@
 //! invalid, benchmarks among them, at a bounded rate; then stdin closes and every request with
 //! someone to answer must have had exactly one reply. Prints what was sent, the replies by type,
 //! the errors by code, and the node's RSS at the start and the end.
+use crate::bench::rss_kib;
 use anyhow::{Context, Result, bail, ensure};
 use owned_child::OwnedChild;
 use serde_json::{Value, json};
@@ -176,20 +177,6 @@ fn message(rng: &mut SplitMix, msg_id: u64) -> (&'static str, String, bool) {
 
 fn envelope(body: Value) -> Value {
     json!({"src": "c1", "dest": "n1", "body": body})
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 /// A small deterministic generator (SplitMix64): the soak's mix, reproducible from its seed.

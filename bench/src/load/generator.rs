@@ -108,11 +108,13 @@ pub fn run_observed(target: SocketAddr, config: &LoadConfig, on_start: &(dyn Fn(
     Ok(report)
 }
 
+/// Descriptors a load generator's process keeps besides one per connection: epoll sets, the
+/// binary, logs, /proc readers, the node's pipes.
+pub const OWN_DESCRIPTORS: u64 = 64;
+
 /// Raises RLIMIT_NOFILE when `connections` sockets (and the process's own few) need it.
 fn ensure_descriptors(connections: usize) -> Result<()> {
-    // Ours besides the sockets: epoll sets, the binary, logs, /proc readers.
-    const OWN: u64 = 64;
-    let needed = connections as u64 + OWN;
+    let needed = connections as u64 + OWN_DESCRIPTORS;
     let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft);
     if needed <= soft {
         return Ok(());

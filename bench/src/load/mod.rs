@@ -21,12 +21,12 @@ pub use config::{
     Command, ConnectionMode, DEFAULT_MAX_RUN, DEFAULT_REQUEST_TIMEOUT, Interval, Intervals, LoadConfig,
     MAX_CONCURRENCY, MIN_RATE, Shard,
 };
-pub use generator::{run, run_observed};
+pub use generator::{OWN_DESCRIPTORS, run, run_observed};
 pub use histogram::{Latency, LatencyHistogram};
 pub use report::{ClientCpu, LoadReport, WorkerStats};
 pub use request::{
     FieldError, HttpRequest, MAX_HEADERS, MAX_KEYSPACE, MAX_REQUEST_PART, Protocol, RequestBytes, RequestFields,
     RespCommand,
 };
-pub use sources::{MAX_SOURCE_ADDRESSES, most_connections};
+pub use sources::{MAX_SOURCE_ADDRESSES, most_connections, per_source_address};
 pub use stats::{CallStats, ErrorCounts, ErrorKind};

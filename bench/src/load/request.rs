@@ -56,8 +56,8 @@ pub struct RequestFields {
     pub protocol: Option<Protocol>,
     /// line: `ECHO`, `PING`, `BURN n`, `STREAM n` or `WAIT ms` (default `ECHO`).
     pub command: Option<String>,
-    /// line: `ECHO`'s payload size.
-    pub payload_size: usize,
+    /// line: `ECHO`'s payload size (default 64).
+    pub payload_size: Option<usize>,
     /// fixed: the bytes sent; resp: the command's words.
     pub request: Option<String>,
     /// fixed: the exact bytes of a right answer.
@@ -102,8 +102,9 @@ impl RequestFields {
             .protocol
             .unwrap_or(if to_target { Protocol::Fixed } else { Protocol::Line });
         // Each field belongs to some protocols only: one given to another is a mistake.
-        let given: [(&'static str, bool, &[Protocol]); 11] = [
+        let given: [(&'static str, bool, &[Protocol]); 12] = [
             ("command", self.command.is_some(), &[Protocol::Line]),
+            ("payload_size_bytes", self.payload_size.is_some(), &[Protocol::Line]),
             ("request", self.request.is_some(), &[Protocol::Fixed, Protocol::Resp]),
             ("response", self.response.is_some(), &[Protocol::Fixed]),
             ("method", self.method.is_some(), &[Protocol::Http]),
@@ -131,8 +132,11 @@ impl RequestFields {
             }
         }
         Ok(match protocol {
-            Protocol::Line => Command::parse(self.command.as_deref().unwrap_or("ECHO"), self.payload_size)
-                .map_err(|e| fail("command", format!("{e:#}")))?,
+            Protocol::Line => Command::parse(
+                self.command.as_deref().unwrap_or("ECHO"),
+                self.payload_size.unwrap_or(64),
+            )
+            .map_err(|e| fail("command", format!("{e:#}")))?,
             Protocol::Fixed => {
                 let bytes = |field: &'static str, value: &Option<String>| match value.as_deref() {
                     None => Err(fail(field, "missing (protocol fixed)".into())),

@@ -9,23 +9,24 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 /// Source addresses one run may use.
 pub const MAX_SOURCE_ADDRESSES: usize = 64;
 
-/// Connections one source address is given: a quarter of the ephemeral ports. The kernel looks
+/// Connections one source address is given (all an IPv6 target gets): a quarter of the
+/// ephemeral ports. The kernel looks
 /// for a free port at each connect, and the search slows as a source's ports fill: from 5
 /// addresses at 70% full, 100,000 connections came at 1,000 a second; from 15 at 25%, all
 /// within 4 s (`cargo xtask bench c100k`).
-fn per_address() -> usize {
+pub fn per_source_address() -> usize {
     (sys::ephemeral_ports() / 4).max(1) as usize
 }
 
 /// The most connections one run can hold to a loopback IPv4 target.
 pub fn most_connections() -> usize {
-    per_address() * MAX_SOURCE_ADDRESSES
+    per_source_address() * MAX_SOURCE_ADDRESSES
 }
 
 /// The source addresses of `concurrency` connections to `target`: none (the kernel picks) when
 /// one address holds them all.
 pub(crate) fn source_addresses(target: SocketAddr, concurrency: usize) -> Result<Vec<IpAddr>> {
-    spread(target, concurrency, per_address())
+    spread(target, concurrency, per_source_address())
 }
 
 fn spread(target: SocketAddr, concurrency: usize, per_address: usize) -> Result<Vec<IpAddr>> {

@@ -164,7 +164,8 @@ pub(crate) fn run(job: &Job<'_>, share: Share) -> Result<Option<Outcome>> {
     if job.failed.load(Ordering::SeqCst) {
         return Ok(None);
     }
-    if job.mode == ConnectionMode::Persistent && job.connected.load(Ordering::SeqCst) == 0 {
+    let stopped = job.stop.is_some_and(|s| s.load(Ordering::Relaxed));
+    if job.mode == ConnectionMode::Persistent && job.connected.load(Ordering::SeqCst) == 0 && !stopped {
         let why = worker.setup_error.take().unwrap_or_else(|| "timed out".into());
         return Err(anyhow!("could not connect to {}: {why}", job.target));
     }
@@ -347,8 +348,7 @@ impl<'a> Worker<'a> {
                 next += 1;
             }
             let now = Instant::now();
-            let stopped = self.job.stop.is_some_and(|s| s.load(Ordering::Relaxed));
-            if pending == 0 || now >= self.job.hard_deadline || stopped {
+            if pending == 0 || now >= self.job.hard_deadline || self.stop_asked() {
                 break;
             }
             // A connect slower than a request may be is given up here and retried in the run.
@@ -380,9 +380,14 @@ impl<'a> Worker<'a> {
                 }
             }
         }
+        let why = if self.stop_asked() {
+            "asked to stop while connecting"
+        } else {
+            "still connecting at the run's hard time limit"
+        };
         for i in 0..self.conns.len() {
             if self.conns[i].state == State::Connecting {
-                self.note_setup_error("still connecting at the run's hard time limit");
+                self.note_setup_error(why);
                 self.conns[i].state = State::Idle;
                 self.close(i, true);
             }
@@ -416,13 +421,11 @@ impl<'a> Worker<'a> {
             let now = Instant::now();
             self.end_intervals(now);
             if now >= self.job.hard_deadline {
-                self.abandon();
+                self.abandon(true);
                 break;
             }
-            if self.job.stop.is_some_and(|s| s.load(Ordering::Relaxed))
-                && now.duration_since(*stopped_at.get_or_insert(now)) >= STOP_GRACE
-            {
-                self.cut_in_flight();
+            if self.stop_asked() && now.duration_since(*stopped_at.get_or_insert(now)) >= STOP_GRACE {
+                self.abandon(false);
                 break;
             }
             self.start_due(now);
@@ -443,6 +446,10 @@ impl<'a> Worker<'a> {
             if let Some(interval) = &self.report_interval {
                 until = until.min(interval.ends);
             }
+            // A stop is asked for from a signal handler on another thread: look again soon.
+            if self.job.stop.is_some() {
+                until = until.min(now + TIMEOUT_SCAN);
+            }
             let timeout = Some(until.saturating_duration_since(now));
             let n = match self.wait(now, timeout) {
                 Ok(n) => n,
@@ -450,7 +457,7 @@ impl<'a> Worker<'a> {
                     // Cannot happen with a valid epoll fd and buffer; end the run rather than
                     // spin, and say why.
                     self.note_error(ErrorKind::Io, format!("epoll_wait: {e}"));
-                    self.abandon();
+                    self.abandon(true);
                     break;
                 }
             };
@@ -802,32 +809,27 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Asked to stop and the grace is over: what is still in flight is neither answered nor
-    /// failed, and goes uncounted (the report says the run was interrupted).
-    fn cut_in_flight(&mut self) {
+    /// Ends the run now: nothing restarts, and what is still in flight is closed. At the hard
+    /// limit (`timed_out`) each is a timeout; asked to stop, after the grace, it is neither
+    /// answered nor failed and goes uncounted (the report says the run was interrupted).
+    fn abandon(&mut self, timed_out: bool) {
+        self.stopped_early |= timed_out;
         for i in 0..self.conns.len() {
             if self.conns[i].state != State::Idle {
                 self.conns[i].state = State::Idle;
                 self.active -= 1;
+                if timed_out {
+                    self.errors.count(ErrorKind::Timeout);
+                    self.note_error(ErrorKind::Timeout, "still in flight at the run's hard time limit");
+                }
                 self.close(i, true);
             }
         }
         self.wake.clear();
     }
 
-    /// The hard limit struck: whatever is still in flight is a timeout, and nothing restarts.
-    fn abandon(&mut self) {
-        self.stopped_early = true;
-        for i in 0..self.conns.len() {
-            if self.conns[i].state != State::Idle {
-                self.conns[i].state = State::Idle;
-                self.active -= 1;
-                self.errors.count(ErrorKind::Timeout);
-                self.note_error(ErrorKind::Timeout, "still in flight at the run's hard time limit");
-                self.close(i, true);
-            }
-        }
-        self.wake.clear();
+    fn stop_asked(&self) -> bool {
+        self.job.stop.is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
     /// Sends the figures of every interval that has ended by `now`.

@@ -134,12 +134,19 @@ fn spawn(exe: &Path, spec: &ServerSpec, self_timing: bool) -> Result<ServerChild
     if let Some(backlog) = spec.backlog {
         command.args(["--backlog", &backlog.to_string()]);
     }
-    // SAFETY: prctl is async-signal-safe. It makes the kernel kill the server when the thread
-    // that started it dies, so a SIGKILLed benchmark never leaves a server behind; callers start
-    // servers from a thread that outlives them (the node's benchmark thread, a CLI's main).
+    // SAFETY: prctl and sigaction are async-signal-safe. PDEATHSIG makes the kernel kill the
+    // server when the thread that started it dies, so a SIGKILLed benchmark never leaves a server
+    // behind; callers start servers from a thread that outlives them (the node's benchmark
+    // thread, a CLI's main). SIGINT ignored (it stays so across exec): a terminal's Ctrl-C goes
+    // to the whole foreground group, and the benchmark, not the server, decides how a run ends.
     unsafe {
         command.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut ignore: libc::sigaction = std::mem::zeroed();
+            ignore.sa_sigaction = libc::SIG_IGN;
+            if libc::sigaction(libc::SIGINT, &ignore, std::ptr::null_mut()) == -1 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

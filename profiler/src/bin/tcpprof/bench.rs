@@ -20,9 +20,9 @@ use std::time::Duration;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Server model to start (bench-server --model).
-    #[arg(long, default_value = "epoll")]
-    server: Model,
+    /// Server model to start (bench-server --model; default epoll).
+    #[arg(long, conflicts_with = "target")]
+    server: Option<Model>,
     /// Load a running server on loopback instead, speaking --protocol.
     #[arg(long)]
     target: Option<SocketAddr>,
@@ -33,9 +33,9 @@ pub struct BenchArgs {
     /// line: ECHO, PING, "BURN n", "STREAM n" or "WAIT ms" (default ECHO).
     #[arg(long)]
     command: Option<String>,
-    /// line: ECHO payload size in bytes.
-    #[arg(long, default_value_t = 64)]
-    payload: usize,
+    /// line: ECHO payload size in bytes (default 64).
+    #[arg(long)]
+    payload: Option<usize>,
     /// fixed: the bytes of each request (\r, \n and \t are understood); resp: the Redis
     /// command's words, e.g. "SET key:__rand_int__ value".
     #[arg(long)]
@@ -397,6 +397,7 @@ fn benchmark(args: &BenchArgs) -> Result<Benchmark> {
     let command = fields.command(args.target.is_some()).map_err(|e| {
         let flag = match e.field {
             "headers" => "header".to_string(),
+            "payload_size_bytes" => "payload".to_string(),
             field => field.replace('_', "-"),
         };
         anyhow::anyhow!("--{flag}: {}", e.why)
@@ -410,7 +411,7 @@ fn benchmark(args: &BenchArgs) -> Result<Benchmark> {
     let target = match args.target {
         Some(addr) => Target::Addr(addr),
         None => Target::Server(ServerSpec {
-            model: args.server,
+            model: args.server.unwrap_or(Model::Epoll),
             cpus: args.server_cpus.clone(),
             backlog: args.backlog,
         }),

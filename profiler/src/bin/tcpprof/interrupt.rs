@@ -21,7 +21,8 @@ pub fn catch() {
     }
 }
 
-/// A second Ctrl-C, while what was measured is named and printed, stops us at once.
+/// Back to the default dispositions, so that a second Ctrl-C stops us at once: `profile` calls
+/// it when its window ends, before naming the stacks; `bench` when the run has been printed.
 pub fn release() {
     // SAFETY: restoring the default dispositions.
     unsafe {
