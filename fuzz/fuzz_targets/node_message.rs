@@ -11,6 +11,7 @@ use node::fields;
 
 const LIMITS: Limits = Limits {
     max_concurrency: 20_000,
+    per_source_address: 7_000,
     cpus: 2,
 };
 
