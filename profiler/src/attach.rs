@@ -248,8 +248,10 @@ fn attach_mode(
     Ok((loaded, clock))
 }
 
-/// Loads the object for `tgids` (none: only the TCP programs count, for `ports`) and attaches
-/// the scheduler programs, which time run-queue waits, and the TCP programs. `sampling` tells
+/// Loads the object for `tgids` and attaches the scheduler programs, which time run-queue waits,
+/// and the TCP programs, which count for `ports`. With no tgid the scheduler programs stay
+/// detached: the target would be tgid 0, the idle task, whose every stretch idle they would time
+/// as a wait. With no port the TCP programs stay detached: they would count nothing. `sampling` tells
 /// `sched_switch` that no syscall hook keeps the threads' contexts; `stacks` sizes the stack
 /// maps for the sampler.
 pub(crate) fn load(tgids: &[u32], ports: &[u16], sampling: bool, stacks: bool) -> Result<Loaded> {
@@ -288,11 +290,13 @@ pub(crate) fn load(tgids: &[u32], ports: &[u16], sampling: bool, stacks: bool) -
             .insert(pid, 1, 0)
             .with_context(|| format!("adding pid {pid} to the targets"))?;
     }
-    for program in [names::SCHED_SWITCH, names::SCHED_WAKEUP, names::SCHED_PROCESS_EXIT] {
-        attach_raw_tracepoint(&mut ebpf, program)?;
+    if !tgids.is_empty() {
+        for program in [names::SCHED_SWITCH, names::SCHED_WAKEUP, names::SCHED_PROCESS_EXIT] {
+            attach_raw_tracepoint(&mut ebpf, program)?;
+        }
     }
     let tcp_error = sock_offsets
-        .and_then(|_| attach_tcp(&mut ebpf, ports))
+        .and_then(|_| if ports.is_empty() { Ok(()) } else { attach_tcp(&mut ebpf, ports) })
         .err()
         .map(|e| format!("{e:#}"));
     Ok(Loaded { ebpf, tcp_error })

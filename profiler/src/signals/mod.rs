@@ -135,10 +135,10 @@ impl Signals {
                 .collect(),
         );
         if r.waits == 0 {
-            for field in ["runq_p50_us", "runq_p99_us", "runq_max_us", "runq_mean_us"] {
-                self.signal_errors
-                    .insert(field, "no thread of the server waited for a CPU in the window".into());
-            }
+            self.missing(
+                &["runq_p50_us", "runq_p99_us", "runq_max_us", "runq_mean_us"],
+                "no thread of the server waited for a CPU in the window",
+            );
             return;
         }
         self.runq_p50_us = Some(runq_quantile_us(r, 0.50));
@@ -198,6 +198,8 @@ impl Window {
             }
             Err(why) => (Some(why.clone()), Some(why)),
         };
+        // Without the server's processes nothing timed their waits (see `attach::load`).
+        let no_runq = no_runq.or_else(|| pids.as_ref().err().cloned());
         let no_tcp = no_tcp.or_else(|| ports.is_empty().then(|| NO_LISTENER.into()));
         let threads_start = pids.as_deref().map(cpu::thread_stats).unwrap_or_default();
         let server_cpus = pids.as_deref().map(server_cpus).unwrap_or_default();
