@@ -256,6 +256,18 @@ impl Default for RunqTotals {
     }
 }
 
+/// What was counted since `other`, an earlier read of the same window; `max_ns` stays the
+/// window's.
+impl core::ops::SubAssign for RunqTotals {
+    fn sub_assign(&mut self, other: Self) {
+        self.waits = self.waits.saturating_sub(other.waits);
+        self.wait_ns = self.wait_ns.saturating_sub(other.wait_ns);
+        for (a, b) in self.hist.iter_mut().zip(other.hist) {
+            *a = a.saturating_sub(b);
+        }
+    }
+}
+
 impl core::ops::AddAssign for RunqTotals {
     fn add_assign(&mut self, other: Self) {
         self.waits += other.waits;

@@ -200,11 +200,7 @@ impl Benchmark {
         // and been counted: give the server that moment.
         std::thread::sleep(Duration::from_millis(20));
         let session = session.into_inner().unwrap_or_else(PoisonError::into_inner);
-        let interrupted = load.interrupted;
         let mut report = session.finish(Some(load))?;
-        if let Some(profile) = report.profile.as_mut() {
-            profile.partial |= interrupted;
-        }
         report.server_exited = server.exit();
         Ok(report)
     }

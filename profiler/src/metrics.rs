@@ -5,7 +5,7 @@
 use crate::{Totals, log2_hist};
 use anyhow::{Context, Result};
 use bench::load::{ErrorCounts, LatencyHistogram};
-use profiler_common::{CONTEXT_USER, HIST_BUCKETS, SyscallClass};
+use profiler_common::{HIST_BUCKETS, SyscallClass};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -115,7 +115,7 @@ impl Collector for SnapshotCollector {
             let classes: Vec<(&str, &profiler_common::ClassTotals)> = SyscallClass::ALL
                 .iter()
                 .map(|&c| (c.name(), t.class(c)))
-                .chain([("user", &t.contexts[CONTEXT_USER as usize])])
+                .chain([("user", t.user())])
                 .collect();
             let seconds = |ns: u64| ns as f64 / 1e9;
             let mut family = encoder.encode_descriptor(

@@ -195,9 +195,10 @@ impl<'a> Session<'a> {
 
     /// Ends the window: reads the totals, stacks and signals, names the stacks while the targets
     /// still run, and detaches. `load` is what the caller's load generator measured over the
-    /// window, if it ran one.
+    /// window, if it ran one; when it was interrupted, so is the profile (`partial`).
     pub fn finish(mut self, load: Option<LoadReport>) -> Result<Report> {
         let window = self.start.elapsed();
+        let partial = load.as_ref().is_some_and(|l| l.interrupted);
         self.refresh();
         let exited = self
             .pids
@@ -223,7 +224,7 @@ impl<'a> Session<'a> {
                     breakdown: Breakdown::new(&totals, programs.mode, frequency, reasons, window),
                     stacks,
                     exited,
-                    partial: false,
+                    partial,
                     program_costs: run_stats.map(|_fd| programs.program_costs()),
                 };
                 Ok(Report::new(load, signals, Some(profile)))
@@ -236,7 +237,7 @@ impl<'a> Session<'a> {
                     breakdown: Breakdown::new(&userspace_totals(&times), Mode::Userspace, None, reasons, window),
                     stacks: None,
                     exited,
-                    partial: false,
+                    partial,
                     program_costs: None,
                 };
                 Ok(Report::new(load, signals, Some(profile)))

@@ -37,13 +37,8 @@ impl Totals {
             *now -= *then;
         }
         delta.sched -= earlier.sched;
-        // Both reads are of one signals window (`profile --interval` never reopens it), so the
-        // run-queue counts only grow; `max_ns` stays the window's.
-        delta.runq.waits = delta.runq.waits.saturating_sub(earlier.runq.waits);
-        delta.runq.wait_ns = delta.runq.wait_ns.saturating_sub(earlier.runq.wait_ns);
-        for (now, then) in delta.runq.hist.iter_mut().zip(earlier.runq.hist) {
-            *now = now.saturating_sub(then);
-        }
+        // Both reads are of one signals window: `profile --interval` never reopens it.
+        delta.runq -= earlier.runq;
         for (nr, totals) in &mut delta.syscalls {
             if let Some((_, then)) = earlier.syscalls.iter().find(|(n, _)| n == nr) {
                 *totals -= *then;

@@ -328,8 +328,8 @@ pub fn signals_table(s: &Signals, limit: &Limit) -> String {
     let _ = writeln!(
         out,
         "  accept     queue at most {} of {}; listen overflows {}, drops {} (machine-wide)",
-        s.accept_queue_max.map_or("-".into(), |v| v.to_string()),
-        s.accept_queue_limit.map_or("-".into(), |v| v.to_string()),
+        num(s.accept_queue_max.map(u64::from)),
+        num(s.accept_queue_limit.map(u64::from)),
         num(s.listen_overflows),
         num(s.listen_drops)
     );
