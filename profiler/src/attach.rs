@@ -296,7 +296,13 @@ pub(crate) fn load(tgids: &[u32], ports: &[u16], sampling: bool, stacks: bool) -
         }
     }
     let tcp_error = sock_offsets
-        .and_then(|_| if ports.is_empty() { Ok(()) } else { attach_tcp(&mut ebpf, ports) })
+        .and_then(|_| {
+            if ports.is_empty() {
+                Ok(())
+            } else {
+                attach_tcp(&mut ebpf, ports)
+            }
+        })
         .err()
         .map(|e| format!("{e:#}"));
     Ok(Loaded { ebpf, tcp_error })

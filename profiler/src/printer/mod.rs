@@ -274,6 +274,15 @@ pub fn flamegraph(stacks: &Stacks, title: &str, width: Option<usize>) -> Result<
     Ok(svg)
 }
 
+/// A run as one JSON object (a line) or as tables.
+pub fn report(r: &Report, json: bool) -> serde_json::Result<String> {
+    Ok(if json {
+        format!("{}\n", serde_json::to_string(r)?)
+    } else {
+        report_table(r)
+    })
+}
+
 /// A run as tables: the load, the profile, the signals and the limit, whichever it has.
 pub fn report_table(r: &Report) -> String {
     let mut out = String::new();

@@ -169,7 +169,7 @@ struct Observed {
     /// Each interval's figures, for the timeline plot.
     points: Mutex<Vec<IntervalPoint>>,
     /// The /metrics endpoint (--listen), fed the load's intervals and a profiled server's totals.
-    exporter: Option<Arc<Exporter>>,
+    exporter: Option<Exporter>,
 }
 
 fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, observed: &Observed) -> Result<()> {
@@ -205,7 +205,7 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, observed: &Observed) -
             ProfileError::Failed(e) => e,
         })?;
         progress.finish();
-        print_report(&report, args.json)?;
+        print!("{}", printer::report(&report, args.json)?);
         let profile = report.profile.as_ref().context("a profiled run has a profile")?;
         let what = format!("{}, {}", benchmark.target, benchmark.load.command);
         write_files(args, &report, observed)?;
@@ -229,7 +229,7 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, observed: &Observed) -
     }
     let report = benchmark.run()?;
     progress.finish();
-    print_report(&report, args.json)?;
+    print!("{}", printer::report(&report, args.json)?);
     write_files(args, &report, observed)
 }
 
@@ -241,12 +241,8 @@ fn intervals(args: &BenchArgs, load: &mut LoadConfig) -> Result<Arc<Observed>> {
     if args.interval.is_none() && args.hlog.is_none() && args.listen.is_none() && !plotted {
         return Ok(Arc::default());
     }
-    let exporter = args.listen.map(Exporter::serve).transpose()?.map(Arc::new);
-    if let Some(e) = &exporter {
-        eprintln!("metrics: http://{}/metrics", e.addr());
-    }
     let observed = Arc::new(Observed {
-        exporter: exporter.clone(),
+        exporter: crate::serve_metrics(args.listen)?,
         ..Observed::default()
     });
     let length = match args.interval {
@@ -282,7 +278,7 @@ fn intervals(args: &BenchArgs, load: &mut LoadConfig) -> Result<Arc<Observed>> {
                 .unwrap_or_else(PoisonError::into_inner)
                 .get_or_insert(e);
         }
-        if let Some(exporter) = &exporter {
+        if let Some(exporter) = &kept.exporter {
             exporter.update(|s| {
                 let load = s.load.get_or_insert_with(Default::default);
                 load.requests += i.requests;
@@ -364,15 +360,6 @@ fn command_line() -> String {
         .chain(args.into_iter().skip(1))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn print_report(report: &Report, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(report)?);
-    } else {
-        print!("{}", printer::report_table(report));
-    }
-    Ok(())
 }
 
 fn benchmark(args: &BenchArgs) -> Result<Benchmark> {

@@ -139,10 +139,7 @@ fn main() -> Result<()> {
                 }
                 s => s.map(Duration::from_secs_f64),
             };
-            let exporter = listen.map(profiler::metrics::Exporter::serve).transpose()?;
-            if let Some(e) = &exporter {
-                eprintln!("metrics: http://{}/metrics", e.addr());
-            }
+            let exporter = serve_metrics(listen)?;
             let live = LiveOutput {
                 interval,
                 json,
@@ -153,11 +150,7 @@ fn main() -> Result<()> {
             let profile = report.profile.as_mut().context("a session's report has a profile")?;
             profile.partial = interrupted.is_some();
             let written = profiling.write_stacks(profile, &title);
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", printer::report_table(&report));
-            }
+            print!("{}", printer::report(&report, json)?);
             if let Some(signal) = interrupted {
                 if let Err(e) = written {
                     eprintln!("Error: {e:#}");
@@ -199,6 +192,15 @@ fn print_interval(session: &Session, last: &mut Option<(profiler::Totals, Instan
         }
     }
     (*before, *began) = (now, ended);
+}
+
+/// The /metrics endpoint of `--listen ADDR`, if asked for, and where it is.
+fn serve_metrics(listen: Option<std::net::SocketAddr>) -> Result<Option<profiler::metrics::Exporter>> {
+    let exporter = listen.map(profiler::metrics::Exporter::serve).transpose()?;
+    if let Some(e) = &exporter {
+        eprintln!("metrics: http://{}/metrics", e.addr());
+    }
+    Ok(exporter)
 }
 
 /// What `profile` shows while its window lasts.
