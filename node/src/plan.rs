@@ -24,8 +24,8 @@ pub const MAX_JOB_TIME: Duration = Duration::from_secs(900);
 pub struct Limits {
     /// Connections one run may open.
     pub max_concurrency: u64,
-    /// Connections one source address holds: all an IPv6 target can have (only IPv4 loopback
-    /// has more addresses to spread over).
+    /// Connections one source address holds (an IPv6 target has only one address to connect
+    /// from; IPv4 loopback has more).
     pub per_source_address: u64,
     /// CPUs `server_cpus` and `client_cpus` may name.
     pub cpus: usize,
@@ -79,7 +79,7 @@ impl Job {
         let bound = job.time_bound();
         if bound > MAX_JOB_TIME {
             // A WAIT long enough gets the request timeout past the bound by itself.
-            let timeout = job.benchmark_mut().load.effective_request_timeout();
+            let timeout = job.benchmark().load.effective_request_timeout();
             let field = if timeout * runs >= MAX_JOB_TIME {
                 "command"
             } else {
@@ -103,6 +103,12 @@ impl Job {
         }
     }
 
+    fn benchmark(&self) -> &Benchmark {
+        match self {
+            Job::Run(b) | Job::Profile(b) | Job::Sweep(b, _) => b,
+        }
+    }
+
     fn benchmark_mut(&mut self) -> &mut Benchmark {
         match self {
             Job::Run(b) | Job::Profile(b) | Job::Sweep(b, _) => b,
@@ -111,9 +117,7 @@ impl Job {
 
     /// The longest this job can take: every run stops by its hard time limit.
     pub fn time_bound(&self) -> Duration {
-        match self {
-            Job::Run(b) | Job::Profile(b) | Job::Sweep(b, _) => b.load.effective_max_time() * self.runs(),
-        }
+        self.benchmark().load.effective_max_time() * self.runs()
     }
 }
 
@@ -183,11 +187,15 @@ fn benchmark(body: &Body, default_requests: u64, limits: &Limits) -> Result<Benc
     Ok(benchmark)
 }
 
-/// The most connections a run may open to `target`.
+/// The most connections a run may open to `target`: past one address's share of ports, only
+/// as many as its source addresses hold (see `bench::load::source_addresses_for`).
 fn most_connections(target: &Target, limits: &Limits) -> u64 {
     match target {
-        Target::Addr(addr) if addr.is_ipv6() => limits.per_source_address.min(limits.max_concurrency),
-        _ => limits.max_concurrency,
+        Target::Addr(addr) => {
+            let addresses = bench::load::source_addresses_for(addr.ip()) as u64;
+            (limits.per_source_address * addresses).min(limits.max_concurrency)
+        }
+        Target::Server(_) => limits.max_concurrency,
     }
 }
 

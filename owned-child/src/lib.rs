@@ -66,6 +66,18 @@ impl OwnedChild {
         Ok(self.exited)
     }
 
+    /// Waits at most `limit` for it to exit by itself: its status, or `None` if it still runs.
+    pub fn wait_timeout(&mut self, limit: Duration) -> io::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let status = self.has_exited()?;
+            if status.is_some() || Instant::now() >= deadline {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits for it to exit by itself.
     pub fn wait(&mut self) -> io::Result<ExitStatus> {
         if let Some(status) = self.exited {
@@ -91,12 +103,8 @@ impl OwnedChild {
         }
         self.signal(self.signal);
         if self.signal != libc::SIGKILL {
-            let deadline = Instant::now() + GRACE;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.has_exited() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if let Ok(Some(_)) = self.wait_timeout(GRACE) {
+                return;
             }
             self.signal(libc::SIGKILL);
         }

@@ -265,14 +265,15 @@ pub fn c100k(root: &Path) -> Result<()> {
         root.join("target/release/tcpprof"),
         root.join("target/release/bench-server"),
     );
-    let per_process = nofile_hard_limit()?.saturating_sub(1000).max(1000) as usize;
+    let hard_limit = nofile_hard_limit()?;
+    let per_process = hard_limit.saturating_sub(1000).max(1000) as usize;
     // SO_REUSEPORT hashes connections over the listeners: leave room for the unevenness.
     let servers = CONNECTIONS.div_ceil(per_process * 8 / 10);
     let clients = CONNECTIONS.div_ceil(per_process * 9 / 10);
     println!(
         "{CONNECTIONS} connections, PING closed loop for {SECONDS} s: {servers} epoll bench-servers on one port \
          (SO_REUSEPORT, CPU 0), {clients} load generators (--shard, CPU 1); RLIMIT_NOFILE {}",
-        per_process + 1000
+        hard_limit
     );
     let first = start_bench_server(&server, "127.0.0.1:0")?;
     let addr = first.1.clone();

@@ -5,7 +5,7 @@ use crate::setup::{run, stdout_of};
 use anyhow::{Context, Result, bail};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Runs each target for `seconds`.
 pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
@@ -53,13 +53,7 @@ pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
 }
 
 fn install_cargo_fuzz() -> Result<()> {
-    let present = Command::new("cargo")
-        .args(["fuzz", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !present {
+    if !crate::setup::succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
         eprintln!("xtask: installing cargo-fuzz");
         run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
     }

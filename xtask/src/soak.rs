@@ -3,7 +3,7 @@
 //! someone to answer must have had exactly one reply. Prints what was sent, the replies by type,
 //! the errors by code, and the node's RSS at the start and the end.
 use crate::bench::rss_kib;
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use owned_child::OwnedChild;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -85,16 +85,9 @@ pub fn soak(root: &Path, minutes: f64) -> Result<()> {
     let rss_end = rss_kib(node.id());
     drop(stdin);
     // The node answers what is queued, then exits.
-    let deadline = Instant::now() + Duration::from_secs(15 * 60);
-    let status = loop {
-        if let Some(status) = node.has_exited()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            bail!("the node did not exit within 15 minutes of its stdin closing");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = node
+        .wait_timeout(Duration::from_secs(15 * 60))?
+        .context("the node did not exit within 15 minutes of its stdin closing")?;
     let _ = reader.join();
     let (mut by_type, mut by_code, mut per_request) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     for reply in received.try_iter() {

@@ -585,13 +585,9 @@ fn boot(vmlinuz: &Path, initrd: &Path) -> Result<()> {
     }
     let elapsed = started.elapsed();
     // After the verdict the VM powers itself off; give it a moment, then make sure.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut status = None;
-    while status.is_none() && Instant::now() < deadline {
-        status = vm.has_exited()?;
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let status = status.map_or("killed after 20 s".to_string(), |s| s.to_string());
+    let status = vm
+        .wait_timeout(Duration::from_secs(20))?
+        .map_or("killed after 20 s".to_string(), |s| s.to_string());
     match verdict {
         Some(v) if v == "PASS" => {
             eprintln!("vm-test: PASS (VM boot to verdict {:.1} s)", elapsed.as_secs_f64());

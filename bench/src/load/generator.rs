@@ -102,9 +102,7 @@ pub fn run_observed(target: SocketAddr, config: &LoadConfig, on_start: &(dyn Fn(
     }
     let mut report = LoadReport::merge(outcomes, config.rate, mine.len());
     report.source_addresses = sources.len().max(1);
-    report.interrupted = config
-        .stop
-        .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed));
+    report.interrupted = job.stopped();
     Ok(report)
 }
 

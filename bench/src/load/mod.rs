@@ -28,5 +28,5 @@ pub use request::{
     FieldError, HttpRequest, MAX_HEADERS, MAX_KEYSPACE, MAX_REQUEST_PART, Protocol, RequestBytes, RequestFields,
     RespCommand,
 };
-pub use sources::{MAX_SOURCE_ADDRESSES, most_connections, per_source_address};
+pub use sources::{MAX_SOURCE_ADDRESSES, most_connections, per_source_address, source_addresses_for};
 pub use stats::{CallStats, ErrorCounts, ErrorKind};

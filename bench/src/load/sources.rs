@@ -3,7 +3,7 @@
 //! 127.0.0.1, 127.0.0.2, ... (all of 127/8 is local on Linux), as tcpkali does.
 
 use crate::sys;
-use anyhow::{Result, bail, ensure};
+use anyhow::{Result, ensure};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// Source addresses one run may use.
@@ -23,6 +23,15 @@ pub fn most_connections() -> usize {
     per_source_address() * MAX_SOURCE_ADDRESSES
 }
 
+/// Source addresses connections to `ip` may come from: all of [`MAX_SOURCE_ADDRESSES`] for IPv4
+/// loopback (all of 127/8 is local), one for anything else.
+pub fn source_addresses_for(ip: IpAddr) -> usize {
+    match ip {
+        IpAddr::V4(v4) if v4.is_loopback() => MAX_SOURCE_ADDRESSES,
+        _ => 1,
+    }
+}
+
 /// The source addresses of `concurrency` connections to `target`: none (the kernel picks) when
 /// one address holds them all.
 pub(crate) fn source_addresses(target: SocketAddr, concurrency: usize) -> Result<Vec<IpAddr>> {
@@ -33,16 +42,10 @@ fn spread(target: SocketAddr, concurrency: usize, per_address: usize) -> Result<
     if concurrency <= per_address {
         return Ok(Vec::new());
     }
-    let IpAddr::V4(ip) = target.ip() else {
-        bail!(
-            "{concurrency} connections to {target} need more than one source address (each holds \
-             {per_address}), and only IPv4 loopback has more: use a 127.x.x.x target"
-        );
-    };
     ensure!(
-        ip.is_loopback(),
+        source_addresses_for(target.ip()) > 1,
         "{concurrency} connections to {target} need more than one source address (each holds \
-         {per_address}): only a loopback target can have them"
+         {per_address}), and only IPv4 loopback has more: use a 127.x.x.x target"
     );
     let n = concurrency.div_ceil(per_address);
     ensure!(

@@ -79,6 +79,13 @@ pub(crate) struct Job<'a> {
     pub stop: Option<&'static AtomicBool>,
 }
 
+impl Job<'_> {
+    /// Whether the run was asked to stop.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+}
+
 /// One worker's part of the run.
 pub(crate) struct Share {
     pub index: usize,
@@ -164,8 +171,7 @@ pub(crate) fn run(job: &Job<'_>, share: Share) -> Result<Option<Outcome>> {
     if job.failed.load(Ordering::SeqCst) {
         return Ok(None);
     }
-    let stopped = job.stop.is_some_and(|s| s.load(Ordering::Relaxed));
-    if job.mode == ConnectionMode::Persistent && job.connected.load(Ordering::SeqCst) == 0 && !stopped {
+    if job.mode == ConnectionMode::Persistent && job.connected.load(Ordering::SeqCst) == 0 && !job.stopped() {
         let why = worker.setup_error.take().unwrap_or_else(|| "timed out".into());
         return Err(anyhow!("could not connect to {}: {why}", job.target));
     }
@@ -335,6 +341,7 @@ impl<'a> Worker<'a> {
     /// to send.
     fn connect_all(&mut self) -> Result<()> {
         let (mut next, mut pending) = (0, 0);
+        let mut next_scan = Instant::now() + TIMEOUT_SCAN;
         loop {
             while pending < CONNECTS_IN_FLIGHT && next < self.conns.len() {
                 match self.open(next) {
@@ -348,21 +355,25 @@ impl<'a> Worker<'a> {
                 next += 1;
             }
             let now = Instant::now();
-            if pending == 0 || now >= self.job.hard_deadline || self.stop_asked() {
+            if pending == 0 || now >= self.job.hard_deadline || self.job.stopped() {
                 break;
             }
-            // A connect slower than a request may be is given up here and retried in the run.
-            for i in 0..self.conns.len() {
-                if self.conns[i].state == State::Connecting
-                    && now.duration_since(self.conns[i].started) >= self.job.request_timeout
-                {
-                    self.note_setup_error(format!("connect took over {:?}", self.job.request_timeout));
-                    self.conns[i].state = State::Idle;
-                    self.close(i, true);
-                    pending -= 1;
+            // A connect slower than a request may be is given up here and retried in the run;
+            // looked for every TIMEOUT_SCAN, as in the run (a pass reads every connection).
+            if now >= next_scan {
+                for i in 0..self.conns.len() {
+                    if self.conns[i].state == State::Connecting
+                        && now.duration_since(self.conns[i].started) >= self.job.request_timeout
+                    {
+                        self.note_setup_error(format!("connect took over {:?}", self.job.request_timeout));
+                        self.conns[i].state = State::Idle;
+                        self.close(i, true);
+                        pending -= 1;
+                    }
                 }
+                next_scan = now + TIMEOUT_SCAN;
             }
-            let timeout = Some(TIMEOUT_SCAN.min(self.job.hard_deadline - now));
+            let timeout = Some(next_scan.min(self.job.hard_deadline).saturating_duration_since(now));
             let n = sys::wait_precise(&self.epoll, &mut self.events, timeout).context("epoll_wait while connecting")?;
             for e in 0..n {
                 let event = self.events[e];
@@ -380,7 +391,7 @@ impl<'a> Worker<'a> {
                 }
             }
         }
-        let why = if self.stop_asked() {
+        let why = if self.job.stopped() {
             "asked to stop while connecting"
         } else {
             "still connecting at the run's hard time limit"
@@ -424,7 +435,7 @@ impl<'a> Worker<'a> {
                 self.abandon(true);
                 break;
             }
-            if self.stop_asked() && now.duration_since(*stopped_at.get_or_insert(now)) >= STOP_GRACE {
+            if self.job.stopped() && now.duration_since(*stopped_at.get_or_insert(now)) >= STOP_GRACE {
                 self.abandon(false);
                 break;
             }
@@ -500,9 +511,7 @@ impl<'a> Worker<'a> {
     }
 
     fn may_issue(&self, now: Instant) -> bool {
-        self.budget != Some(0)
-            && self.stop_at.is_none_or(|stop| now < stop)
-            && !self.job.stop.is_some_and(|s| s.load(Ordering::Relaxed))
+        self.budget != Some(0) && self.stop_at.is_none_or(|stop| now < stop) && !self.job.stopped()
     }
 
     /// Starts connection `i`'s next request, now or (open loop) when it is due.
@@ -826,10 +835,6 @@ impl<'a> Worker<'a> {
             }
         }
         self.wake.clear();
-    }
-
-    fn stop_asked(&self) -> bool {
-        self.job.stop.is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
     /// Sends the figures of every interval that has ended by `now`.
