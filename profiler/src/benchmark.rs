@@ -94,12 +94,9 @@ impl Benchmark {
 
     /// One load run, with the saturation signals over it.
     pub fn run(&self) -> Result<Report> {
-        let (server, addr, load) = self.start_server()?;
+        let (mut server, addr, load) = self.start_server()?;
         let mut watch = Watch::attach(self.watched_pids(server.as_ref(), addr), vec![addr.port()]);
-        let (report, signals) = watched_run(&mut watch, addr, &load)?;
-        let mut report = Report::new(Some(report), signals, None);
-        report.server_exited = server.and_then(|mut s| s.exit());
-        Ok(report)
+        watched_run(&mut watch, server.as_mut(), addr, &load)
     }
 
     /// One run per concurrency level, in order, against the same server, and the knee.
@@ -112,15 +109,13 @@ impl Benchmark {
                 concurrency: level,
                 ..load.clone()
             };
-            let (report, signals) =
-                watched_run(&mut watch, addr, &at_level).with_context(|| format!("at concurrency {level}"))?;
-            progress(level, &report);
-            let interrupted = report.interrupted;
-            let mut report = Report::new(Some(report), signals, None);
-            report.server_exited = server.as_mut().and_then(ServerChild::exit);
-            let exited = report.server_exited.is_some();
+            let report = watched_run(&mut watch, server.as_mut(), addr, &at_level)
+                .with_context(|| format!("at concurrency {level}"))?;
+            let load = report.load.as_ref().expect("a load run reports its load");
+            progress(level, load);
+            let stop = load.interrupted || report.server_exited.is_some();
             reports.push(report);
-            if interrupted || exited {
+            if stop {
                 break;
             }
         }
@@ -135,12 +130,9 @@ impl Benchmark {
         let pids = self.server_processes(&server)?;
         let sampler = Sampler::start(pids.clone());
         let mut watch = Watch::attach(Ok(pids), vec![addr.port()]);
-        let run = watched_run(&mut watch, addr, &load);
+        let run = watched_run(&mut watch, Some(&mut server), addr, &load);
         let stats = sampler.finish();
-        let (report, signals) = run?;
-        let mut report = Report::new(Some(report), signals, None);
-        report.server_exited = server.exit();
-        Ok((report, stats))
+        Ok((run?, stats))
     }
 
     /// One load run with the server's threads profiled over exactly the run: in an eBPF mode,
@@ -152,7 +144,7 @@ impl Benchmark {
     /// [`Self::profile`], handing `live` the kernel's totals every second while the load runs
     /// (for metrics; not in userspace mode, which has no kernel totals).
     pub fn profile_live(&self, live: Option<&(dyn Fn(&Totals) + Sync)>) -> Result<Report, ProfileError> {
-        let (Some(spec), load) = self.placed() else {
+        let (Target::Server(spec), load) = self.placed() else {
             return Err(ProfileError::Failed(anyhow::anyhow!(
                 "a target is not our child: profile it with `tcpprof profile --pid`"
             )));
@@ -224,46 +216,53 @@ impl Benchmark {
         }
     }
 
-    /// Our server's spec (if the target is ours) and the load, with the CPUs left unset chosen
-    /// now: [`default_cpus`].
-    fn placed(&self) -> (Option<ServerSpec>, LoadConfig) {
-        let spec = match &self.target {
-            Target::Server(spec) => Some(spec),
+    /// The target and the load with the CPUs left unset chosen now: [`default_cpus`].
+    fn placed(&self) -> (Target, LoadConfig) {
+        let server_cpus = match &self.target {
+            Target::Server(spec) => spec.cpus.clone(),
             Target::Addr(_) => None,
         };
-        let server_cpus = spec.and_then(|s| s.cpus.clone());
         let (cpus, client_cpus) = default_cpus(server_cpus, self.load.client_cpus.clone());
+        let target = match &self.target {
+            Target::Server(spec) => Target::Server(ServerSpec { cpus, ..spec.clone() }),
+            Target::Addr(addr) => Target::Addr(*addr),
+        };
         let load = LoadConfig {
             client_cpus,
             ..self.load.clone()
         };
-        (spec.map(|s| ServerSpec { cpus, ..s.clone() }), load)
+        (target, load)
     }
 
     /// A new bench-server child (stopped when the returned value drops), or the target; and the
     /// load placed beside it.
     fn start_server(&self) -> Result<(Option<ServerChild>, SocketAddr, LoadConfig)> {
-        let (spec, load) = self.placed();
-        match (&self.target, spec) {
-            (Target::Server(_), Some(spec)) => {
+        match self.placed() {
+            (Target::Server(spec), load) => {
                 let child = bench::server::spawn_child(&bench_server_exe()?, &spec)?;
                 let addr = child.addr();
                 Ok((Some(child), addr, load))
             }
-            (Target::Addr(addr), _) => Ok((None, *addr, load)),
-            (Target::Server(_), None) => unreachable!("our server has a spec"),
+            (Target::Addr(addr), load) => Ok((None, addr, load)),
         }
     }
 }
 
 /// A load run with `watch`'s window over exactly the measured run (from when every connection is
-/// open to the last response).
-fn watched_run(watch: &mut Watch, target: SocketAddr, load: &LoadConfig) -> Result<(LoadReport, crate::Signals)> {
+/// open to the last response), and whether our `server` outlived it.
+fn watched_run(
+    watch: &mut Watch,
+    server: Option<&mut ServerChild>,
+    target: SocketAddr,
+    load: &LoadConfig,
+) -> Result<Report> {
     let watch = Mutex::new(watch);
     let open = || watch.lock().unwrap_or_else(PoisonError::into_inner).open();
-    let report = bench::load::run_observed(target, load, &open)?;
+    let load = bench::load::run_observed(target, load, &open)?;
     let signals = watch.into_inner().unwrap_or_else(PoisonError::into_inner).close();
-    Ok((report, signals))
+    let mut report = Report::new(Some(load), signals, None);
+    report.server_exited = server.and_then(ServerChild::exit);
+    Ok(report)
 }
 
 /// A prefork server prints its address before it forks: wait until its workers exist and their
