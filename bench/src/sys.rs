@@ -66,6 +66,12 @@ pub fn bind_address_no_port(socket: &impl std::os::fd::AsRawFd) -> std::io::Resu
     }
 }
 
+/// This machine's CPUs other than `taken`, in order.
+pub fn cpus_besides(taken: &[usize]) -> Vec<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (0..cores).filter(|c| !taken.contains(c)).collect()
+}
+
 /// Pins the calling thread (and the threads it starts later) to `cpus`.
 pub fn pin_current_thread(cpus: &[usize]) -> Result<()> {
     ensure!(!cpus.is_empty(), "no CPU to pin to");

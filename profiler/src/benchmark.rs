@@ -296,7 +296,7 @@ pub fn default_cpus(
     }
     let server = server.unwrap_or_else(|| vec![0]);
     let client = client.or_else(|| {
-        let rest: Vec<usize> = (0..n).filter(|c| !server.contains(c)).collect();
+        let rest = bench::sys::cpus_besides(&server);
         (!rest.is_empty()).then_some(rest)
     });
     (Some(server), client)

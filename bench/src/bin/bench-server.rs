@@ -54,11 +54,7 @@ fn main() -> Result<()> {
         bench::sys::pin_current_thread(&args.cpus)?;
     }
     // Before any thread exists: prefork forks its workers from this (single) thread.
-    let listener = if args.reuseport {
-        bench::server::bind_reuseport(args.addr, args.backlog)?
-    } else {
-        args.model.bind(args.addr, args.backlog)?
-    };
+    let listener = args.model.bind(args.addr, args.backlog, args.reuseport)?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {addr}").context("writing the listening line")?;

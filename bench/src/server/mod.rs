@@ -128,13 +128,11 @@ impl Model {
         self == Model::Prefork
     }
 
-    /// The listening socket this model serves: [`bind`], plus `SO_REUSEPORT` for
-    /// [`Model::EpollWorkers`] (whose other listeners join its port).
-    pub fn bind(self, addr: SocketAddr, backlog: u32) -> Result<TcpListener> {
-        match self {
-            Model::EpollWorkers => bind_reuseport(addr, backlog),
-            _ => bind(addr, backlog),
-        }
+    /// The listening socket this model serves: [`bind`], plus `SO_REUSEPORT` with `reuse_port`
+    /// (several servers sharing a port) and always for [`Model::EpollWorkers`] (whose other
+    /// listeners join its port).
+    pub fn bind(self, addr: SocketAddr, backlog: u32, reuse_port: bool) -> Result<TcpListener> {
+        bind_with(addr, reuse_port || self == Model::EpollWorkers, backlog)
     }
 
     /// Serves `listener` (from [`Model::bind`]) until the process is killed; returns only on a
@@ -240,14 +238,14 @@ mod tests {
     #[test]
     fn reuseport_listeners_share_a_port() {
         let first = Model::EpollWorkers
-            .bind("127.0.0.1:0".parse().unwrap(), DEFAULT_BACKLOG)
+            .bind("127.0.0.1:0".parse().unwrap(), DEFAULT_BACKLOG, false)
             .unwrap();
         let addr = first.local_addr().unwrap();
         let second = bind_reuseport(addr, DEFAULT_BACKLOG).expect("joins the port");
         assert_eq!(second.local_addr().unwrap(), addr);
         // Without SO_REUSEPORT on the first, the port is taken.
         let plain = Model::Epoll
-            .bind("127.0.0.1:0".parse().unwrap(), DEFAULT_BACKLOG)
+            .bind("127.0.0.1:0".parse().unwrap(), DEFAULT_BACKLOG, false)
             .unwrap();
         assert!(bind_reuseport(plain.local_addr().unwrap(), DEFAULT_BACKLOG).is_err());
     }

@@ -340,8 +340,7 @@ impl QueuePoller {
         }
         let mut diag = Diag::open().map_err(|e| format!("{e:#}"))?;
         let ports = ports.to_vec();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let elsewhere: Vec<usize> = (0..cores).filter(|c| !server_cpus.contains(c)).collect();
+        let elsewhere = bench::sys::cpus_besides(server_cpus);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
