@@ -2,10 +2,10 @@
 //! bench-server child and the real load generator. Needs root (eBPF).
 mod common;
 
-use bench::load::{Command, ConnectionMode};
-use bench::server::Model;
+use bench::load::{Command, ConnectionMode, LoadConfig};
+use bench::server::{Model, ServerSpec};
 use common::{options, require_root, test_mode};
-use profiler::benchmark::{Benchmark, ProfileError, Target, bench_server_exe};
+use profiler::benchmark::{Benchmark, ProfileError, Target, bench_server_exe, default_cpus};
 use profiler::server_stats::oncpu_ns;
 use profiler::{Breakdown, Mode, Part, ProfileOptions, Requested, Session};
 use std::time::Duration;
@@ -106,11 +106,18 @@ fn oncpu_agrees_with_schedstat() {
     let Target::Server(spec) = &b.target else {
         unreachable!()
     };
-    let server = bench::server::spawn_child(&bench_server_exe().unwrap(), spec).unwrap();
+    // Placed as a benchmark places them when it runs: server and load on CPUs of their own.
+    let (cpus, client_cpus) = default_cpus(None, None);
+    let spec = ServerSpec { cpus, ..spec.clone() };
+    let load = LoadConfig {
+        client_cpus,
+        ..b.load.clone()
+    };
+    let server = bench::server::spawn_child(&bench_server_exe().unwrap(), &spec).unwrap();
     let session = Session::attach(&[server.pid()], &options()).unwrap();
     assert_eq!(session.mode(), test_mode());
     let before = oncpu_ns(server.pid()).unwrap();
-    let report = bench::load::run(server.addr(), &b.load).unwrap();
+    let report = bench::load::run(server.addr(), &load).unwrap();
     assert_eq!(report.errors, 0);
     // Let the server finish closing the connections before both sides stop counting.
     std::thread::sleep(Duration::from_millis(200));
