@@ -6,7 +6,7 @@ use bench::load::{Command, ConnectionMode, LoadConfig};
 use bench::server::{Model, ServerSpec};
 use common::{options, require_root, test_mode};
 use profiler::benchmark::{Benchmark, ProfileError, Target, bench_server_exe, default_cpus};
-use profiler::server_stats::oncpu_ns;
+use profiler::signals::cpu::{thread_deltas, thread_stats};
 use profiler::{Breakdown, Mode, Part, ProfileOptions, Requested, Session};
 use std::time::Duration;
 
@@ -65,7 +65,11 @@ fn small_echo_is_io_more_than_process() {
 #[test]
 fn per_request_connections_push_accept_up() {
     require_root();
-    let persistent = profile(&benchmark(Command::Ping, 3000, 10));
+    // Long enough that its ten accepts stay a small share even when one stands still for
+    // milliseconds: under QEMU's TCG, where the VM test runs, a vCPU can wait while the other
+    // runs, and the time goes to whatever it was doing. One accept of 4 ms was seen, 3.1% of a
+    // 3,000-request window.
+    let persistent = profile(&benchmark(Command::Ping, 12_000, 10));
     let mut per_request = benchmark(Command::Ping, 3000, 10);
     per_request.load.connection = ConnectionMode::PerRequest;
     let per_request = profile(&per_request);
@@ -99,10 +103,21 @@ fn load_generator_calls_are_not_counted() {
     assert_eq!(accept.calls - accept.errors, 1, "one persistent connection: {accept:?}");
 }
 
+/// eBPF's time on CPU against the kernel's own (schedstat's first field), and its time runnable
+/// (on CPU or waiting in the run queue) against schedstat's first two fields together.
+///
+/// The two draw the line between the run queue and the CPU at different points of `__schedule`:
+/// the kernel where it updates the run-queue clock, before it picks the next task; eBPF, as BCC's
+/// runqlat does, at the sched_switch tracepoint after the pick. A wakeup's share of the pick is
+/// on CPU to the kernel and run-queue wait to us. That is under a microsecond per switch on
+/// hardware, but 10-30 us under QEMU's TCG, where the VM test runs: with ten connections the server
+/// there switched 3,000 times and 2-8% of its on-CPU time crossed the line. With two hundred
+/// connections it drains many per wakeup and switches under 200 times; the time runnable, which
+/// does not depend on where the line falls, is held tighter.
 #[test]
 fn oncpu_agrees_with_schedstat() {
     require_root();
-    let b = benchmark(Command::Echo { payload_size: 64 }, 30_000, 10);
+    let b = benchmark(Command::Echo { payload_size: 64 }, 30_000, 200);
     let Target::Server(spec) = &b.target else {
         unreachable!()
     };
@@ -116,27 +131,37 @@ fn oncpu_agrees_with_schedstat() {
     let server = bench::server::spawn_child(&bench_server_exe().unwrap(), &spec).unwrap();
     let session = Session::attach(&[server.pid()], &options()).unwrap();
     assert_eq!(session.mode(), test_mode());
-    let before = oncpu_ns(server.pid()).unwrap();
+    let before = thread_stats(&[server.pid()]);
     let report = bench::load::run(server.addr(), &load).unwrap();
     assert_eq!(report.errors, 0);
     // Let the server finish closing the connections before both sides stop counting.
     std::thread::sleep(Duration::from_millis(200));
-    let after = oncpu_ns(server.pid()).unwrap();
-    let ebpf = session.totals().unwrap().oncpu_ns();
-    let kernel = after - before;
-    let diff = (ebpf as f64 - kernel as f64).abs() / kernel as f64;
+    let kernel = thread_deltas(&before, &thread_stats(&[server.pid()]));
+    let totals = session.totals().unwrap();
+    let kernel_oncpu: u64 = kernel.iter().map(|s| s.oncpu_ns).sum();
+    let kernel_runnable = kernel_oncpu + kernel.iter().map(|s| s.run_delay_ns).sum::<u64>();
+    let (oncpu, runnable) = (totals.oncpu_ns(), totals.oncpu_ns() + totals.runq.wait_ns);
+    let apart = |ours: u64, theirs: u64| (ours as f64 - theirs as f64).abs() / theirs as f64;
     eprintln!(
-        "on-CPU: eBPF {ebpf} ns, schedstat {kernel} ns, {:.2}% apart",
-        diff * 100.0
+        "on-CPU: eBPF {oncpu} ns, schedstat {kernel_oncpu} ns, {:.2}% apart; runnable: eBPF \
+         {runnable} ns, schedstat {kernel_runnable} ns, {:.2}% apart; {} switches",
+        apart(oncpu, kernel_oncpu) * 100.0,
+        apart(runnable, kernel_runnable) * 100.0,
+        totals.sched.voluntary + totals.sched.involuntary,
     );
     assert!(
-        kernel > 10_000_000,
-        "the server should have worked for more than 10 ms, got {kernel} ns"
+        kernel_oncpu > 10_000_000,
+        "the server should have worked for more than 10 ms, got {kernel_oncpu} ns"
     );
     assert!(
-        diff <= 0.05,
-        "eBPF on-CPU {ebpf} ns vs schedstat {kernel} ns: {:.1}% apart",
-        diff * 100.0
+        apart(oncpu, kernel_oncpu) <= 0.05,
+        "eBPF on-CPU {oncpu} ns vs schedstat {kernel_oncpu} ns: {:.1}% apart",
+        apart(oncpu, kernel_oncpu) * 100.0
+    );
+    assert!(
+        apart(runnable, kernel_runnable) <= 0.02,
+        "eBPF runnable {runnable} ns vs schedstat {kernel_runnable} ns: {:.1}% apart",
+        apart(runnable, kernel_runnable) * 100.0
     );
 }
 
