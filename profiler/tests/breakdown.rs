@@ -108,12 +108,12 @@ fn load_generator_calls_are_not_counted() {
 ///
 /// The two draw the line between the run queue and the CPU at different points of `__schedule`:
 /// the kernel where it updates the run-queue clock, before it picks the next task; eBPF, as BCC's
-/// runqlat does, at the sched_switch tracepoint after the pick. A wakeup's share of the pick is
-/// on CPU to the kernel and run-queue wait to us. That is under a microsecond per switch on
-/// hardware, but 10-30 us under QEMU's TCG, where the VM test runs: with ten connections the server
-/// there switched 3,000 times and 2-8% of its on-CPU time crossed the line. With two hundred
-/// connections it drains many per wakeup and switches under 200 times; the time runnable, which
-/// does not depend on where the line falls, is held tighter.
+/// runqlat does, at the sched_switch tracepoint after the pick (docs/saturation.md). That moves
+/// about 1.6 us per switch between on-CPU and waiting on this hardware, but 10-30 us under QEMU's
+/// TCG, where the VM test runs: with ten connections the server there switched 3,000 times and
+/// 2-8% of its on-CPU time crossed the line. With two hundred connections it drains many per
+/// wakeup and switches under 400 times; the time runnable, which does not depend on where the
+/// line falls, is held tighter.
 #[test]
 fn oncpu_agrees_with_schedstat() {
     require_root();
