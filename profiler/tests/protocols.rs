@@ -99,6 +99,16 @@ fn the_cli_loads_nginx_and_redis_by_protocol() {
         (Some(500), Some(0)),
         "{json}"
     );
+    // The table names each kind of error, as wrk's "Non-2xx or 3xx responses" line does.
+    let table = std::process::Command::new(env!("CARGO_BIN_EXE_tcpprof"))
+        .args(["bench", "-n", "300", "-c", "3", "--target", &nginx, "--protocol", "http"])
+        .args(["--path", "/missing"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
+    assert!(stdout.contains("errors by kind: http_status 300\n"), "{stdout}");
+    assert!(stdout.contains("first error: http_status: HTTP 404"), "{stdout}");
     let redis = format!("127.0.0.1:{redis_port}");
     let (ok, json, stderr) = bench(&[
         "--target",

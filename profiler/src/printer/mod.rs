@@ -519,6 +519,13 @@ pub fn load_table(r: &LoadReport) -> String {
             "interrupted: these figures cover the run until it was stopped (partial)"
         );
     }
+    if r.errors > 0 {
+        let kinds: Vec<String> = (r.error_counts.by_kind())
+            .filter(|&(_, n)| n > 0)
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        let _ = writeln!(out, "errors by kind: {}", kinds.join(", "));
+    }
     if let Some(first) = &r.first_error {
         let _ = writeln!(out, "first error: {first}");
     }
