@@ -175,9 +175,10 @@ fn add_time(context: u32, nr: u32, sched: u32, ns: u64) {
     }
 }
 
-/// Charges the time since the thread's last event to where it was, and restarts the clock.
+/// Charges the time since the thread's last event to where it was, restarts the clock, and
+/// returns that time.
 #[inline(always)]
-fn charge(state: &mut ThreadState, now: u64) {
+fn charge(state: &mut ThreadState, now: u64) -> u64 {
     let ns = now.saturating_sub(state.last_ns);
     state.last_ns = now;
     if state.context == CONTEXT_UNKNOWN {
@@ -187,6 +188,7 @@ fn charge(state: &mut ThreadState, now: u64) {
     } else {
         add_time(state.context, state.nr, state.sched, ns);
     }
+    ns
 }
 
 /// Settles time gathered while the context was unknown, now that it is known to be `context`
@@ -460,10 +462,10 @@ pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let back = switched_out(tid).map(|state| {
+        let waited = charge(state, now);
         if state.sched == SCHED_RUNQ {
-            record_runq_wait(now.saturating_sub(state.last_ns));
+            record_runq_wait(waited);
         }
-        charge(state, now);
         // The copy left behind is stale until the next switch-out overwrites it; as "on CPU" it
         // is left alone by sched_wakeup.
         state.sched = SCHED_ONCPU;

@@ -101,7 +101,17 @@ fn the_cli_loads_nginx_and_redis_by_protocol() {
     );
     // The table names each kind of error, as wrk's "Non-2xx or 3xx responses" line does.
     let table = std::process::Command::new(env!("CARGO_BIN_EXE_tcpprof"))
-        .args(["bench", "-n", "300", "-c", "3", "--target", &nginx, "--protocol", "http"])
+        .args([
+            "bench",
+            "-n",
+            "300",
+            "-c",
+            "3",
+            "--target",
+            &nginx,
+            "--protocol",
+            "http",
+        ])
         .args(["--path", "/missing"])
         .output()
         .unwrap();
