@@ -225,11 +225,11 @@ fn other_syscalls(out: &mut String, b: &Breakdown) {
         return;
     }
     let sampled = b.sampling.is_some();
-    let _ = writeln!(
-        out,
-        "\nother syscalls, by on-CPU + run-queue time (top {TOP_SYSCALLS} of {}):",
-        b.syscalls.len()
-    );
+    let shown = match b.syscalls.len() {
+        n if n > TOP_SYSCALLS => format!("top {TOP_SYSCALLS} of {n}"),
+        n => n.to_string(),
+    };
+    let _ = writeln!(out, "\nother syscalls, by on-CPU + run-queue time ({shown}):");
     let _ = writeln!(
         out,
         "  {:<20} {:>10} {:>12} {:>12} {:>12}",
