@@ -54,6 +54,29 @@ fn bench_writes_folded_stacks_and_a_flame_graph() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An output that could not be written is refused before the run, not after it.
+#[test]
+fn unwritable_outputs_are_refused_before_the_run() {
+    for (flag, path) in [
+        ("--hgrm", "/nonexistent/dir/x.hgrm"),
+        ("--hlog", "/nonexistent/dir/x.hlog"),
+        ("--report", "/tmp"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tcpprof"))
+            .args(["bench", "-n", "100", flag, path])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains(&format!("{flag} {path}: ")), "{stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "ran anyway: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
 #[test]
 fn profiling_flags_without_profile_are_refused() {
     let out = Command::new(PROFILER)

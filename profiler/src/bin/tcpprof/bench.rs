@@ -142,6 +142,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
     }
     let mut benchmark = benchmark(&args)?;
+    check_outputs(&args)?;
     let observed = intervals(&args, &mut benchmark.load)?;
     // Ctrl-C stops the load: the run ends, and what it measured is printed and written.
     interrupt::catch();
@@ -338,10 +339,25 @@ fn write_files(args: &BenchArgs, report: &Report, observed: &Observed) -> Result
     Ok(())
 }
 
+/// Refuses, before the run, an output that could not be written after it; creates --plots.
+fn check_outputs(args: &BenchArgs) -> Result<()> {
+    for (flag, path) in [
+        ("--hgrm", &args.hgrm),
+        ("--hlog", &args.hlog),
+        ("--report", &args.report),
+    ] {
+        if let Some(path) = path {
+            crate::outputs::check_writable(flag, path)?;
+        }
+    }
+    plots_dir(args)?;
+    args.profiling.check_outputs()
+}
+
 /// The --plots directory, created if need be.
 fn plots_dir(args: &BenchArgs) -> Result<Option<&PathBuf>> {
     if let Some(dir) = &args.plots {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("--plots {}: creating it", dir.display()))?;
     }
     Ok(args.plots.as_ref())
 }

@@ -1,5 +1,6 @@
 mod bench;
 mod interrupt;
+mod outputs;
 mod profiling;
 
 use anyhow::{Context, Result, ensure};
@@ -119,6 +120,7 @@ fn main() -> Result<()> {
                 std::path::Path::new(&format!("/proc/{pid}")).exists(),
                 "no process with pid {pid}"
             );
+            profiling.check_outputs()?;
             let mut pids = vec![pid];
             if children {
                 pids.extend(profiler::procfs::children(pid));

@@ -50,6 +50,16 @@ impl ProfileArgs {
         }
     }
 
+    /// Refuses, before the run, a stack file that could not be written after it.
+    pub fn check_outputs(&self) -> Result<()> {
+        for (flag, path) in [("--folded", &self.folded), ("--flamegraph", &self.flamegraph)] {
+            if let Some(path) = path {
+                crate::outputs::check_writable(flag, path)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the stack files asked for. Called after the result is printed, so that a missing
     /// stack never hides the breakdown.
     pub fn write_stacks(&self, profile: &Profile, what: &str) -> Result<()> {
