@@ -33,10 +33,11 @@ enum Command {
     /// Profile a running process (all its threads) for a while and print where its time went.
     /// Ctrl-C ends the window early and still prints it.
     Profile {
-        #[arg(long)]
+        /// The process to watch (-p, as perf and BCC's tools take it).
+        #[arg(short, long)]
         pid: u32,
         /// How long to watch, in seconds.
-        #[arg(long, default_value_t = 5.0)]
+        #[arg(short, long, default_value_t = 5.0)]
         duration: f64,
         #[command(flatten)]
         profiling: ProfileArgs,
