@@ -46,7 +46,8 @@ mod tests {
         let err = |p: &str| check_writable("--hgrm", Path::new(p)).unwrap_err().to_string();
         assert!(err("/nonexistent/dir/x.hgrm").starts_with("--hgrm /nonexistent/dir/x.hgrm: /nonexistent/dir: "));
         assert_eq!(err("/tmp"), "--hgrm /tmp: is a directory");
-        assert!(err("/etc/hostname/x").contains("/etc/hostname is not a directory"));
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        assert!(err(&format!("{manifest}/x")).ends_with(&format!("{manifest} is not a directory")));
         check_writable("--hgrm", Path::new("x.hgrm")).unwrap();
         check_writable("--hgrm", Path::new("/tmp/x.hgrm")).unwrap();
     }
