@@ -227,7 +227,7 @@ fn other_syscalls(out: &mut String, b: &Breakdown) {
     let sampled = b.sampling.is_some();
     let shown = match b.syscalls.len() {
         n if n > TOP_SYSCALLS => format!("top {TOP_SYSCALLS} of {n}"),
-        n => n.to_string(),
+        n => format!("all {n}"),
     };
     let _ = writeln!(out, "\nother syscalls, by on-CPU + run-queue time ({shown}):");
     let _ = writeln!(

@@ -33,7 +33,7 @@ enum Command {
     /// Profile a running process (all its threads) for a while and print where its time went.
     /// Ctrl-C ends the window early and still prints it.
     Profile {
-        /// The process to watch (-p, as perf and BCC's tools take it).
+        /// The process to watch (all its threads).
         #[arg(short, long)]
         pid: u32,
         /// How long to watch, in seconds.
