@@ -1,7 +1,7 @@
 //! `tcpprof bench`: the node's bench_run / bench_sweep / bench_profile from the shell, printed
 //! as tables (or JSON), with a progress bar on runs longer than a second.
-use crate::interrupt;
 use crate::profiling::ProfileArgs;
+use crate::{interrupt, outputs};
 use anyhow::{Context, Result, bail};
 use bench::load::{ConnectionMode, Interval, Intervals, LoadConfig, Protocol, RequestFields, Shard};
 use bench::server::{Model, ServerSpec};
@@ -184,10 +184,10 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, observed: &Observed) -
             print!("{}", printer::sweep_table(&sweep));
         }
         if let Some(dir) = plots_dir(args)? {
-            write_file(&dir.join("sweep.svg"), &printer::plots::sweep(&sweep)?, "sweep plot")?;
+            outputs::write_file(&dir.join("sweep.svg"), &printer::plots::sweep(&sweep)?, "sweep plot")?;
         }
         if let Some(path) = &args.report {
-            write_file(path, &printer::html::sweep_report(&command_line(), &sweep)?, "report")?;
+            outputs::write_file(path, &printer::html::sweep_report(&command_line(), &sweep)?, "report")?;
         }
         return Ok(());
     }
@@ -315,17 +315,17 @@ fn intervals(args: &BenchArgs, load: &mut LoadConfig) -> Result<Arc<Observed>> {
 fn write_files(args: &BenchArgs, report: &Report, observed: &Observed) -> Result<()> {
     let Some(load) = &report.load else { return Ok(()) };
     if let Some(path) = &args.hgrm {
-        write_file(path, &printer::hgrm(&load.histogram), "latency distribution")?;
+        outputs::write_file(path, printer::hgrm(&load.histogram), "latency distribution")?;
     }
     let points = observed.points.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(dir) = plots_dir(args)? {
-        write_file(
+        outputs::write_file(
             &dir.join("latency.svg"),
             &printer::plots::latency_spectrum(load)?,
             "latency plot",
         )?;
         if !points.is_empty() {
-            write_file(
+            outputs::write_file(
                 &dir.join("timeline.svg"),
                 &printer::plots::timeline(&points)?,
                 "timeline plot",
@@ -334,7 +334,7 @@ fn write_files(args: &BenchArgs, report: &Report, observed: &Observed) -> Result
     }
     if let Some(path) = &args.report {
         let html = printer::html::run_report(&command_line(), report, &points)?;
-        write_file(path, &html, "report")?;
+        outputs::write_file(path, &html, "report")?;
     }
     Ok(())
 }
@@ -347,7 +347,7 @@ fn check_outputs(args: &BenchArgs) -> Result<()> {
         ("--report", &args.report),
     ] {
         if let Some(path) = path {
-            crate::outputs::check_writable(flag, path)?;
+            outputs::check_writable(flag, path)?;
         }
     }
     plots_dir(args)?;
@@ -360,12 +360,6 @@ fn plots_dir(args: &BenchArgs) -> Result<Option<&PathBuf>> {
         std::fs::create_dir_all(dir).with_context(|| format!("--plots {}: creating it", dir.display()))?;
     }
     Ok(args.plots.as_ref())
-}
-
-fn write_file(path: &std::path::Path, contents: &str, what: &str) -> Result<()> {
-    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("{what}: {}", path.display());
-    Ok(())
 }
 
 /// How this run was asked for, for the report.

@@ -1,6 +1,6 @@
 //! Output files are checked before a run, not after: a run of minutes should not end by failing
 //! to write the file it was for.
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::path::Path;
 
 /// Refuses `path`, given with `flag`, when it cannot be written: its directory missing or not
@@ -22,6 +22,13 @@ pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
     if let Err(e) = can_write_in(dir) {
         bail!("{flag} {shown}: cannot write in {}: {e}", dir.display());
     }
+    Ok(())
+}
+
+/// Writes `contents` to `path` and says so on stderr as `what: path`.
+pub fn write_file(path: &Path, contents: impl AsRef<[u8]>, what: &str) -> Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("{what}: {}", path.display());
     Ok(())
 }
 

@@ -90,8 +90,7 @@ impl ProfileArgs {
             };
             let title = format!("tcpprof: {what} ({how}, {samples} samples in {} ms)", b.window_ms);
             let svg = printer::flamegraph(stacks, &title, None)?;
-            std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("flame graph: {}", path.display());
+            crate::outputs::write_file(path, svg, "flame graph")?;
         }
         Ok(())
     }
