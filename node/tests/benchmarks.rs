@@ -336,12 +336,8 @@ fn a_server_killed_mid_run_is_reported_and_the_node_goes_on() {
 
 /// A bench-server child of any thread of process `pid`.
 fn bench_server_child(pid: u32) -> Option<i32> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    tasks.flatten().find_map(|task| {
-        let children = std::fs::read_to_string(task.path().join("children")).ok()?;
-        children
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-            .find(|&p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "bench-server"))
-    })
+    let child = profiler::procfs::children(pid)
+        .into_iter()
+        .find(|&p| profiler::procfs::comm(p).as_deref() == Some("bench-server"))?;
+    Some(child as i32)
 }

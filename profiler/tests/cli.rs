@@ -2,7 +2,7 @@
 //! `profile` window. Needs root (eBPF).
 mod common;
 
-use common::{Peer, require_root};
+use common::{Peer, TempDir, profile_json, require_root};
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,8 +11,8 @@ const PROFILER: &str = env!("CARGO_BIN_EXE_tcpprof");
 #[test]
 fn bench_writes_folded_stacks_and_a_flame_graph() {
     require_root();
-    let dir = std::env::temp_dir().join(format!("tcpprof-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("cli");
+    let dir = &tmp.0;
     let (folded, svg) = (dir.join("stacks.folded"), dir.join("flame.svg"));
     let out = Command::new(PROFILER)
         .args([
@@ -51,7 +51,6 @@ fn bench_writes_folded_stacks_and_a_flame_graph() {
         svg.contains("<svg") && svg.contains("bench-server epoll, BURN 20000"),
         "the title names the run"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An output that could not be written is refused before the run, not after it.
@@ -62,7 +61,7 @@ fn unwritable_outputs_are_refused_before_the_run() {
         ("--hlog", "/nonexistent/dir/x.hlog"),
         ("--report", "/tmp"),
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tcpprof"))
+        let out = Command::new(PROFILER)
             .args(["bench", "-n", "100", flag, path])
             .output()
             .unwrap();
@@ -114,11 +113,12 @@ fn ctrl_c_ends_a_profile_early_and_still_prints_it_marked_partial() {
 #[test]
 fn a_sweep_prints_its_knee_and_why() {
     require_root();
+    let tmp = TempDir::new("sweep");
     let out = Command::new(PROFILER)
         .args(["bench", "--server", "threads", "--command", "PING", "-n", "20000"])
         .args(["--sweep", "1,10,100,1000"])
         .arg("--plots")
-        .arg(std::env::temp_dir().join(format!("tcpprof-sweep-{}", std::process::id())))
+        .arg(&tmp.0)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -130,14 +130,12 @@ fn a_sweep_prints_its_knee_and_why() {
     let kinds = ["server-cpu", "client-cpu", "run-queue", "accept-queue", "network"];
     assert!(kinds.iter().any(|k| knee.contains(k)), "{knee}");
     assert!(knee.contains("throughput changed"), "{knee}");
-    let dir = std::env::temp_dir().join(format!("tcpprof-sweep-{}", std::process::id()));
-    let svg = std::fs::read_to_string(dir.join("sweep.svg")).unwrap();
+    let svg = std::fs::read_to_string(tmp.0.join("sweep.svg")).unwrap();
     let level = knee.split_whitespace().nth(2).unwrap();
     assert!(
         svg.contains(&format!("knee: {level} connections")),
         "the knee is marked"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A running server profiled by pid while a load generator of its own (another `tcpprof bench
@@ -208,8 +206,8 @@ fn profile_and_target_runs_report_signals() {
 #[test]
 fn two_agents_merge_into_one_result() {
     let (_server, addr) = bench_server();
-    let dir = std::env::temp_dir().join(format!("tcpprof-agents-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("agents");
+    let dir = &tmp.0;
     let agents: Vec<_> = ["a", "b"]
         .iter()
         .map(|name| {
@@ -269,7 +267,6 @@ fn two_agents_merge_into_one_result() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("/etc/hostname"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An epoll bench-server on a free port of 127.0.0.1, started apart from any `tcpprof`, and its
@@ -287,8 +284,8 @@ fn bench_server() -> (Peer, String) {
 #[test]
 fn the_html_report_renders_in_chromium() {
     require_root();
-    let dir = std::env::temp_dir().join(format!("tcpprof-report-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("report");
+    let dir = &tmp.0;
     let report = dir.join("report.html");
     let out = Command::new(PROFILER)
         .args([
@@ -305,7 +302,7 @@ fn the_html_report_renders_in_chromium() {
         .args(["--profile", "--mode", "sampling", "--report"])
         .arg(&report)
         .arg("--plots")
-        .arg(&dir)
+        .arg(dir)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -362,7 +359,6 @@ fn the_html_report_renders_in_chromium() {
         "a real picture: {} bytes",
         png.len()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `tcpprof bench` loading `addr` with the line protocol's PING, as a target.
@@ -388,8 +384,8 @@ fn prometheus_scrapes_what_the_profile_counts() {
     require_root();
     let (server, addr) = bench_server();
     let (metrics_port, prometheus_port) = (common::free_port(), common::free_port());
-    let dir = std::env::temp_dir().join(format!("tcpprof-prometheus-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("prometheus");
+    let dir = &tmp.0;
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
@@ -439,7 +435,6 @@ fn prometheus_scrapes_what_the_profile_counts() {
     let calls = json["classes"]["write"]["calls"].as_u64().unwrap();
     assert!(calls > 1000, "the load's writes were counted: {calls}");
     assert_eq!(scraped, Some(calls as f64), "Prometheus's value against tcpprof's own");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `bench --profile --listen`: while the load runs, /metrics has the load's counts with errors by
@@ -501,11 +496,4 @@ fn http_get(port: u16, path: &str) -> String {
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_string())
         .unwrap_or_default()
-}
-
-/// `tcpprof profile --pid PID --duration SECS --json`.
-fn profile_json(pid: &str, duration: &str) -> Command {
-    let mut command = Command::new(PROFILER);
-    command.args(["profile", "--pid", pid, "--duration", duration, "--json"]);
-    command
 }

@@ -4,9 +4,10 @@
 //! profiled process that exits mid-window is reported as exited, with exit status 0. Needs root.
 mod common;
 
-use common::{Peer, require_root};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use common::{Peer, profile_json, require_root};
+use owned_child::OwnedChild;
+use profiler::procfs;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TCPPROF: &str = env!("CARGO_BIN_EXE_tcpprof");
@@ -58,31 +59,18 @@ fn assert_back_to(before: [usize; 3]) {
     );
 }
 
-/// The bench-server children of any thread of `pid`.
+/// The bench-server children of `pid`.
 fn bench_servers_of(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|c| {
-            c.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "bench-server"))
+    procfs::children(pid)
+        .into_iter()
+        .filter(|&p| procfs::comm(p).as_deref() == Some("bench-server"))
         .collect()
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.split_whitespace().nth(2) != Some("Z"))
 }
 
 /// Sends `signal` once `ready` holds (at most 10 s), then collects the output. SIGINT goes to
 /// the child's whole process group, as a terminal's Ctrl-C does (start the child as a group
 /// leader): what tcpprof started gets it too.
-fn interrupt(child: Child, signal: i32, ready: impl Fn(u32) -> bool) -> (std::process::Output, Duration) {
+fn interrupt(child: OwnedChild, signal: i32, ready: impl Fn(u32) -> bool) -> (std::process::Output, Duration) {
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !ready(pid) {
@@ -107,25 +95,25 @@ fn sigint_and_sigterm_end_a_profiled_bench_and_leave_nothing_behind() {
     require_root();
     for signal in [libc::SIGINT, libc::SIGTERM] {
         let before = settled();
-        let bench = Command::new(TCPPROF)
-            .process_group(0)
-            .args([
-                "bench",
-                "--command",
-                "PING",
-                "-d",
-                "30",
-                "-c",
-                "4",
-                "--profile",
-                "--mode",
-                "tracepoint",
-                "--json",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let bench = OwnedChild::spawn_group(
+            Command::new(TCPPROF)
+                .args([
+                    "bench",
+                    "--command",
+                    "PING",
+                    "-d",
+                    "30",
+                    "-c",
+                    "4",
+                    "--profile",
+                    "--mode",
+                    "tracepoint",
+                    "--json",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .unwrap();
         let servers = std::cell::RefCell::new(Vec::new());
         let (out, took) = interrupt(bench, signal, |pid| {
             *servers.borrow_mut() = bench_servers_of(pid);
@@ -142,7 +130,7 @@ fn sigint_and_sigterm_end_a_profiled_bench_and_leave_nothing_behind() {
         assert!(json["server_exited"].is_null(), "{json}");
         assert_eq!(json["errors"], 0, "{json}");
         for server in servers.borrow().iter() {
-            assert!(!alive(*server), "bench-server {server} outlived tcpprof");
+            assert!(!procfs::is_alive(*server), "bench-server {server} outlived tcpprof");
         }
         assert_back_to(before);
     }
@@ -153,21 +141,13 @@ fn sigterm_ends_a_profile_and_leaves_nothing_behind() {
     require_root();
     let before = settled();
     let target = Peer::start("sleep", &["60"]);
-    let profile = Command::new(TCPPROF)
-        .args([
-            "profile",
-            "--pid",
-            &target.pid().to_string(),
-            "--duration",
-            "60",
-            "--mode",
-            "sampling",
-            "--json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let profile = OwnedChild::spawn(
+        profile_json(&target.pid().to_string(), "60")
+            .args(["--mode", "sampling"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .unwrap();
     let (out, took) = interrupt(profile, libc::SIGTERM, |_| bpf_objects()[0] > before[0]);
     assert_eq!(out.status.code(), Some(143), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(took < Duration::from_secs(5), "{took:?}");
@@ -188,17 +168,8 @@ fn a_target_that_exits_mid_window_is_reported_and_the_profile_succeeds() {
             "end=$(($(date +%s) + 2)); while [ $(date +%s) -lt $end ]; do :; done",
         ],
     );
-    let out = Command::new(TCPPROF)
-        .args([
-            "profile",
-            "--pid",
-            &target.pid().to_string(),
-            "--duration",
-            "4",
-            "--mode",
-            "tracepoint",
-            "--json",
-        ])
+    let out = profile_json(&target.pid().to_string(), "4")
+        .args(["--mode", "tracepoint"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

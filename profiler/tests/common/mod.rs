@@ -108,6 +108,13 @@ impl Drop for TempDir {
     }
 }
 
+/// `tcpprof profile --pid PID --duration SECS --json`.
+pub fn profile_json(pid: &str, duration: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tcpprof"));
+    command.args(["profile", "--pid", pid, "--duration", duration, "--json"]);
+    command
+}
+
 /// Debian's redis-server on a free loopback port, persisting nothing.
 pub fn redis() -> (Peer, u16) {
     let port = free_port();
