@@ -217,7 +217,7 @@ impl Benchmark {
     }
 
     /// The target and the load with the CPUs left unset chosen now: [`default_cpus`].
-    fn placed(&self) -> (Target, LoadConfig) {
+    pub fn placed(&self) -> (Target, LoadConfig) {
         let server_cpus = match &self.target {
             Target::Server(spec) => spec.cpus.clone(),
             Target::Addr(_) => None,

@@ -2,10 +2,10 @@
 //! bench-server child and the real load generator. Needs root (eBPF).
 mod common;
 
-use bench::load::{Command, ConnectionMode, LoadConfig};
-use bench::server::{Model, ServerSpec};
+use bench::load::{Command, ConnectionMode};
+use bench::server::Model;
 use common::{options, require_root, test_mode};
-use profiler::benchmark::{Benchmark, ProfileError, Target, bench_server_exe, default_cpus};
+use profiler::benchmark::{Benchmark, ProfileError, Target, bench_server_exe};
 use profiler::signals::cpu::{thread_deltas, thread_stats};
 use profiler::{Breakdown, Mode, Part, ProfileOptions, Requested, Session};
 use std::time::Duration;
@@ -119,16 +119,9 @@ fn load_generator_calls_are_not_counted() {
 #[test]
 fn oncpu_agrees_with_schedstat() {
     require_root();
-    let b = benchmark(Command::Echo { payload_size: 64 }, 30_000, 200);
-    let Target::Server(spec) = &b.target else {
-        unreachable!()
-    };
     // Placed as a benchmark places them when it runs: server and load on CPUs of their own.
-    let (cpus, client_cpus) = default_cpus(None, None);
-    let spec = ServerSpec { cpus, ..spec.clone() };
-    let load = LoadConfig {
-        client_cpus,
-        ..b.load.clone()
+    let (Target::Server(spec), load) = benchmark(Command::Echo { payload_size: 64 }, 30_000, 200).placed() else {
+        unreachable!()
     };
     let server = bench::server::spawn_child(&bench_server_exe().unwrap(), &spec).unwrap();
     let session = Session::attach(&[server.pid()], &options()).unwrap();
