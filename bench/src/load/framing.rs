@@ -516,10 +516,12 @@ impl RespReader {
         while !bytes.is_empty() {
             if self.bulk_left > 0 {
                 let take = self.bulk_left.min(bytes.len() as u64) as usize;
-                // The last two bytes of the bulk region are its CRLF.
-                for (k, &b) in bytes[..take].iter().enumerate() {
+                // The last two bytes of the bulk region are its CRLF: only those are looked at,
+                // so a large value costs no work per byte.
+                let crlf_from = self.bulk_left.saturating_sub(2).min(take as u64) as usize;
+                for (k, &b) in bytes[..take].iter().enumerate().skip(crlf_from) {
                     let from_end = self.bulk_left - k as u64;
-                    if from_end <= 2 && b != b"\r\n"[2 - from_end as usize] {
+                    if b != b"\r\n"[2 - from_end as usize] {
                         return broken("bulk string not followed by CRLF".to_string());
                     }
                 }
