@@ -13,7 +13,7 @@
 //! with a long `BURN` delays its own clients while the others idle; and connections that arrive
 //! in the moment between the first bind and the others all go to the first thread.
 
-use super::bind_reuseport;
+use super::bind;
 use super::epoll::EpollPoller;
 use super::reactor::{Reactor, Trigger};
 use super::support::worker_count;
@@ -34,7 +34,7 @@ pub fn serve(listener: TcpListener, backlog: u32) -> Result<()> {
     );
     let mut listeners = vec![listener];
     for i in 1..workers {
-        let extra = bind_reuseport(addr, backlog).with_context(|| format!("listener of worker {i}"))?;
+        let extra = bind(addr, backlog, true).with_context(|| format!("listener of worker {i}"))?;
         listeners.push(extra);
     }
     let (done, finished) = mpsc::channel();

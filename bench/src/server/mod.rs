@@ -128,11 +128,11 @@ impl Model {
         self == Model::Prefork
     }
 
-    /// The listening socket this model serves: [`bind`], plus `SO_REUSEPORT` with `reuse_port`
+    /// The listening socket this model serves: [`bind`], with `SO_REUSEPORT` when `reuse_port`
     /// (several servers sharing a port) and always for [`Model::EpollWorkers`] (whose other
     /// listeners join its port).
     pub fn bind(self, addr: SocketAddr, backlog: u32, reuse_port: bool) -> Result<TcpListener> {
-        bind_with(addr, reuse_port || self == Model::EpollWorkers, backlog)
+        bind(addr, backlog, reuse_port || self == Model::EpollWorkers)
     }
 
     /// Serves `listener` (from [`Model::bind`]) until the process is killed; returns only on a
@@ -184,18 +184,10 @@ impl FromStr for Model {
 }
 
 /// A listening socket on `addr` with `SO_REUSEADDR` (so a restarted server can rebind while old
-/// connections sit in TIME_WAIT) and an accept queue of `backlog`.
-pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener> {
-    bind_with(addr, false, backlog)
-}
-
-/// [`bind`] with `SO_REUSEPORT` as well, so that more listeners (also with `SO_REUSEPORT`, of
-/// the same user) can bind the same port and share its connections.
-pub fn bind_reuseport(addr: SocketAddr, backlog: u32) -> Result<TcpListener> {
-    bind_with(addr, true, backlog)
-}
-
-fn bind_with(addr: SocketAddr, reuse_port: bool, backlog: u32) -> Result<TcpListener> {
+/// connections sit in TIME_WAIT) and an accept queue of `backlog`; with `reuse_port`,
+/// `SO_REUSEPORT` as well, so that more listeners (also with `SO_REUSEPORT`, of the same user)
+/// can bind the same port and share its connections.
+pub fn bind(addr: SocketAddr, backlog: u32, reuse_port: bool) -> Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).context("creating the listening socket")?;
     socket.set_reuse_address(true).context("setting SO_REUSEADDR")?;
     if reuse_port {
@@ -241,12 +233,12 @@ mod tests {
             .bind("127.0.0.1:0".parse().unwrap(), DEFAULT_BACKLOG, false)
             .unwrap();
         let addr = first.local_addr().unwrap();
-        let second = bind_reuseport(addr, DEFAULT_BACKLOG).expect("joins the port");
+        let second = bind(addr, DEFAULT_BACKLOG, true).expect("joins the port");
         assert_eq!(second.local_addr().unwrap(), addr);
         // Without SO_REUSEPORT on the first, the port is taken.
         let plain = Model::Epoll
             .bind("127.0.0.1:0".parse().unwrap(), DEFAULT_BACKLOG, false)
             .unwrap();
-        assert!(bind_reuseport(plain.local_addr().unwrap(), DEFAULT_BACKLOG).is_err());
+        assert!(bind(plain.local_addr().unwrap(), DEFAULT_BACKLOG, true).is_err());
     }
 }
