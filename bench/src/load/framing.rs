@@ -118,8 +118,8 @@ impl Reader {
         }
     }
 
-    /// The server closed the connection: the end of a body delimited by the close, or a
-    /// response cut short.
+    /// The server closed the connection: the end of a body delimited by the close (a verdict
+    /// that never keeps the connection alive), or a response cut short.
     pub fn eof(&mut self, spec: &ResponseSpec) -> Verdict {
         let received = self.received();
         let length = match spec {

@@ -692,7 +692,6 @@ impl<'a> Worker<'a> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) => return self.fail(i, ErrorKind::Io, format!("recv: {e}")),
         };
-        let closed = matches!(result, Ok(0));
         let (failure, keep_alive) = match verdict {
             Verdict::Partial => return,
             Verdict::Broken { kind, why } => return self.fail(i, kind, why),
@@ -703,7 +702,7 @@ impl<'a> Worker<'a> {
             let why = "the whole response came before the request was sent".to_string();
             return self.fail(i, ErrorKind::Mismatch, why);
         }
-        self.answered(i, done, failure, keep_alive && !closed);
+        self.answered(i, done, failure, keep_alive);
     }
 
     /// A whole response: correct, or one that says the request failed. The connection stays
