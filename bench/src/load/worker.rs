@@ -218,7 +218,7 @@ struct Worker<'a> {
     /// Global number of `conns[0]`.
     first_conn: usize,
     buf: Vec<u8>,
-    /// A request with keys, filled in for the connection sending it.
+    /// A request with keys, filled in for the connection sending it (empty for a fixed request).
     keyed: Vec<u8>,
     budget: Option<u64>,
     stop_at: Option<Instant>,
@@ -296,7 +296,12 @@ impl<'a> Worker<'a> {
             conns,
             first_conn: share.conns.start,
             buf: vec![0; READ_BUFFER],
-            keyed: job.request.bytes.clone(),
+            // Only a request with keys to fill needs a copy of its own.
+            keyed: if job.request.is_fixed() {
+                Vec::new()
+            } else {
+                job.request.bytes.clone()
+            },
             budget: share.budget,
             stop_at: None,
             interval,
