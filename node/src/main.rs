@@ -68,23 +68,8 @@ fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<Li
     if line.len() <= MAX_LINE || line.ends_with(b"\n") {
         return Ok(Line::Read);
     }
-    // Skip the rest of the line, a buffer at a time.
-    loop {
-        let buf = input.fill_buf()?;
-        if buf.is_empty() {
-            break;
-        }
-        match buf.iter().position(|&b| b == b'\n') {
-            Some(end) => {
-                input.consume(end + 1);
-                break;
-            }
-            None => {
-                let len = buf.len();
-                input.consume(len);
-            }
-        }
-    }
+    // The rest of the line, a buffer at a time, never held.
+    input.skip_until(b'\n')?;
     line.clear();
     Ok(Line::TooLong)
 }
