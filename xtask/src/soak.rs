@@ -76,7 +76,7 @@ pub fn soak(root: &Path, minutes: f64) -> Result<()> {
             eprintln!(
                 "soak: {:.0} s, {} messages, node RSS {} KiB",
                 started.elapsed().as_secs_f64(),
-                msg_id,
+                sent.values().sum::<u64>(),
                 rss_kib(node.id())
             );
             last_report = Instant::now();
@@ -102,7 +102,7 @@ pub fn soak(root: &Path, minutes: f64) -> Result<()> {
     let replies: u64 = by_type.values().sum();
     let twice = per_request.values().filter(|&&n| n > 1).count();
     println!("soak for {minutes} min at {RATE} messages/s: node exit {status}");
-    println!("sent: {} messages {sent:?}", msg_id);
+    println!("sent: {} messages {sent:?}", sent.values().sum::<u64>());
     println!("replies: {replies} of {expected} expected {by_type:?}");
     println!("errors by code: {by_code:?}");
     println!("RSS: {rss_start} KiB at the start, {rss_end} KiB at the end");
