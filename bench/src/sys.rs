@@ -44,28 +44,6 @@ pub fn ephemeral_ports() -> u64 {
         .unwrap_or(28_232)
 }
 
-/// Lets the kernel pick a socket's local port at connect, by the whole 4-tuple, after a bind to
-/// an address alone (IP_BIND_ADDRESS_NO_PORT): otherwise bind reserves a port for every
-/// destination and one source address holds no more connections than without the bind.
-pub fn bind_address_no_port(socket: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: a valid descriptor, and an int option of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 /// This machine's CPUs other than `taken`, in order.
 pub fn cpus_besides(taken: &[usize]) -> Vec<usize> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -14,6 +14,7 @@ use super::stats::{CallTimer, ErrorCounts, ErrorKind};
 use crate::sys;
 use anyhow::{Context, Result, anyhow};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::socket::{setsockopt, sockopt};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -589,7 +590,10 @@ impl<'a> Worker<'a> {
         socket.set_tcp_nodelay(true)?;
         if !self.job.sources.is_empty() {
             let source = self.job.sources[(self.first_conn + i) % self.job.sources.len()];
-            sys::bind_address_no_port(&socket)?;
+            // The port is picked at connect, by the whole 4-tuple: otherwise bind reserves a
+            // port for every destination, and one source address holds no more connections
+            // than without the bind.
+            setsockopt(&socket, sockopt::IpBindAddressNoPort, &true)?;
             socket.bind(&SocketAddr::new(source, 0).into())?;
         }
         if self.job.mode == ConnectionMode::PerRequest {
