@@ -172,6 +172,8 @@ fn mismatch(offset: u64, chunk: &[u8], expected: &Expected) -> String {
 pub struct HttpReader {
     /// The head so far, when it came in pieces.
     head: Vec<u8>,
+    /// A chunk-size or trailer line so far; kept with its capacity from response to response.
+    line: Vec<u8>,
     state: HttpState,
     status: u16,
     keep_alive: bool,
@@ -193,13 +195,13 @@ enum HttpState {
 
 #[derive(Debug)]
 enum Chunked {
-    /// A chunk-size line (and its extensions) so far.
-    Size(Vec<u8>),
+    /// A chunk-size line (and its extensions), in `line`.
+    Size,
     Data(u64),
     /// The CRLF after a chunk's data: how many of its bytes are still to come.
     DataEnd(usize),
-    /// Trailer lines, until an empty one; the current line so far.
-    Trailers(Vec<u8>),
+    /// Trailer lines, until an empty one; the current one in `line`.
+    Trailers,
 }
 
 /// What the head says.
@@ -214,8 +216,11 @@ impl HttpReader {
     fn reset(&mut self) {
         let mut head = std::mem::take(&mut self.head);
         head.clear();
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
         *self = HttpReader {
             head,
+            line,
             ..HttpReader::default()
         };
     }
@@ -273,24 +278,21 @@ impl HttpReader {
                     self.check_body(expect, bytes);
                     return Verdict::Partial;
                 }
-                HttpState::Chunked(Chunked::Size(line)) => {
-                    let Some((rest, whole)) = take_line(line, bytes, MAX_CHUNK_LINE) else {
+                HttpState::Chunked(Chunked::Size) => {
+                    let Some((rest, whole)) = take_line(&mut self.line, bytes, MAX_CHUNK_LINE) else {
                         return broken(format!("chunk-size line over {MAX_CHUNK_LINE} bytes"));
                     };
                     bytes = rest;
                     if !whole {
                         return Verdict::Partial;
                     }
-                    let size = match httparse::parse_chunk_size(line) {
+                    let size = match httparse::parse_chunk_size(&self.line) {
                         Ok(httparse::Status::Complete((_, size))) => size,
-                        _ => return broken(format!("bad chunk size {:?}", String::from_utf8_lossy(line))),
+                        _ => return broken(format!("bad chunk size {:?}", String::from_utf8_lossy(&self.line))),
                     };
+                    self.line.clear();
                     self.state = HttpState::Chunked(match size {
-                        0 => {
-                            let mut trailers = std::mem::take(line);
-                            trailers.clear();
-                            Chunked::Trailers(trailers)
-                        }
+                        0 => Chunked::Trailers,
                         n => Chunked::Data(n),
                     });
                 }
@@ -317,20 +319,21 @@ impl HttpReader {
                         *left -= 1;
                         bytes = rest;
                     }
-                    self.state = HttpState::Chunked(Chunked::Size(Vec::new()));
+                    self.state = HttpState::Chunked(Chunked::Size);
                 }
-                HttpState::Chunked(Chunked::Trailers(line)) => {
-                    let Some((rest, whole)) = take_line(line, bytes, MAX_CHUNK_LINE) else {
+                HttpState::Chunked(Chunked::Trailers) => {
+                    let Some((rest, whole)) = take_line(&mut self.line, bytes, MAX_CHUNK_LINE) else {
                         return broken(format!("trailer line over {MAX_CHUNK_LINE} bytes"));
                     };
                     bytes = rest;
                     if !whole {
                         return Verdict::Partial;
                     }
-                    if line.as_slice() == b"\r\n" || line.as_slice() == b"\n" {
+                    let last = matches!(self.line.as_slice(), b"\r\n" | b"\n");
+                    self.line.clear();
+                    if last {
                         return self.finish(expect, bytes, self.keep_alive);
                     }
-                    line.clear();
                 }
             }
         }
@@ -457,7 +460,7 @@ fn parse_head(data: &[u8], expect: &HttpExpect) -> Result<Option<Head>, String> 
         100 | 102..=199 => HttpState::Head,
         101 | 204 | 304 => HttpState::Length(0),
         _ if expect.head => HttpState::Length(0),
-        _ if chunked => HttpState::Chunked(Chunked::Size(Vec::new())),
+        _ if chunked => HttpState::Chunked(Chunked::Size),
         _ => match length {
             Some(n) => HttpState::Length(n),
             None => {
