@@ -296,13 +296,7 @@ pub(crate) fn load(tgids: &[u32], ports: &[u16], sampling: bool, stacks: bool) -
         }
     }
     let tcp_error = sock_offsets
-        .and_then(|_| {
-            if ports.is_empty() {
-                Ok(())
-            } else {
-                attach_tcp(&mut ebpf, ports)
-            }
-        })
+        .and_then(|_| attach_tcp(&mut ebpf, ports))
         .err()
         .map(|e| format!("{e:#}"));
     Ok(Loaded { ebpf, tcp_error })
@@ -321,8 +315,11 @@ fn check_targets(tgids: &[u32]) -> Result<()> {
     Ok(())
 }
 
-/// The TCP programs, counting for `ports`.
+/// The TCP programs, counting for `ports` (none attached for no port: they would count nothing).
 fn attach_tcp(ebpf: &mut Ebpf, ports: &[u16]) -> Result<()> {
+    if ports.is_empty() {
+        return Ok(());
+    }
     let mut map: HashMap<_, u16, u8> = HashMap::try_from(ebpf.map_mut(names::PORTS).context("map PORTS missing")?)?;
     for &port in ports {
         map.insert(port, 1, 0)
