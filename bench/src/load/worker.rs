@@ -371,9 +371,7 @@ impl<'a> Worker<'a> {
                     if self.conns[i].state == State::Connecting
                         && now.duration_since(self.conns[i].started) >= self.job.request_timeout
                     {
-                        self.note_setup_error(format!("connect took over {:?}", self.job.request_timeout));
-                        self.conns[i].state = State::Idle;
-                        self.close(i, true);
+                        self.give_up_connect(i, format!("connect took over {:?}", self.job.request_timeout));
                         pending -= 1;
                     }
                 }
@@ -404,9 +402,7 @@ impl<'a> Worker<'a> {
         };
         for i in 0..self.conns.len() {
             if self.conns[i].state == State::Connecting {
-                self.note_setup_error(why);
-                self.conns[i].state = State::Idle;
-                self.close(i, true);
+                self.give_up_connect(i, why);
             }
         }
         Ok(())
@@ -787,6 +783,13 @@ impl<'a> Worker<'a> {
             _ => Duration::ZERO,
         };
         self.wake.push(Reverse((Instant::now() + delay, i)));
+    }
+
+    /// A connect that is not waited for any longer: its socket reset, `why` noted.
+    fn give_up_connect(&mut self, i: usize, why: impl Display) {
+        self.note_setup_error(why);
+        self.conns[i].state = State::Idle;
+        self.close(i, true);
     }
 
     fn note_setup_error(&mut self, why: impl Display) {
