@@ -196,7 +196,8 @@ add_fields!(SyscallTotals {
 add_fields!(StackErrors {
     collisions,
     failed,
-    lost
+    lost,
+    ring_full
 });
 
 /// Context switches of the target's threads.
@@ -358,6 +359,9 @@ pub struct StackErrors {
     pub failed: u64,
     /// The count map was full: the sample is counted in the totals but not in any stack.
     pub lost: u64,
+    /// The user-stack ring buffer was full: the sample's user stack was walked by frame pointers
+    /// instead of copied for CFI unwinding.
+    pub ring_full: u64,
 }
 
 /// Most distinct (process, context, user stack, kernel stack) keys kept per window.
@@ -367,11 +371,51 @@ pub const MAX_STACK_KEYS: u32 = 16384;
 /// about 1 KiB of kernel memory (127 frames), held only while stacks are taken.
 pub const MAX_STACKS: u32 = 32768;
 
+/// Bytes of user stack a sample copies for unwinding from call frame information, in whole pages
+/// from the page that holds the stack pointer: 12 to 16 KiB above it. perf's `--call-graph dwarf`
+/// copies 8 KiB; a CPython 3.12 server with perf trampolines needs about N KiB from its event
+/// loop down (docs/unwinding.md).
+pub const USER_STACK_PAGES: usize = 4;
+pub const PAGE_SIZE: usize = 4096;
+pub const USER_STACK_BYTES: usize = USER_STACK_PAGES * PAGE_SIZE;
+
+/// One sample of a process unwound from call frame information (`.eh_frame`) in user space: the
+/// user registers an unwinder starts from and the top of the user stack, copied by the sampling
+/// program into a BPF ring buffer, since no two such samples are alike (the kernel deduplicates
+/// only what it walks itself).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct UserStackSample {
+    pub tgid: u32,
+    /// A syscall class or [`CONTEXT_USER`], as in [`StackKey`].
+    pub context: u32,
+    /// The kernel stack's id in the stack trace map, a negative errno, or [`NO_STACK`].
+    pub kernel_stack: i32,
+    /// Bytes of `stack` copied, whole pages from `stack_base`: the copy stops at the first page
+    /// that cannot be read (the end of the stack's mapping).
+    pub stack_len: u32,
+    /// The user registers: where the thread was in user space, or where it entered the kernel.
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// The address of `stack[0]`: the start of the page holding `sp`.
+    pub stack_base: u64,
+    pub stack: [u8; USER_STACK_BYTES],
+}
+
+/// Bytes of the user-stack ring buffer while CFI unwinding runs: 8 MiB, about 500 samples, a
+/// quarter of a second of two CPUs sampling at 999 Hz (the reader empties it every 10 ms). One
+/// page otherwise (the least a ring buffer can be).
+pub const USER_STACK_RING_BYTES: u32 = 8 << 20;
+
 /// x86_64 `struct pt_regs`: where the registers saved at kernel entry sit. `orig_ax` holds the
 /// syscall number in a syscall (an interrupt vector or fault error code otherwise); the entry
 /// code sets `ax` to -ENOSYS until the syscall returns its value there.
 pub mod pt_regs {
+    pub const BP: usize = 32;
     pub const AX: usize = 80;
+    pub const IP: usize = 128;
+    pub const SP: usize = 152;
     pub const ORIG_AX: usize = 120;
     pub const ENOSYS: i64 = 38;
 }
@@ -424,6 +468,8 @@ pub mod names {
     pub const TCP_TOTALS: &str = "TCP_TOTALS";
     pub const PORTS: &str = "PORTS";
     pub const SOCK_OFFSETS: &str = "SOCK_OFFSETS";
+    pub const CFI_TARGETS: &str = "CFI_TARGETS";
+    pub const USER_STACKS: &str = "USER_STACKS";
     /// Sampling: the cpu-clock perf event program, one event per CPU.
     pub const CPU_SAMPLE: &str = "cpu_sample";
     /// Tracepoint mode: the raw_syscalls raw tracepoints.
@@ -464,6 +510,7 @@ mod pod {
     unsafe impl aya::Pod for super::RunqTotals {}
     unsafe impl aya::Pod for super::TcpTotals {}
     unsafe impl aya::Pod for super::SockOffsets {}
+    unsafe impl aya::Pod for super::UserStackSample {}
 }
 
 #[cfg(test)]

@@ -16,7 +16,9 @@
 //! registers the thread saved when it entered the kernel (profiler-common's `pt_regs`), and
 //! counts its (part, user stack, kernel stack). `sched_switch` finds a switched-out thread's
 //! syscall the same way, so blocked and run-queue time keep their classes. The same sampler runs
-//! beside the syscall hooks when an exact-mode profile asks for stacks.
+//! beside the syscall hooks when an exact-mode profile asks for stacks. User stacks are walked by
+//! frame pointers, or, for targets built without them, copied for unwinding in user space
+//! (`user_stack`).
 //!
 //! For the saturation signals, every mode also times each run-queue wait of a target thread
 //! (wakeup or preemption to running, as BCC's runqlat) into a log2 histogram, and the TCP programs
@@ -24,6 +26,8 @@
 //! profiled attaches only the scheduler and TCP programs.
 #![no_std]
 #![no_main]
+
+mod user_stack;
 
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
@@ -645,12 +649,19 @@ fn count_stack(ctx: &PerfEventContext, tgid: u32, context: u32, in_user: bool) {
             e
         }
     };
+    // A tick in user mode has no kernel stack of the thread's own.
+    let kernel_stack = if in_user { NO_STACK } else { stack_id(0) };
+    if user_stack::is_cfi_target(tgid) {
+        if user_stack::send(ctx, tgid, context, kernel_stack, in_user) {
+            return;
+        }
+        errors.ring_full += 1;
+    }
     let key = StackKey {
         tgid,
         context,
         user_stack: stack_id(BPF_F_USER_STACK as u64),
-        // A tick in user mode has no kernel stack of the thread's own.
-        kernel_stack: if in_user { NO_STACK } else { stack_id(0) },
+        kernel_stack,
     };
     match STACK_COUNTS.get_ptr_mut(key) {
         Some(count) => unsafe { *count += 1 },

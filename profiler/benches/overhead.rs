@@ -99,7 +99,7 @@ fn options(mode: Mode, frequency_hz: u32, stacks: bool) -> ProfileOptions {
         mode: Requested::Only(mode),
         frequency_hz,
         stacks,
-        bpf_stats: false,
+        ..ProfileOptions::default()
     }
 }
 

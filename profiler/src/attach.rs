@@ -1,11 +1,14 @@
 //! Loading the embedded eBPF object and attaching it to the target processes, in kprobe,
 //! tracepoint or sampling mode, falling back from one to the next and keeping why.
 use crate::cpu_clock::CpuClock;
+use crate::unwind::{self, Unwind};
 use anyhow::{Context, Result, bail, ensure};
 use aya::maps::HashMap;
 use aya::programs::{KProbe, PerfEvent, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
-use profiler_common::{MAX_MORE_TARGETS, MAX_PORTS, MAX_STACK_KEYS, MAX_STACKS, SyscallClass, names};
+use profiler_common::{
+    MAX_MORE_TARGETS, MAX_PORTS, MAX_STACK_KEYS, MAX_STACKS, PAGE_SIZE, SyscallClass, USER_STACK_RING_BYTES, names,
+};
 use serde::Serialize;
 use std::fmt;
 use std::os::fd::AsFd;
@@ -137,6 +140,9 @@ pub struct Loaded {
 pub struct Programs {
     /// Closed before the programs are unloaded (fields drop in order).
     _clock: Option<CpuClock>,
+    /// Unwinds the samples of the processes built without frame pointers as they come, when
+    /// there are any (stopped before the programs are unloaded).
+    pub(crate) unwinding: Option<unwind::Reader>,
     pub(crate) loaded: Loaded,
     pub mode: Mode,
     /// The cpu-clock sampler's frequency, when it runs (sampling mode, or stacks): it samples
@@ -148,13 +154,15 @@ pub struct Programs {
 /// programs with the reason each mode tried before failed. Userspace mode is the caller's to run:
 /// asking for it, or `Auto` with every eBPF mode failing, is [`AttachError::NoMode`]. A request
 /// no mode could meet (a sampling frequency above the kernel's limit) is refused before any mode
-/// is tried, so that it cannot pass for a mode's failure.
+/// is tried, so that it cannot pass for a mode's failure. Whenever the sampler runs, `unwind` says
+/// which targets' user stacks are unwound from CFI rather than walked by frame pointers.
 pub(crate) fn attach(
     tgids: &[u32],
     ports: &[u16],
     requested: Requested,
     frequency_hz: u32,
     stacks: bool,
+    unwind: Unwind,
 ) -> Result<(Programs, Vec<String>), AttachError> {
     let modes: &[Mode] = match requested {
         Requested::Auto => &Mode::EBPF,
@@ -170,13 +178,26 @@ pub(crate) fn attach(
         check_frequency(frequency_hz).map_err(refused)?;
     }
     let mut reasons = Vec::new();
+    let mut cfi = None;
     for &mode in modes {
         // Sampling mode is the sampler; the exact modes run it for stacks.
         let sampler_hz = (mode == Mode::Sampling || stacks).then_some(frequency_hz);
-        match attach_mode(tgids, ports, mode, sampler_hz) {
-            Ok((loaded, clock)) => {
+        let cfi: &[u32] = match sampler_hz {
+            Some(_) => cfi.get_or_insert_with(|| unwind::cfi_targets(tgids, unwind)),
+            None => &[],
+        };
+        match attach_mode(tgids, ports, mode, sampler_hz, cfi) {
+            Ok((mut loaded, clock)) => {
+                let unwinding = match cfi {
+                    [] => None,
+                    _ => Some(unwind::Reader::start(
+                        loaded.user_stacks().map_err(refused)?,
+                        cfi.to_vec(),
+                    )),
+                };
                 let programs = Programs {
                     _clock: clock,
+                    unwinding,
                     loaded,
                     mode,
                     sampler_hz,
@@ -226,6 +247,7 @@ fn attach_mode(
     ports: &[u16],
     mode: Mode,
     sampler_hz: Option<u32>,
+    cfi: &[u32],
 ) -> Result<(Loaded, Option<CpuClock>)> {
     if mode == Mode::Kprobe && !kernel_has_kprobes() {
         // CONFIG_KPROBES unset: nothing below could attach, so say so plainly.
@@ -233,7 +255,7 @@ fn attach_mode(
             "this kernel has no kprobes (no kprobe PMU in /sys/bus/event_source/devices, no kprobe_events in tracefs)"
         );
     }
-    let mut loaded = load(tgids, ports, mode == Mode::Sampling, sampler_hz.is_some())?;
+    let mut loaded = load(tgids, ports, mode == Mode::Sampling, sampler_hz.is_some(), cfi)?;
     let ebpf = &mut loaded.ebpf;
     match mode {
         Mode::Tracepoint => {
@@ -253,8 +275,8 @@ fn attach_mode(
 /// detached: the target would be tgid 0, the idle task, whose every stretch idle they would time
 /// as a wait. With no port the TCP programs stay detached: they would count nothing. `sampling` tells
 /// `sched_switch` that no syscall hook keeps the threads' contexts; `stacks` sizes the stack
-/// maps for the sampler.
-pub(crate) fn load(tgids: &[u32], ports: &[u16], sampling: bool, stacks: bool) -> Result<Loaded> {
+/// maps for the sampler, and `cfi` (targets among `tgids`) the user-stack ring buffer.
+pub(crate) fn load(tgids: &[u32], ports: &[u16], sampling: bool, stacks: bool, cfi: &[u32]) -> Result<Loaded> {
     check_targets(tgids)?;
     let (tgid, more) = tgids.split_first().map_or((0, &[][..]), |(first, more)| (*first, more));
     ensure!(
@@ -269,6 +291,11 @@ pub(crate) fn load(tgids: &[u32], ports: &[u16], sampling: bool, stacks: bool) -
     // Without the sampler the stack maps shrink to one entry: a full stack map is some 34 MB of
     // kernel memory.
     let (stack_entries, key_entries) = if stacks { (MAX_STACKS, MAX_STACK_KEYS) } else { (1, 1) };
+    let ring_bytes = if stacks && !cfi.is_empty() {
+        USER_STACK_RING_BYTES
+    } else {
+        PAGE_SIZE as u32
+    };
     let mut ebpf = EbpfLoader::new()
         .override_global(names::TARGET_TGID, &tgid, true)
         .override_global(names::MULTI_TARGET, &u32::from(!more.is_empty()), true)
@@ -281,6 +308,7 @@ pub(crate) fn load(tgids: &[u32], ports: &[u16], sampling: bool, stacks: bool) -
         .override_global(names::SAMPLING, &u32::from(sampling), true)
         .map_max_entries(names::STACK_TRACES, stack_entries)
         .map_max_entries(names::STACK_COUNTS, key_entries)
+        .map_max_entries(names::USER_STACKS, ring_bytes)
         .load(EBPF_OBJECT)
         .context("loading the eBPF object into the kernel (needs root, or CAP_BPF and CAP_PERFMON)")?;
     let mut targets: HashMap<_, u32, u8> =
@@ -289,6 +317,13 @@ pub(crate) fn load(tgids: &[u32], ports: &[u16], sampling: bool, stacks: bool) -
         targets
             .insert(pid, 1, 0)
             .with_context(|| format!("adding pid {pid} to the targets"))?;
+    }
+    let mut unwound: HashMap<_, u32, u8> =
+        HashMap::try_from(ebpf.map_mut(names::CFI_TARGETS).context("map CFI_TARGETS missing")?)?;
+    for &pid in cfi {
+        unwound
+            .insert(pid, 1, 0)
+            .with_context(|| format!("adding pid {pid} to the targets unwound from CFI"))?;
     }
     if !tgids.is_empty() {
         for program in [names::SCHED_SWITCH, names::SCHED_WAKEUP, names::SCHED_PROCESS_EXIT] {
@@ -300,6 +335,18 @@ pub(crate) fn load(tgids: &[u32], ports: &[u16], sampling: bool, stacks: bool) -
         .err()
         .map(|e| format!("{e:#}"));
     Ok(Loaded { ebpf, tcp_error })
+}
+
+impl Loaded {
+    /// The ring buffer the sampling program sends CFI targets' user stacks through, taken out
+    /// for the reader.
+    fn user_stacks(&mut self) -> Result<aya::maps::RingBuf<aya::maps::MapData>> {
+        let map = self
+            .ebpf
+            .take_map(names::USER_STACKS)
+            .context("map USER_STACKS missing")?;
+        Ok(aya::maps::RingBuf::try_from(map)?)
+    }
 }
 
 /// Processes our programs can account: none (TCP signals only) up to [`MAX_MORE_TARGETS`] + 1,

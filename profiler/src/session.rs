@@ -8,7 +8,8 @@ use crate::report::Report;
 use crate::signals::Window;
 use crate::stacks::Stacks;
 use crate::symbols::{ProcessImage, Symbols};
-use crate::{Mode, Requested, Totals};
+use crate::unwind;
+use crate::{Mode, Requested, Totals, Unwind};
 use anyhow::Result;
 use bench::load::LoadReport;
 use bench::server::ServerChild;
@@ -29,6 +30,8 @@ pub struct ProfileOptions {
     pub stacks: bool,
     /// Report the eBPF programs' own run time (BPF run-time statistics).
     pub bpf_stats: bool,
+    /// How sampled user stacks are walked: frame pointers, or call frame information.
+    pub unwind: Unwind,
 }
 
 impl ProfileOptions {
@@ -45,6 +48,7 @@ impl Default for ProfileOptions {
             frequency_hz: ProfileOptions::DEFAULT_FREQUENCY_HZ,
             stacks: false,
             bpf_stats: false,
+            unwind: Unwind::Auto,
         }
     }
 }
@@ -80,7 +84,7 @@ pub struct Session<'a> {
 
 enum Source<'a> {
     Kernel {
-        programs: Programs,
+        programs: Box<Programs>,
         /// The targets' mappings, for naming their stacks even after they exit.
         images: Vec<ProcessImage>,
         run_stats: Option<OwnedFd>,
@@ -95,8 +99,14 @@ impl Session<'static> {
     /// here, or no eBPF mode attaching, is an error that carries each mode's reason.
     pub fn attach(pids: &[u32], options: &ProfileOptions) -> Result<Session<'static>, AttachError> {
         let ports = listening_ports(pids);
-        let (mut programs, fallback_reasons) =
-            attach::attach(pids, &ports, options.mode, options.frequency_hz, options.stacks)?;
+        let (mut programs, fallback_reasons) = attach::attach(
+            pids,
+            &ports,
+            options.mode,
+            options.frequency_hz,
+            options.stacks,
+            options.unwind,
+        )?;
         // A process that is gone already (a worker that exited since it was listed) keeps no
         // mappings: its frames will be [unknown], the rest of the profile stands.
         let images = match programs.sampler_hz {
@@ -114,7 +124,7 @@ impl Session<'static> {
         let signals = Window::open(Ok(pids.to_vec()), &ports, Ok(&mut programs.loaded));
         Ok(Session {
             source: Source::Kernel {
-                programs,
+                programs: Box::new(programs),
                 images,
                 run_stats,
             },
@@ -209,15 +219,21 @@ impl<'a> Session<'a> {
         let reasons = std::mem::take(&mut self.fallback_reasons);
         match self.source {
             Source::Kernel {
-                programs,
+                mut programs,
                 images,
                 run_stats,
             } => {
                 let signals = self.signals.close(Some(&programs.loaded));
                 let totals = programs.read_totals()?;
                 let frequency = programs.sampler_hz;
+                let unwound = programs.unwinding.take().map(unwind::Reader::finish);
                 let stacks = match programs.sampler_hz {
-                    Some(_) => Some(crate::stacks::read(&programs, &images, &Symbols::default())?),
+                    Some(_) => Some(crate::stacks::read(
+                        &programs,
+                        &images,
+                        &Symbols::default(),
+                        unwound.as_ref(),
+                    )?),
                     None => None,
                 };
                 let profile = Profile {

@@ -4,6 +4,7 @@
 use crate::attach::Programs;
 use crate::breakdown::Part;
 use crate::symbols::{Frame, ProcessImage, Symbols, UNKNOWN};
+use crate::unwind::{CfiStacks, StackEnd};
 use anyhow::{Context, Result};
 use aya::maps::{PerCpuHashMap, StackTraceMap};
 use profiler_common::{NO_STACK, StackErrors, StackKey, names};
@@ -61,6 +62,10 @@ fn is_whole(frames: &[Frame]) -> bool {
             }))
 }
 
+/// Ids of CFI-unwound user stacks, past the kernel's stack map's (which holds
+/// [`profiler_common::MAX_STACKS`]).
+const CFI_IDS: i32 = 1 << 30;
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Stacks {
     /// One line per distinct stack, with its samples, in folded order (written to files, not
@@ -76,6 +81,11 @@ pub struct Stacks {
     /// slow path and BPF programs): mostly the exact modes' own cost, which they count as the
     /// server's time, mostly in process. Sampling mode hooks no syscall, so it has little.
     pub tracing_samples: BTreeMap<Part, u64>,
+    /// The processes whose user stacks were unwound from call frame information (the others'
+    /// were walked by frame pointers).
+    pub unwound_cfi: Vec<u32>,
+    /// What would name more of the stacks: once per process, not a frame per sample.
+    pub hints: Vec<String>,
 }
 
 /// A function's self samples (it was the innermost frame) and their share of its part.
@@ -96,9 +106,37 @@ pub struct StackErrorCounts {
     pub failed: u64,
     /// The count map was full: the sample is in the totals but in no stack.
     pub lost: u64,
-    /// Samples whose user stack stops before its thread's first function: code built without
-    /// frame pointers, or deeper than 127 frames. They keep at least the sampled function.
+    /// Samples whose user stack, walked by frame pointers, stops before its thread's first
+    /// function: code built without them, or deeper than 127 frames. They keep at least the
+    /// sampled function.
     pub truncated: u64,
+    /// Samples whose user stack, unwound from call frame information, still ended early, by why
+    /// (`unwind::StackEnd`): the next frame was above the copied stack, the code had no CFI for
+    /// its address, a return address was in no mapping, a rule could not be followed.
+    pub copy_too_short: u64,
+    pub no_cfi: u64,
+    pub unknown_mapping: u64,
+    pub unwind_error: u64,
+    /// Samples of CFI targets that found the user-stack ring buffer full: their user stacks were
+    /// walked by frame pointers instead.
+    pub ring_full: u64,
+}
+
+impl StackErrorCounts {
+    /// Samples with a user stack cut short, however it was walked.
+    pub fn cut_short(&self) -> u64 {
+        self.truncated + self.copy_too_short + self.no_cfi + self.unknown_mapping + self.unwind_error
+    }
+
+    fn count_end(&mut self, end: StackEnd, samples: u64) {
+        match end {
+            StackEnd::Whole => {}
+            StackEnd::CopyTooShort => self.copy_too_short += samples,
+            StackEnd::NoCfi => self.no_cfi += samples,
+            StackEnd::UnknownMapping => self.unknown_mapping += samples,
+            StackEnd::UnwindError => self.unwind_error += samples,
+        }
+    }
 }
 
 impl Stacks {
@@ -115,8 +153,14 @@ impl Stacks {
     }
 }
 
-/// Reads and names the stacks counted since attach. `images` are the targets' mappings.
-pub(crate) fn read(programs: &Programs, images: &[ProcessImage], symbols: &Symbols) -> Result<Stacks> {
+/// Reads and names the stacks counted since attach, with the user stacks `unwound` from CFI
+/// while the window lasted. `images` are the targets' mappings.
+pub(crate) fn read(
+    programs: &Programs,
+    images: &[ProcessImage],
+    symbols: &Symbols,
+    unwound: Option<&CfiStacks>,
+) -> Result<Stacks> {
     let counts: PerCpuHashMap<_, StackKey, u64> = PerCpuHashMap::try_from(programs.loaded.map(names::STACK_COUNTS)?)?;
     let mut by_key: HashMap<StackKey, u64> = HashMap::new();
     for entry in counts.iter() {
@@ -128,14 +172,32 @@ pub(crate) fn read(programs: &Programs, images: &[ProcessImage], symbols: &Symbo
         collisions: errors.collisions,
         failed: errors.failed,
         lost: errors.lost,
-        truncated: 0,
+        ring_full: errors.ring_full,
+        ..StackErrorCounts::default()
     };
 
-    let traces = StackTraceMap::try_from(programs.loaded.map(names::STACK_TRACES)?)?;
+    // CFI-unwound user stacks join the kernel-walked ones under ids of their own.
     let mut addrs: HashMap<i32, Vec<u64>> = HashMap::new();
+    let mut ends: HashMap<i32, StackEnd> = HashMap::new();
+    if let Some(unwound) = unwound {
+        for (key, &count) in &unwound.counts {
+            let key = StackKey {
+                tgid: key.tgid,
+                context: key.context,
+                user_stack: CFI_IDS + key.user_stack as i32,
+                kernel_stack: key.kernel_stack,
+            };
+            *by_key.entry(key).or_default() += count;
+        }
+        for (i, (frames, end)) in unwound.user_stacks.iter().enumerate() {
+            addrs.insert(CFI_IDS + i as i32, frames.clone());
+            ends.insert(CFI_IDS + i as i32, *end);
+        }
+    }
+    let traces = StackTraceMap::try_from(programs.loaded.map(names::STACK_TRACES)?)?;
     for key in by_key.keys() {
         for id in [key.user_stack, key.kernel_stack] {
-            if id >= 0 && !addrs.contains_key(&id) {
+            if (0..CFI_IDS).contains(&id) && !addrs.contains_key(&id) {
                 let trace = traces
                     .get(&(id as u32), 0)
                     .with_context(|| format!("reading stack {id}"))?;
@@ -148,6 +210,7 @@ pub(crate) fn read(programs: &Programs, images: &[ProcessImage], symbols: &Symbo
     let mut folded: HashMap<String, u64> = HashMap::new();
     let mut leaves: BTreeMap<Part, HashMap<Frame, u64>> = BTreeMap::new();
     let mut tracing_samples: BTreeMap<Part, u64> = BTreeMap::new();
+    let mut seen: HashMap<u32, Seen> = HashMap::new();
     for (key, &count) in &by_key {
         let part = Part::of_context(key.context);
         let process = images.iter().find(|i| i.pid == key.tgid).map_or("?", |i| &i.name);
@@ -155,10 +218,16 @@ pub(crate) fn read(programs: &Programs, images: &[ProcessImage], symbols: &Symbo
         let user = named.stack(key.tgid, key.user_stack);
         match user {
             Some(frames) => {
-                if !is_whole(frames) {
-                    report.truncated += count;
+                match ends.get(&key.user_stack) {
+                    Some(&end) => report.count_end(end, count),
+                    None if !is_whole(frames) => report.truncated += count,
+                    None => {}
                 }
-                line.extend(frames.iter().rev().map(|f| clean(&f.function)));
+                seen.entry(key.tgid).or_default().add(frames, count);
+                // Frames of JIT code without names, one after another, say no more than one.
+                let mut outer_first: Vec<&Frame> = frames.iter().rev().collect();
+                outer_first.dedup_by(|a, b| a.is_unknown_jit() && b.is_unknown_jit());
+                line.extend(outer_first.iter().map(|f| clean(&f.function)));
             }
             None => line.push("[missing user stack]".into()),
         }
@@ -175,9 +244,13 @@ pub(crate) fn read(programs: &Programs, images: &[ProcessImage], symbols: &Symbo
         }
         *folded.entry(line.join(";")).or_default() += count;
         let leaf = match (kernel, user) {
-            (Some(Some(frames)), _) | (None, Some(frames)) => frames.first().cloned(),
+            (Some(Some(frames)), _) => frames.first(),
+            // In user space the function a Python programmer wrote is the innermost Python
+            // frame: the interpreter's own frames inside it are it running.
+            (None, Some(frames)) => frames.iter().find(|f| f.is_python()).or(frames.first()),
             _ => None,
         }
+        .cloned()
         .unwrap_or_else(|| Frame {
             function: "[missing stack]".into(),
             module: UNKNOWN.into(),
@@ -194,7 +267,84 @@ pub(crate) fn read(programs: &Programs, images: &[ProcessImage], symbols: &Symbo
             .collect(),
         errors: report,
         tracing_samples,
+        unwound_cfi: unwound.map(|u| u.pids.clone()).unwrap_or_default(),
+        hints: images
+            .iter()
+            .filter_map(|image| hint(image, seen.get(&image.pid)?))
+            .collect(),
     })
+}
+
+/// What a process's user stacks held, for the hints.
+#[derive(Default)]
+struct Seen {
+    samples: u64,
+    /// Samples with JIT code the perf map does not name.
+    unnamed_jit: u64,
+    /// Samples with a Python function named.
+    python: u64,
+}
+
+impl Seen {
+    fn add(&mut self, frames: &[Frame], count: u64) {
+        self.samples += count;
+        if frames.iter().any(Frame::is_unknown_jit) {
+            self.unnamed_jit += count;
+        }
+        if frames.iter().any(Frame::is_python) {
+            self.python += count;
+        }
+    }
+}
+
+/// How to get names for what a process ran unnamed, said once.
+fn hint(image: &ProcessImage, seen: &Seen) -> Option<String> {
+    let who = format!("{} (pid {})", image.name, image.pid);
+    let program = image.files().next().unwrap_or_default();
+    if seen.unnamed_jit > 0 {
+        let how = if program.starts_with("node") {
+            "start node with --perf-basic-prof to name its JavaScript functions".to_string()
+        } else if program.starts_with("java") {
+            format!(
+                "run `jcmd {} Compiler.perfmap` before the window ends, or start java with \
+                 -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit",
+                image.pid
+            )
+        } else {
+            format!("its runtime would name that code in /tmp/perf-{}.map", image.pid)
+        };
+        let status = if image.has_perf_map() {
+            "not named in its perf map"
+        } else {
+            "and it has no perf map"
+        };
+        return Some(format!(
+            "{who}: {} of {} samples ran JIT code {status}: {how}",
+            seen.unnamed_jit, seen.samples
+        ));
+    }
+    let python = image.files().find_map(python_minor)?;
+    if seen.python > 0 || seen.samples == 0 {
+        return None;
+    }
+    Some(if python >= 12 {
+        format!(
+            "{who}: no Python function named: start CPython 3.{python} with -X perf (or PYTHONPERFSUPPORT=1) so \
+             that its Python functions appear in the stacks"
+        )
+    } else {
+        format!(
+            "{who}: no Python function named: CPython 3.{python} has no perf trampolines; CPython 3.12 and later \
+             name Python functions with -X perf"
+        )
+    })
+}
+
+/// The minor version of CPython 3 a file is (`python3.12`, `libpython3.12.so.1.0`).
+fn python_minor(file: &str) -> Option<u32> {
+    let rest = file.strip_prefix("lib").unwrap_or(file).strip_prefix("python3.")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 fn top_only<S: serde::Serializer>(functions: &BTreeMap<Part, Vec<FunctionShare>>, s: S) -> Result<S::Ok, S::Error> {

@@ -5,7 +5,9 @@
 //! named from the files afterwards, by file offset: a target that exits before the end of the
 //! window still gets names for what it did. While it lives, each file is opened through
 //! /proc/PID/map_files, which reaches it in the target's mount namespace (a container) and after
-//! it was replaced on disk; once it has exited, by its path.
+//! it was replaced on disk; once it has exited, by its path. Code in anonymous executable memory
+//! (JIT compilers, CPython's perf trampolines) is named from the process's perf map.
+use crate::perf_map::PerfMap;
 use blazesym::symbolize::source::{Elf, Kernel, Process, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use blazesym::{MaybeDefault, Pid};
@@ -31,44 +33,82 @@ impl Frame {
         }
     }
 
+    /// JIT code the process's perf map does not name (or it has none).
+    pub fn unknown_jit() -> Frame {
+        Frame {
+            function: JIT.into(),
+            module: JIT.into(),
+        }
+    }
+
     pub fn is_unknown(&self) -> bool {
         self.function == UNKNOWN
+    }
+
+    pub fn is_unknown_jit(&self) -> bool {
+        self.function == JIT
+    }
+
+    /// A Python function, named by CPython's perf trampoline.
+    pub fn is_python(&self) -> bool {
+        self.module == PYTHON
     }
 }
 
 pub const KERNEL_MODULE: &str = "[kernel]";
+/// JIT-compiled code: its module, and its name when the perf map has none.
+pub const JIT: &str = "[jit]";
+/// CPython functions, named by its perf trampolines (`py::function:file`).
+pub const PYTHON: &str = "[python]";
 
 /// A process's name and executable mappings, as /proc showed them.
 #[derive(Clone, Debug)]
 pub struct ProcessImage {
     pub pid: u32,
     pub name: String,
+    /// The file it runs (/proc/PID/exe), when that could be read.
+    pub exe: Option<String>,
     /// Newest reading first, so a later mapping of a reused range wins.
     mappings: Vec<Mapping>,
+    perf_map: PerfMap,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Mapping {
-    start: u64,
-    end: u64,
+pub(crate) struct Mapping {
+    pub start: u64,
+    pub end: u64,
     /// File offset of `start`.
-    offset: u64,
+    pub offset: u64,
     /// The mapped file, `[vdso]`, or empty for anonymous memory.
-    path: String,
+    pub path: String,
+}
+
+impl Mapping {
+    /// The file's name without its directory.
+    pub fn file_name(&self) -> &str {
+        let path = self.path.trim_end_matches(" (deleted)");
+        path.rsplit('/').next().unwrap_or(path)
+    }
 }
 
 impl ProcessImage {
-    /// Reads /proc/PID/comm and /proc/PID/maps.
+    /// Reads /proc/PID/comm, exe and maps, and the perf map.
     pub fn read(pid: u32) -> std::io::Result<ProcessImage> {
-        let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))?
+        let mut image = ProcessImage::gone(pid);
+        image.read_names()?;
+        image.mappings = parse_maps(&std::fs::read_to_string(format!("/proc/{pid}/maps"))?);
+        image.perf_map = PerfMap::of(pid);
+        Ok(image)
+    }
+
+    fn read_names(&mut self) -> std::io::Result<()> {
+        self.name = std::fs::read_to_string(format!("/proc/{}/comm", self.pid))?
             .trim_end()
             .to_string();
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
-        Ok(ProcessImage {
-            pid,
-            name,
-            mappings: parse_maps(&maps),
-        })
+        self.exe = std::fs::read_link(format!("/proc/{}/exe", self.pid))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned());
+        Ok(())
     }
 
     /// A process whose /proc could not be read: nothing of it can be named.
@@ -76,31 +116,54 @@ impl ProcessImage {
         ProcessImage {
             pid,
             name: format!("[{pid}]"),
+            exe: None,
             mappings: Vec::new(),
+            perf_map: PerfMap::default(),
         }
     }
 
-    /// Adds what the process has mapped since (libraries loaded later), keeping the older
-    /// mappings for addresses sampled before they went away. A process that is gone keeps its
-    /// last reading.
+    /// Adds what the process has mapped since (libraries loaded later; after an exec, the new
+    /// program, under its new name) and what its perf map gained, keeping the older mappings for
+    /// addresses sampled before they went away. A process that is gone keeps its last reading.
     pub fn refresh(&mut self) {
         let Ok(maps) = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)) else {
             return;
         };
+        let _ = self.read_names();
         let mut newer = parse_maps(&maps);
         newer.retain(|m| !self.mappings.contains(m));
         newer.append(&mut self.mappings);
         self.mappings = newer;
+        self.perf_map.refresh();
     }
 
     fn find(&self, addr: u64) -> Option<&Mapping> {
         self.mappings.iter().find(|m| (m.start..m.end).contains(&addr))
     }
+
+    /// Whether it has a perf map with anything in it.
+    pub fn has_perf_map(&self) -> bool {
+        !self.perf_map.is_empty()
+    }
+
+    /// The file names of what it maps executable, its program first.
+    pub(crate) fn files(&self) -> impl Iterator<Item = &str> {
+        self.exe
+            .as_deref()
+            .map(|e| e.rsplit('/').next().unwrap_or(e))
+            .into_iter()
+            .chain(
+                self.mappings
+                    .iter()
+                    .filter(|m| m.path.starts_with('/'))
+                    .map(Mapping::file_name),
+            )
+    }
 }
 
 /// The executable lines of a /proc/PID/maps text:
 /// `start-end perms offset dev inode [path]`.
-fn parse_maps(text: &str) -> Vec<Mapping> {
+pub(crate) fn parse_maps(text: &str) -> Vec<Mapping> {
     text.lines()
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
@@ -170,13 +233,15 @@ impl Symbols {
                         module: m.path.clone(),
                     }
                 }
-                _ => {}
+                // Anonymous executable memory: code made at run time.
+                Some(_) => frames[i] = jit_frame(image.perf_map.find(addr)),
+                None => {}
             }
         }
         self.name_vdso(&vdso, &mut frames);
         for (mapping, wanted) in by_file {
             let path = mapping.path.trim_end_matches(" (deleted)");
-            let module = path.rsplit('/').next().unwrap_or(path);
+            let module = mapping.file_name();
             let offsets: Vec<u64> = wanted.iter().map(|&(_, offset)| offset).collect();
             let through_proc = format!("/proc/{}/map_files/{:x}-{:x}", image.pid, mapping.start, mapping.end);
             let file = if std::path::Path::new(&through_proc).exists() {
@@ -231,6 +296,17 @@ impl Symbols {
                 Err(_) => Frame::unknown(VDSO),
             };
         }
+    }
+}
+
+/// A frame of JIT code, named from the perf map when it has the address.
+fn jit_frame(name: Option<&str>) -> Frame {
+    match name {
+        Some(name) => Frame {
+            function: name.to_string(),
+            module: if name.starts_with("py::") { PYTHON } else { JIT }.into(),
+        },
+        None => Frame::unknown_jit(),
     }
 }
 

@@ -80,15 +80,7 @@ pub fn profile_table(p: &Profile) -> String {
         }
     }
     if let Some(stacks) = &p.stacks {
-        let e = stacks.errors;
-        if e.collisions + e.failed + e.lost + e.truncated > 0 {
-            let _ = writeln!(
-                out,
-                "\nstacks: {} samples with a truncated user stack (no frame pointers), {} stack-map collisions, \
-                 {} stacks not walked, {} samples lost (count map full)",
-                e.truncated, e.collisions, e.failed, e.lost
-            );
-        }
+        stack_notes(&mut out, stacks);
     }
     if p.partial {
         let _ = writeln!(
@@ -120,6 +112,66 @@ pub fn profile_table(p: &Profile) -> String {
         }
     }
     out
+}
+
+/// How the user stacks were walked, what went missing from the stacks and why, and how to name
+/// what could not be named.
+fn stack_notes(out: &mut String, stacks: &Stacks) {
+    let e = &stacks.errors;
+    if !stacks.unwound_cfi.is_empty() {
+        let pids: Vec<String> = stacks.unwound_cfi.iter().map(u32::to_string).collect();
+        let _ = writeln!(
+            out,
+            "
+user stacks of pid {} unwound from call frame information (built without frame pointers)",
+            pids.join(", ")
+        );
+    }
+    let missing: Vec<String> = [
+        (
+            e.truncated,
+            "whose frame-pointer walk stopped early (code built without them)",
+        ),
+        (e.copy_too_short, "unwound to the end of the copied stack"),
+        (e.no_cfi, "stopped at code with no call frame information"),
+        (e.unknown_mapping, "stopped at a return address in no mapping"),
+        (e.unwind_error, "stopped at a rule that could not be followed"),
+    ]
+    .iter()
+    .filter_map(counted)
+    .collect();
+    if !missing.is_empty() {
+        let _ = writeln!(
+            out,
+            "
+stacks: {} samples with a user stack cut short: {}",
+            e.cut_short(),
+            missing.join(", ")
+        );
+    }
+    let lost: Vec<String> = [
+        (
+            e.ring_full,
+            "samples walked by frame pointers for want of room in the ring buffer",
+        ),
+        (e.collisions, "stack-map collisions"),
+        (e.failed, "stacks not walked"),
+        (e.lost, "samples lost (count map full)"),
+    ]
+    .iter()
+    .filter_map(counted)
+    .collect();
+    if !lost.is_empty() {
+        let _ = writeln!(out, "stacks: {}", lost.join(", "));
+    }
+    for hint in &stacks.hints {
+        let _ = writeln!(out, "hint: {hint}");
+    }
+}
+
+/// "N what", unless there are none.
+fn counted(&(n, what): &(u64, &str)) -> Option<String> {
+    (n > 0).then(|| format!("{n} {what}"))
 }
 
 fn class_rows(b: &Breakdown) -> impl Iterator<Item = (&'static str, &ClassReport)> {

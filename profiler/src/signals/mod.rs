@@ -404,7 +404,7 @@ pub struct Watch {
 impl Watch {
     pub fn attach(pids: Result<Vec<u32>, String>, ports: Vec<u16>) -> Watch {
         let targets = pids.as_deref().unwrap_or_default();
-        let loaded = attach::load(targets, &ports, false, false).map_err(|e| format!("no eBPF: {e:#}"));
+        let loaded = attach::load(targets, &ports, false, false, &[]).map_err(|e| format!("no eBPF: {e:#}"));
         Watch {
             loaded,
             pids,

@@ -138,7 +138,8 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> Result<()> {
     if !args.profile && args.profiling.any_given() {
         bail!(
-            "--mode, --frequency, --stacks, --folded, --flamegraph and --bpf-stats profile the server: add --profile"
+            "--mode, --frequency, --stacks, --folded, --flamegraph, --bpf-stats and --unwind profile the server: add \
+             --profile"
         );
     }
     let mut benchmark = benchmark(&args)?;

@@ -1,7 +1,7 @@
 //! The profiling flags `profile` and `bench --profile` share, and the stack files they write.
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use profiler::{Mode, Profile, ProfileOptions, Requested, printer};
+use profiler::{Mode, Profile, ProfileOptions, Requested, Unwind, printer};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -27,6 +27,11 @@ pub struct ProfileArgs {
     /// Also report the eBPF programs' own run time (BPF run-time statistics).
     #[arg(long)]
     bpf_stats: bool,
+    /// How sampled user stacks are walked: auto (frame pointers where the process's own code
+    /// keeps them, call frame information otherwise), fp, or dwarf (call frame information, from
+    /// .eh_frame or .debug_frame, for every target) [default: auto].
+    #[arg(long, value_name = "HOW")]
+    unwind: Option<Unwind>,
 }
 
 impl ProfileArgs {
@@ -38,6 +43,7 @@ impl ProfileArgs {
             || self.folded.is_some()
             || self.flamegraph.is_some()
             || self.bpf_stats
+            || self.unwind.is_some()
     }
 
     /// The plan these flags make, with `default_frequency` when none is given.
@@ -47,6 +53,7 @@ impl ProfileArgs {
             frequency_hz: self.frequency.unwrap_or(default_frequency),
             stacks: self.stacks || self.folded.is_some() || self.flamegraph.is_some(),
             bpf_stats: self.bpf_stats,
+            unwind: self.unwind.unwrap_or_default(),
         }
     }
 
