@@ -51,9 +51,6 @@ impl Job {
                 Job::Sweep(benchmark, levels)
             }
             "bench_profile" => {
-                if matches!(benchmark.target, Target::Addr(_)) {
-                    return Err("target: bench_profile profiles its own bench-server, not a target".into());
-                }
                 let mut benchmark = benchmark;
                 if let Some(mode) = fields::string_opt(body, "mode")? {
                     benchmark.profiling.mode = mode.parse().map_err(|e| format!("mode: {e}"))?;
@@ -65,6 +62,10 @@ impl Job {
                     1..=u64::from(ProfileOptions::MAX_FREQUENCY_HZ),
                 )? as u32;
                 benchmark.profiling.stacks = fields::boolean(body, "stacks", false)?;
+                if let Some(unwind) = fields::string_opt(body, "unwind")? {
+                    benchmark.profiling.unwind = unwind.parse().map_err(|e| format!("unwind: {e}"))?;
+                }
+                benchmark.profiling.children = fields::boolean(body, "children", false)?;
                 Job::Profile(benchmark)
             }
             _ => Job::Run(benchmark),
@@ -191,7 +192,7 @@ fn benchmark(body: &Body, default_requests: u64, limits: &Limits) -> Result<Benc
 /// as many as its source addresses hold (see `bench::load::source_addresses_for`).
 fn most_connections(target: &Target, limits: &Limits) -> u64 {
     match target {
-        Target::Addr(addr) => {
+        Target::Addr(addr) | Target::Exec { addr, .. } => {
             let addresses = bench::load::source_addresses_for(addr.ip()) as u64;
             (limits.per_source_address * addresses).min(limits.max_concurrency)
         }
@@ -318,7 +319,13 @@ mod tests {
         assert!(wrong("bench_run", target(json!({"keyspace": 5}))).starts_with("keyspace:"));
         assert!(wrong("bench_run", target(json!({"headers": ["x"]}))).starts_with("headers:"));
         assert!(wrong("bench_run", target(json!({"backlog": 5}))).starts_with("backlog:"));
-        assert!(wrong("bench_profile", target(json!({}))).starts_with("target:"));
+        // A target is profiled as the processes that listen there (and their children).
+        let Ok(Job::Profile(b)) = parse("bench_profile", target(json!({"children": true, "unwind": "dwarf"}))) else {
+            panic!()
+        };
+        assert!(matches!(b.target, Target::Addr(_)));
+        assert!(b.profiling.children && b.profiling.unwind == profiler::Unwind::Dwarf);
+        assert!(wrong("bench_profile", json!({"unwind": "lbr"})).starts_with("unwind:"));
         assert!(wrong("bench_run", json!({"target": "10.0.0.1:80"})).starts_with("target:"));
         let Ok(Job::Run(b)) = parse("bench_run", target(json!({"path": "/x"}))) else {
             panic!()

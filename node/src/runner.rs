@@ -122,7 +122,7 @@ impl Job {
 fn server_name(b: &Benchmark) -> String {
     match &b.target {
         Target::Server(spec) => spec.model.name().to_string(),
-        Target::Addr(addr) => addr.to_string(),
+        Target::Addr(addr) | Target::Exec { addr, .. } => addr.to_string(),
     }
 }
 

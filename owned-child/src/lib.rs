@@ -4,7 +4,7 @@
 //! so that what it started (nginx's workers, a prefork server's) goes too.
 
 use std::io;
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 /// How long a child stopped with a signal other than SIGKILL has to exit.
@@ -53,6 +53,10 @@ impl OwnedChild {
 
     pub fn take_stdout(&mut self) -> Option<ChildStdout> {
         self.child.as_mut()?.stdout.take()
+    }
+
+    pub fn take_stderr(&mut self) -> Option<ChildStderr> {
+        self.child.as_mut()?.stderr.take()
     }
 
     /// Its exit status if it has exited, without waiting.

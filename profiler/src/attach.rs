@@ -1,7 +1,7 @@
 //! Loading the embedded eBPF object and attaching it to the target processes, in kprobe,
 //! tracepoint or sampling mode, falling back from one to the next and keeping why.
 use crate::cpu_clock::CpuClock;
-use crate::unwind::{self, Unwind};
+use crate::unwind;
 use anyhow::{Context, Result, bail, ensure};
 use aya::maps::HashMap;
 use aya::programs::{KProbe, PerfEvent, RawTracePoint};
@@ -154,15 +154,16 @@ pub struct Programs {
 /// programs with the reason each mode tried before failed. Userspace mode is the caller's to run:
 /// asking for it, or `Auto` with every eBPF mode failing, is [`AttachError::NoMode`]. A request
 /// no mode could meet (a sampling frequency above the kernel's limit) is refused before any mode
-/// is tried, so that it cannot pass for a mode's failure. Whenever the sampler runs, `unwind` says
-/// which targets' user stacks are unwound from CFI rather than walked by frame pointers.
+/// is tried, so that it cannot pass for a mode's failure. Whenever the sampler runs, `cfi` says
+/// (asked once) which targets' user stacks are unwound from CFI rather than walked by frame
+/// pointers.
 pub(crate) fn attach(
     tgids: &[u32],
     ports: &[u16],
     requested: Requested,
     frequency_hz: u32,
     stacks: bool,
-    unwind: Unwind,
+    cfi: &dyn Fn() -> Vec<u32>,
 ) -> Result<(Programs, Vec<String>), AttachError> {
     let modes: &[Mode] = match requested {
         Requested::Auto => &Mode::EBPF,
@@ -178,12 +179,12 @@ pub(crate) fn attach(
         check_frequency(frequency_hz).map_err(refused)?;
     }
     let mut reasons = Vec::new();
-    let mut cfi = None;
+    let mut unwound = None;
     for &mode in modes {
         // Sampling mode is the sampler; the exact modes run it for stacks.
         let sampler_hz = (mode == Mode::Sampling || stacks).then_some(frequency_hz);
         let cfi: &[u32] = match sampler_hz {
-            Some(_) => cfi.get_or_insert_with(|| unwind::cfi_targets(tgids, unwind)),
+            Some(_) => unwound.get_or_insert_with(cfi),
             None => &[],
         };
         match attach_mode(tgids, ports, mode, sampler_hz, cfi) {

@@ -1,8 +1,10 @@
-//! A benchmark: a bench-server child (or a loopback target), the load generator against it, and
-//! optionally the server process profiled over the run. The node and the `tcpprof bench`
-//! command are two front ends to these functions.
+//! A benchmark: a bench-server child, a server already running, or one of the user's started for
+//! the run (`--exec`); the load generator against it; and optionally the server's processes
+//! profiled over the run. The node and the `tcpprof bench` command are two front ends to these
+//! functions.
 use crate::Totals;
 use crate::attach::AttachError;
+use crate::launch;
 use crate::report::{Report, Sweep};
 use crate::server_stats::{Sampler, ServerStats};
 use crate::session::{ProfileOptions, Session};
@@ -33,6 +35,9 @@ pub enum Target {
     Server(ServerSpec),
     /// A server already listening on a loopback address.
     Addr(SocketAddr),
+    /// The user's server: this command (a program and its arguments), started for each run and
+    /// stopped after it; the load goes to `addr`, once it accepts connections.
+    Exec { command: Vec<String>, addr: SocketAddr },
 }
 
 impl Target {
@@ -47,6 +52,7 @@ impl std::fmt::Display for Target {
         match self {
             Target::Server(spec) => write!(f, "bench-server {}", spec.model),
             Target::Addr(addr) => write!(f, "{addr}"),
+            Target::Exec { command, addr } => write!(f, "`{}` on {addr}", launch::shell_words(command)),
         }
     }
 }
@@ -95,21 +101,21 @@ impl Benchmark {
     /// One load run, with the saturation signals over it.
     pub fn run(&self) -> Result<Report> {
         let (mut server, addr, load) = self.start_server()?;
-        let mut watch = Watch::attach(self.watched_pids(server.as_ref(), addr), vec![addr.port()]);
-        watched_run(&mut watch, server.as_mut(), addr, &load)
+        let mut watch = Watch::attach(self.watched_pids(&server, addr), vec![addr.port()]);
+        watched_run(&mut watch, &mut server, addr, &load)
     }
 
     /// One run per concurrency level, in order, against the same server, and the knee.
     pub fn sweep(&self, levels: &[usize], mut progress: impl FnMut(usize, &LoadReport)) -> Result<Sweep> {
         let (mut server, addr, load) = self.start_server()?;
-        let mut watch = Watch::attach(self.watched_pids(server.as_ref(), addr), vec![addr.port()]);
+        let mut watch = Watch::attach(self.watched_pids(&server, addr), vec![addr.port()]);
         let mut reports = Vec::with_capacity(levels.len());
         for &level in levels {
             let at_level = LoadConfig {
                 concurrency: level,
                 ..load.clone()
             };
-            let report = watched_run(&mut watch, server.as_mut(), addr, &at_level)
+            let report = watched_run(&mut watch, &mut server, addr, &at_level)
                 .with_context(|| format!("at concurrency {level}"))?;
             let load = report.load.as_ref().expect("a load run reports its load");
             progress(level, load);
@@ -125,18 +131,22 @@ impl Benchmark {
     /// One load run on a fresh server, with the server's memory and context switches sampled
     /// during the run.
     pub fn run_with_server_stats(&self) -> Result<(Report, ServerStats)> {
-        let (server, addr, load) = self.start_server()?;
-        let mut server = server.context("server statistics need our own bench-server, not a target")?;
-        let pids = self.server_processes(&server)?;
+        let (mut server, addr, load) = self.start_server()?;
+        let Running::Ours(ours) = &server else {
+            anyhow::bail!("server statistics need our own bench-server, not a target");
+        };
+        let pids = self.server_processes(ours)?;
         let sampler = Sampler::start(pids.clone());
         let mut watch = Watch::attach(Ok(pids), vec![addr.port()]);
-        let run = watched_run(&mut watch, Some(&mut server), addr, &load);
+        let run = watched_run(&mut watch, &mut server, addr, &load);
         let stats = sampler.finish();
         Ok((run?, stats))
     }
 
     /// One load run with the server's threads profiled over exactly the run: in an eBPF mode,
-    /// or in userspace mode (the server times itself) when asked or when no eBPF mode attaches.
+    /// or, for our bench-server, in userspace mode (the server times itself) when asked or when
+    /// no eBPF mode attaches. Another server is profiled as the processes that hold its
+    /// listening socket (with their children, when the options say so).
     pub fn profile(&self) -> Result<Report, ProfileError> {
         self.profile_live(None)
     }
@@ -144,12 +154,26 @@ impl Benchmark {
     /// [`Self::profile`], handing `live` the kernel's totals every second while the load runs
     /// (for metrics; not in userspace mode, which has no kernel totals).
     pub fn profile_live(&self, live: Option<&(dyn Fn(&Totals) + Sync)>) -> Result<Report, ProfileError> {
-        let (Target::Server(spec), load) = self.placed() else {
-            return Err(ProfileError::Failed(anyhow::anyhow!(
-                "a target is not our child: profile it with `tcpprof profile --pid`"
-            )));
-        };
-        let spec = &spec;
+        let (target, load) = self.placed();
+        if let Target::Server(spec) = target {
+            return self.profile_ours(&spec, &load, live);
+        }
+        let (mut server, addr, load) = self.start(target, load, true)?;
+        let pids = listen::processes_listening_on(addr.port()).with_context(|| format!("profiling {addr}"))?;
+        let session = Session::attach(&self.profiling.targets(&pids), &self.profiling)
+            .map_err(|e| ProfileError::Unavailable(e.to_string()))?;
+        let mut report = profiled_run(session, addr, &load, live)?;
+        report.server_exited = server.exit();
+        Ok(report)
+    }
+
+    /// [`Self::profile_live`] of a bench-server of ours.
+    fn profile_ours(
+        &self,
+        spec: &ServerSpec,
+        load: &LoadConfig,
+        live: Option<&(dyn Fn(&Totals) + Sync)>,
+    ) -> Result<Report, ProfileError> {
         let exe = bench_server_exe()?;
         let model = spec.model;
         let mut server = bench::server::spawn_child(&exe, spec)?;
@@ -169,30 +193,7 @@ impl Benchmark {
             }
             Err(e) => return Err(ProfileError::Unavailable(e.to_string())),
         };
-        let session = Mutex::new(session);
-        let restart = || session.lock().unwrap_or_else(PoisonError::into_inner).restart_signals();
-        let load = std::thread::scope(|scope| {
-            let (stop, stopped) = mpsc::channel::<()>();
-            if let Some(live) = live {
-                let session = &session;
-                scope.spawn(move || {
-                    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_secs(1)) {
-                        let totals = session.lock().unwrap_or_else(PoisonError::into_inner).totals();
-                        if let Ok(totals) = totals {
-                            live(&totals);
-                        }
-                    }
-                });
-            }
-            let load = bench::load::run_observed(addr, &load, &restart);
-            drop(stop);
-            load
-        })?;
-        // The client can read the last response before the server's write call has returned
-        // and been counted: give the server that moment.
-        std::thread::sleep(Duration::from_millis(20));
-        let session = session.into_inner().unwrap_or_else(PoisonError::into_inner);
-        let mut report = session.finish(Some(load))?;
+        let mut report = profiled_run(session, addr, load, live)?;
         report.server_exited = server.exit();
         Ok(report)
     }
@@ -208,10 +209,10 @@ impl Benchmark {
 
     /// The processes whose signals a run measures: our server's, or the target's found by its
     /// listening socket (or why they are unknown).
-    fn watched_pids(&self, server: Option<&ServerChild>, addr: SocketAddr) -> Result<Vec<u32>, String> {
+    fn watched_pids(&self, server: &Running, addr: SocketAddr) -> Result<Vec<u32>, String> {
         match server {
-            Some(server) => self.server_processes(server).map_err(|e| format!("{e:#}")),
-            None => listen::processes_listening_on(addr.port())
+            Running::Ours(server) => self.server_processes(server).map_err(|e| format!("{e:#}")),
+            Running::Theirs(_) | Running::Already => listen::processes_listening_on(addr.port())
                 .map_err(|e| format!("finding the target's processes: {e:#}")),
         }
     }
@@ -220,12 +221,12 @@ impl Benchmark {
     pub fn placed(&self) -> (Target, LoadConfig) {
         let server_cpus = match &self.target {
             Target::Server(spec) => spec.cpus.clone(),
-            Target::Addr(_) => None,
+            Target::Addr(_) | Target::Exec { .. } => None,
         };
         let (cpus, client_cpus) = default_cpus(server_cpus, self.load.client_cpus.clone());
         let target = match &self.target {
             Target::Server(spec) => Target::Server(ServerSpec { cpus, ..spec.clone() }),
-            Target::Addr(addr) => Target::Addr(*addr),
+            other => other.clone(),
         };
         let load = LoadConfig {
             client_cpus,
@@ -234,34 +235,95 @@ impl Benchmark {
         (target, load)
     }
 
-    /// A new bench-server child (stopped when the returned value drops), or the target; and the
-    /// load placed beside it.
-    fn start_server(&self) -> Result<(Option<ServerChild>, SocketAddr, LoadConfig)> {
-        match self.placed() {
-            (Target::Server(spec), load) => {
+    /// The server to load, started if it is ours or the user's to start; and the load placed
+    /// beside it.
+    fn start_server(&self) -> Result<(Running, SocketAddr, LoadConfig)> {
+        let (target, load) = self.placed();
+        self.start(target, load, false)
+    }
+
+    /// [`Self::start_server`] of a target placed already; `profiled`, the user's server is started
+    /// as naming its functions needs.
+    fn start(&self, target: Target, load: LoadConfig, profiled: bool) -> Result<(Running, SocketAddr, LoadConfig)> {
+        Ok(match target {
+            Target::Server(spec) => {
                 let child = bench::server::spawn_child(&bench_server_exe()?, &spec)?;
                 let addr = child.addr();
-                Ok((Some(child), addr, load))
+                (Running::Ours(child), addr, load)
             }
-            (Target::Addr(addr), load) => Ok((None, addr, load)),
+            Target::Exec { command, addr } => {
+                let server = launch::Server::start(&command, addr, profiled, launch::STARTUP_TIMEOUT, load.stop)?;
+                (Running::Theirs(server), addr, load)
+            }
+            Target::Addr(addr) => (Running::Already, addr, load),
+        })
+    }
+}
+
+/// The server a run loads, as it was started for the run; dropping it stops what was started.
+enum Running {
+    /// A bench-server of ours.
+    Ours(ServerChild),
+    /// The user's server (`--exec`).
+    Theirs(launch::Server),
+    /// A server that was running before (`--target`), left running.
+    Already,
+}
+
+impl Running {
+    /// How a server started for the run ended during it, if it has.
+    fn exit(&mut self) -> Option<String> {
+        match self {
+            Running::Ours(server) => server.exit(),
+            Running::Theirs(server) => server.exit(),
+            Running::Already => None,
         }
     }
 }
 
+/// One load run from `session`'s window: the session's signals start over when every connection
+/// is open, and the window ends after the last response.
+fn profiled_run(
+    session: Session<'_>,
+    addr: SocketAddr,
+    load: &LoadConfig,
+    live: Option<&(dyn Fn(&Totals) + Sync)>,
+) -> Result<Report> {
+    let session = Mutex::new(session);
+    let restart = || session.lock().unwrap_or_else(PoisonError::into_inner).restart_signals();
+    let load = std::thread::scope(|scope| {
+        let (stop, stopped) = mpsc::channel::<()>();
+        if let Some(live) = live {
+            let session = &session;
+            scope.spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_secs(1)) {
+                    let totals = session.lock().unwrap_or_else(PoisonError::into_inner).totals();
+                    if let Ok(totals) = totals {
+                        live(&totals);
+                    }
+                }
+            });
+        }
+        let load = bench::load::run_observed(addr, load, &restart);
+        drop(stop);
+        load
+    })?;
+    // The client can read the last response before the server's write call has returned
+    // and been counted: give the server that moment.
+    std::thread::sleep(Duration::from_millis(20));
+    let session = session.into_inner().unwrap_or_else(PoisonError::into_inner);
+    session.finish(Some(load))
+}
+
 /// A load run with `watch`'s window over exactly the measured run (from when every connection is
 /// open to the last response), and whether our `server` outlived it.
-fn watched_run(
-    watch: &mut Watch,
-    server: Option<&mut ServerChild>,
-    target: SocketAddr,
-    load: &LoadConfig,
-) -> Result<Report> {
+fn watched_run(watch: &mut Watch, server: &mut Running, target: SocketAddr, load: &LoadConfig) -> Result<Report> {
     let watch = Mutex::new(watch);
     let open = || watch.lock().unwrap_or_else(PoisonError::into_inner).open();
     let load = bench::load::run_observed(target, load, &open)?;
     let signals = watch.into_inner().unwrap_or_else(PoisonError::into_inner).close();
     let mut report = Report::new(Some(load), signals, None);
-    report.server_exited = server.and_then(ServerChild::exit);
+    report.server_exited = server.exit();
     Ok(report)
 }
 

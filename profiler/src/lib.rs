@@ -12,6 +12,7 @@ pub mod breakdown;
 mod btf;
 mod cpu_clock;
 pub mod hlog;
+pub mod launch;
 pub mod limit;
 mod log2_hist;
 pub mod metrics;

@@ -17,6 +17,7 @@ use bench::server::selftime::{SelfTimes, StepTotals};
 use profiler_common::{CONTEXT_USER, ClassTotals, SyscallClass};
 use serde::Serialize;
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How to profile: a plain plan filled from flags or request fields before anything touches the
@@ -32,6 +33,8 @@ pub struct ProfileOptions {
     pub bpf_stats: bool,
     /// How sampled user stacks are walked: frame pointers, or call frame information.
     pub unwind: Unwind,
+    /// Also profile the target processes' children (nginx's or a prefork server's workers).
+    pub children: bool,
 }
 
 impl ProfileOptions {
@@ -39,6 +42,17 @@ impl ProfileOptions {
     pub const DEFAULT_FREQUENCY_HZ: u32 = 99;
     /// Highest frequency accepted (the kernel may allow less: `kernel.perf_event_max_sample_rate`).
     pub const MAX_FREQUENCY_HZ: u32 = 20_000;
+
+    /// The processes to profile for `pids`: with their children when asked.
+    pub fn targets(&self, pids: &[u32]) -> Vec<u32> {
+        let mut targets = pids.to_vec();
+        if self.children {
+            targets.extend(pids.iter().flat_map(|&pid| crate::procfs::children(pid)));
+        }
+        targets.sort_unstable();
+        targets.dedup();
+        targets
+    }
 }
 
 impl Default for ProfileOptions {
@@ -49,6 +63,7 @@ impl Default for ProfileOptions {
             stacks: false,
             bpf_stats: false,
             unwind: Unwind::Auto,
+            children: false,
         }
     }
 }
@@ -98,15 +113,38 @@ impl Session<'static> {
     /// Userspace mode needs a server that times itself ([`Session::self_timed`]): asking for it
     /// here, or no eBPF mode attaching, is an error that carries each mode's reason.
     pub fn attach(pids: &[u32], options: &ProfileOptions) -> Result<Session<'static>, AttachError> {
+        Session::attach_judged(pids, options, &|| unwind::cfi_targets(pids, options.unwind))
+    }
+
+    /// [`Session::attach`] to a process that has not yet run `program` (a child waiting to exec
+    /// it): its unwinding is judged by the program, not by what the process maps now.
+    pub fn attach_before_exec(
+        pid: u32,
+        program: &Path,
+        options: &ProfileOptions,
+    ) -> Result<Session<'static>, AttachError> {
+        let cfi = || match options.unwind {
+            Unwind::Fp => Vec::new(),
+            Unwind::Dwarf => vec![pid],
+            Unwind::Auto => {
+                if unwind::program_needs_cfi(program) {
+                    vec![pid]
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        Session::attach_judged(&[pid], options, &cfi)
+    }
+
+    fn attach_judged(
+        pids: &[u32],
+        options: &ProfileOptions,
+        cfi: &dyn Fn() -> Vec<u32>,
+    ) -> Result<Session<'static>, AttachError> {
         let ports = listening_ports(pids);
-        let (mut programs, fallback_reasons) = attach::attach(
-            pids,
-            &ports,
-            options.mode,
-            options.frequency_hz,
-            options.stacks,
-            options.unwind,
-        )?;
+        let (mut programs, fallback_reasons) =
+            attach::attach(pids, &ports, options.mode, options.frequency_hz, options.stacks, cfi)?;
         // A process that is gone already (a worker that exited since it was listed) keeps no
         // mappings: its frames will be [unknown], the rest of the profile stands.
         let images = match programs.sampler_hz {

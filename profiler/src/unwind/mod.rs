@@ -100,20 +100,57 @@ pub fn needs_cfi(pid: u32) -> bool {
     let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
         return true;
     };
-    let mut files: Vec<(String, PathBuf)> = parse_maps(&maps)
+    let files = parse_maps(&maps)
         .into_iter()
-        .filter(|m| m.path.starts_with('/'))
-        .filter(|m| !RUNTIME_LIBRARIES.iter().any(|lib| m.file_name().starts_with(lib)))
+        .filter(|m| m.path.starts_with('/') && is_own_code(m.file_name()))
         .map(|m| {
             let through_proc = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
-            (m.path.clone(), through_proc)
-        })
-        .collect();
+            (m.path, through_proc)
+        });
+    any_without_frame_pointers(files)
+}
+
+/// [`needs_cfi`] for a program not started yet: its file, and the libraries the dynamic loader
+/// would map for it (`ld.so --list`, what ldd prints; it runs none of the program's code).
+pub fn program_needs_cfi(program: &Path) -> bool {
+    let mut files = vec![(program.to_string_lossy().into_owned(), program.to_path_buf())];
+    let listed = std::process::Command::new(DYNAMIC_LOADER)
+        .arg("--list")
+        .arg(program)
+        .stderr(std::process::Stdio::null())
+        .output();
+    if let Ok(out) = listed {
+        // "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f...)"
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some((_, rest)) = line.split_once(" => ") else {
+                continue;
+            };
+            let Some(path) = rest.rsplit_once(" (").map(|(path, _)| path) else {
+                continue;
+            };
+            let name = path.rsplit('/').next().unwrap_or(path);
+            if path.starts_with('/') && is_own_code(name) {
+                files.push((path.to_string(), PathBuf::from(path)));
+            }
+        }
+    }
+    any_without_frame_pointers(files.into_iter())
+}
+
+/// The x86_64 dynamic loader, which lists a program's libraries with --list.
+const DYNAMIC_LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
+
+/// Whether a file (by name) holds the program's own code rather than the C and C++ runtimes'.
+fn is_own_code(file_name: &str) -> bool {
+    !RUNTIME_LIBRARIES.iter().any(|lib| file_name.starts_with(lib))
+}
+
+/// Whether any of these files (its path, and where to open it) lacks frame pointers.
+fn any_without_frame_pointers(files: impl Iterator<Item = (String, PathBuf)>) -> bool {
+    let mut files: Vec<(String, PathBuf)> = files.collect();
     files.sort();
     files.dedup_by(|a, b| a.0 == b.0);
-    files
-        .iter()
-        .any(|(path, through_proc)| !keeps_frame_pointers(path, through_proc))
+    files.iter().any(|(path, open)| !keeps_frame_pointers(path, open))
 }
 
 /// [`elf::keeps_frame_pointers`], remembered by path; a file with no function symbols to judge
@@ -341,6 +378,7 @@ struct ProcessUnwinder {
     /// Executable mappings, sorted by start.
     mappings: Vec<Mapped>,
     read_maps_at: Option<Instant>,
+    unmapped: std::collections::HashSet<u64>,
     perf_map: Option<PerfMap>,
     /// By the start of a perf-map entry: how that JIT code is unwound.
     jit: HashMap<u64, JitFrame>,
@@ -355,7 +393,10 @@ struct Mapped {
 }
 
 /// The least time between two readings of a process's maps for an address none covered.
-const REREAD_MAPS: Duration = Duration::from_millis(50);
+const REREAD_MAPS: Duration = Duration::from_millis(2);
+/// Addresses remembered as outside every mapping (return addresses read wrongly), so that they
+/// do not send the unwinder to the maps again.
+const MAX_UNMAPPED: usize = 4096;
 
 impl ProcessUnwinder {
     fn new(pid: u32) -> ProcessUnwinder {
@@ -365,23 +406,28 @@ impl ProcessUnwinder {
             cache: CacheX86_64::new(),
             mappings: Vec::new(),
             read_maps_at: None,
+            unmapped: std::collections::HashSet::new(),
             perf_map: None,
             jit: HashMap::new(),
             covered: HashMap::new(),
         }
     }
 
-    /// The mapping holding `addr`, reading the maps again (now and then) when none does: a
-    /// library loaded since.
+    /// The mapping holding `addr`, reading the maps again when none does (a library loaded or
+    /// code compiled since), unless they were read a moment ago or showed nothing there since.
     fn mapping(&mut self, addr: u64, tables: &mut TableCache) -> Option<usize> {
         if let Some(i) = self.find(addr) {
             return Some(i);
         }
-        if self.read_maps_at.is_some_and(|at| at.elapsed() < REREAD_MAPS) {
+        if self.read_maps_at.is_some_and(|at| at.elapsed() < REREAD_MAPS) || self.unmapped.contains(&addr) {
             return None;
         }
         self.read_maps(tables);
-        self.find(addr)
+        let found = self.find(addr);
+        if found.is_none() && self.unmapped.len() < MAX_UNMAPPED {
+            self.unmapped.insert(addr);
+        }
+        found
     }
 
     fn find(&self, addr: u64) -> Option<usize> {

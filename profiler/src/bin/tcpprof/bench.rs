@@ -23,9 +23,16 @@ pub struct BenchArgs {
     /// Server model to start (bench-server --model; default epoll).
     #[arg(long, conflicts_with = "target")]
     server: Option<Model>,
-    /// Load a running server on loopback instead, speaking --protocol.
+    /// Load a server on loopback instead, speaking --protocol: one that runs (with --profile, its
+    /// processes holding the listening socket are profiled), or one --exec starts.
     #[arg(long)]
     target: Option<SocketAddr>,
+    /// Start this server for the run (a program and its arguments, split as a shell would),
+    /// wait until --target accepts connections, and stop it after: SIGTERM, then SIGKILL 5 s
+    /// later. CPython 3.12+ is started with PYTHONPERFSUPPORT=1, so that a profile names its
+    /// Python functions.
+    #[arg(long, value_name = "CMD", requires = "target")]
+    exec: Option<String>,
     /// line (bench-server's; the default without --target), fixed (the default with --target),
     /// http or resp.
     #[arg(long)]
@@ -406,9 +413,14 @@ fn benchmark(args: &BenchArgs) -> Result<Benchmark> {
         }
         d => d.map(Duration::from_secs_f64),
     };
-    let target = match args.target {
-        Some(addr) => Target::Addr(addr),
-        None => Target::Server(ServerSpec {
+    let target = match (args.target, &args.exec) {
+        (Some(addr), Some(line)) => {
+            let command = shlex::split(line).with_context(|| format!("--exec {line:?}: unbalanced quotes"))?;
+            anyhow::ensure!(!command.is_empty(), "--exec: no command given");
+            Target::Exec { command, addr }
+        }
+        (Some(addr), None) => Target::Addr(addr),
+        (None, _) => Target::Server(ServerSpec {
             model: args.server.unwrap_or(Model::Epoll),
             cpus: args.server_cpus.clone(),
             backlog: args.backlog,

@@ -32,6 +32,9 @@ pub struct ProfileArgs {
     /// .eh_frame or .debug_frame, for every target) [default: auto].
     #[arg(long, value_name = "HOW")]
     unwind: Option<Unwind>,
+    /// Also profile the target's children (nginx's or a prefork server's workers).
+    #[arg(long)]
+    pub children: bool,
 }
 
 impl ProfileArgs {
@@ -44,6 +47,7 @@ impl ProfileArgs {
             || self.flamegraph.is_some()
             || self.bpf_stats
             || self.unwind.is_some()
+            || self.children
     }
 
     /// The plan these flags make, with `default_frequency` when none is given.
@@ -54,6 +58,7 @@ impl ProfileArgs {
             stacks: self.stacks || self.folded.is_some() || self.flamegraph.is_some(),
             bpf_stats: self.bpf_stats,
             unwind: self.unwind.unwrap_or_default(),
+            children: self.children,
         }
     }
 
