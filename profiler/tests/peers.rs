@@ -1,13 +1,14 @@
 //! Servers nobody here wrote, profiled under their own load tools: redis-server under
-//! redis-benchmark in sampling mode, nginx and its workers under wrk in tracepoint mode. The
-//! peers are Debian's, installed by `cargo xtask test`. Needs root (eBPF).
+//! redis-benchmark in sampling mode (Debian builds it without frame pointers: its stacks are
+//! unwound from CFI), nginx and its workers under wrk in tracepoint mode. The peers are Debian's,
+//! installed by `cargo xtask test`. Needs root (eBPF).
 mod common;
 
 use common::{require_root, run_to_end};
 use profiler::{Mode, Part, ProfileOptions, Requested, Session, printer};
 
 #[test]
-fn redis_under_redis_benchmark_names_redis_functions() {
+fn redis_under_redis_benchmark_has_whole_stacks_naming_redis_functions() {
     require_root();
     let (redis, port) = common::redis();
     let port = port.to_string();
@@ -61,6 +62,36 @@ fn redis_under_redis_benchmark_names_redis_functions() {
         "{:?}",
         profile.breakdown.breakdown
     );
+    // Whole stacks, though Debian builds redis without frame pointers: unwound from CFI.
+    assert_eq!(stacks.unwound_cfi, [redis.pid()]);
+    let total = stacks.total_stacked_samples();
+    assert!(
+        stacks.errors.cut_short() * 10 <= total,
+        "{} of {total} samples with a user stack cut short: {:?}",
+        stacks.errors.cut_short(),
+        stacks.errors
+    );
+    let with = |part: &str, frames: &[&str]| -> u64 {
+        stacks
+            .folded
+            .iter()
+            .filter(|(line, _)| line.starts_with(part))
+            .filter(|(line, _)| frames.iter().all(|f| line.split(';').any(|frame| frame == *f)))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    // redis 7 writes its replies after each turn of its event loop (beforeSleep), not inside the
+    // command: a write stack runs from main through its reply path into the kernel's TCP send.
+    let replies = with(
+        "write;",
+        &["main", "aeMain", "beforeSleep", "writeToClient", "tcp_sendmsg_[k]"],
+    );
+    assert!(
+        replies * 2 >= with("write;", &[]),
+        "{replies} write samples from main through writeToClient"
+    );
+    // Commands run from main through processCommand and call.
+    assert!(with("", &["main", "aeMain", "readQueryFromClient", "processCommand", "call"]) > 0);
 }
 
 #[test]

@@ -137,13 +137,15 @@ fn run_profiler(mut args: Vec<String>) -> Result<()> {
 }
 
 /// Debian packages the tests start: redis-server under redis-benchmark, nginx under wrk,
-/// Chromium to render the HTML report, Prometheus to scrape our metrics, bpftool to count what
-/// our programs leave in the kernel.
+/// Node.js with its perf map, Chromium to render the HTML report, Prometheus to scrape our
+/// metrics, bpftool to count what our programs leave in the kernel. (CPython 3.12+ for the Python
+/// tests is not in Debian 12: this machine image has it under pyenv, where the tests find it.)
 const TEST_PEERS: &[&str] = &[
     "redis-server",
     "redis-tools",
     "nginx-light",
     "wrk",
+    "nodejs",
     "chromium",
     "prometheus",
     "bpftool",
@@ -159,6 +161,7 @@ fn test() -> Result<()> {
     }
     // Servers and load tools nobody here wrote, which the tests start and profile.
     setup::apt_install(TEST_PEERS)?;
+    let nginx = setup::source_nginx(&workspace_root())?;
     eprintln!("xtask: cargo fmt --check");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     eprintln!("xtask: cargo clippy");
@@ -173,7 +176,9 @@ fn test() -> Result<()> {
     ]))?;
     eprintln!("xtask: cargo test");
     // Default members: every crate but profiler-ebpf, which only builds for the BPF target.
-    run(cargo().args(["test", "--", "--test-threads=1"]))?;
+    run(cargo()
+        .args(["test", "--", "--test-threads=1"])
+        .env("TCPPROF_SOURCE_NGINX", &nginx))?;
     fuzz::fuzz(&workspace_root(), 10)?;
     // The tests assert the counts; this shows them, and the attach mode, in the log.
     eprintln!("xtask: tcpprof demo");

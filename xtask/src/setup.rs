@@ -1,6 +1,7 @@
 //! `cargo xtask setup`: installs what building and loading the eBPF programs needs, idempotently.
 //! Each step checks first, so a machine that has everything passes in well under a second.
 use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// Debian packages bpf-linker is built against (see DESIGN.md, "Facts about the machines").
@@ -82,6 +83,67 @@ pub fn setup() -> Result<()> {
         eprintln!("setup: {:<34} installed", step.name);
     }
     Ok(())
+}
+
+/// The version of Debian's nginx package, whose source [`source_nginx`] builds.
+const NGINX_VERSION: &str = "1.22.1";
+const NGINX_SOURCE: &str = "http://deb.debian.org/debian/pool/main/n/nginx/nginx_1.22.1.orig.tar.gz";
+const NGINX_SOURCE_SHA256: &str = "9ebb333a9e82b952acd3e2b4aeb1d4ff6406f72491bab6cd9fe69f0dea737f31";
+
+/// nginx built from the source of Debian's package as a user builds it (`./configure && make`:
+/// symbols kept, `-O` without frame pointers), for the tests: a server nobody here wrote whose
+/// stacks must be unwound from CFI and whose static functions (ngx_worker_process_cycle) have
+/// names, which Debian's stripped binary does not keep. Built once, into target/peers (about 15 s).
+pub fn source_nginx(root: &Path) -> Result<PathBuf> {
+    let dir = root.join(format!("target/peers/nginx-{NGINX_VERSION}"));
+    let binary = dir.join("objs/nginx");
+    if binary.is_file() {
+        eprintln!("setup: {:<34} ok", "nginx built from source");
+        return Ok(binary);
+    }
+    eprintln!("setup: {:<34} building...", "nginx built from source");
+    apt_install(&["curl", "make", "gcc", "libc6-dev"])?;
+    let peers = root.join("target/peers");
+    std::fs::create_dir_all(&peers)?;
+    let tarball = peers.join(format!("nginx-{NGINX_VERSION}.tar.gz"));
+    run(Command::new("curl")
+        .args(["--fail", "--silent", "--show-error", "--location", "-o"])
+        .arg(&tarball)
+        .arg(NGINX_SOURCE))
+    .context("downloading nginx's source from Debian")?;
+    let sum = stdout_of(Command::new("sha256sum").arg(&tarball))?;
+    if !sum.starts_with(NGINX_SOURCE_SHA256) {
+        bail!("{} has sha256 {sum}, expected {NGINX_SOURCE_SHA256}", tarball.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    run(Command::new("tar")
+        .arg("xzf")
+        .arg(&tarball)
+        .args(["--strip-components=1", "-C"])
+        .arg(&dir))?;
+    // The HTTP rewrite and gzip modules would need PCRE and zlib: static files need neither.
+    let quiet = |cmd: &mut Command| {
+        let out = cmd
+            .current_dir(&dir)
+            .output()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        if !out.status.success() {
+            bail!(
+                "{cmd:?} failed: {}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+    quiet(Command::new("./configure").args(["--without-http_rewrite_module", "--without-http_gzip_module"]))?;
+    quiet(Command::new("make").args(["-j2"]))?;
+    if !binary.is_file() {
+        bail!("building nginx made no {}", binary.display());
+    }
+    eprintln!("setup: {:<34} built", "nginx built from source");
+    Ok(binary)
 }
 
 /// Installs Debian packages that are missing (benchmark peers such as redis-server).

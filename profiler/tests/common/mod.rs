@@ -138,13 +138,23 @@ pub fn redis() -> (Peer, u16) {
 /// Debian's nginx, one worker, serving /index.html (1 KiB of `x`) on a free loopback port; the
 /// directory holds its configuration and files while it runs.
 pub fn nginx() -> (Peer, u16, TempDir) {
-    let dir = TempDir::new("nginx");
+    let (dir, port) = nginx_config("nginx");
+    let args = nginx_args(&dir);
+    let nginx = Peer::start("nginx", &args.each_ref().map(String::as_str));
+    wait_for_port(port);
+    (nginx, port, dir)
+}
+
+/// A directory with an nginx configuration (in the foreground, one worker, no logs) serving
+/// /index.html (1 KiB of `x`) on a free loopback port.
+pub fn nginx_config(what: &str) -> (TempDir, u16) {
+    let dir = TempDir::new(what);
     let port = free_port();
     std::fs::create_dir_all(dir.0.join("html")).unwrap();
+    std::fs::create_dir_all(dir.0.join("logs")).unwrap();
     std::fs::write(dir.0.join("html/index.html"), "x".repeat(1024)).unwrap();
-    let conf = dir.0.join("nginx.conf");
     std::fs::write(
-        &conf,
+        dir.0.join("nginx.conf"),
         format!(
             "daemon off; worker_processes 1; user root; pid {dir}/nginx.pid; error_log {dir}/error.log;\n\
              events {{ worker_connections 1024; }}\n\
@@ -153,10 +163,91 @@ pub fn nginx() -> (Peer, u16, TempDir) {
         ),
     )
     .unwrap();
-    let nginx = Peer::start(
-        "nginx",
-        &["-c", &conf.to_string_lossy(), "-p", &dir.0.to_string_lossy()],
+    (dir, port)
+}
+
+/// nginx's arguments for the configuration in `dir`.
+pub fn nginx_args(dir: &TempDir) -> [String; 4] {
+    let conf = dir.0.join("nginx.conf");
+    [
+        "-c".into(),
+        conf.to_string_lossy().into(),
+        "-p".into(),
+        dir.0.to_string_lossy().into(),
+    ]
+}
+
+/// nginx as a user builds it from its source (`./configure && make`: symbols kept, no frame
+/// pointers), which `cargo xtask test` builds from Debian's source of the packaged version and
+/// names in TCPPROF_SOURCE_NGINX. Debian's own binary has its static functions stripped
+/// (ngx_worker_process_cycle among them).
+pub fn source_nginx() -> String {
+    let path = std::env::var("TCPPROF_SOURCE_NGINX").unwrap_or_else(|_| {
+        panic!("TCPPROF_SOURCE_NGINX is not set: `cargo xtask test` builds nginx from source and sets it")
+    });
+    assert!(
+        std::path::Path::new(&path).is_file(),
+        "TCPPROF_SOURCE_NGINX={path}: no such file"
     );
-    wait_for_port(port);
-    (nginx, port, dir)
+    path
+}
+
+/// A server script of the tests' own (profiler/tests/servers).
+pub fn server_script(name: &str) -> String {
+    format!("{}/tests/servers/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// CPython 3.12 or later (perf trampolines, `-X perf`), found as a user would find it: python3.N
+/// on PATH, else under pyenv's versions ($PYENV_ROOT, or ~/.pyenv), newest first. A machine
+/// without one fails the test that needs it, saying so: Python function names cannot be had
+/// without it, and this machine image has 3.12 and 3.13 under pyenv.
+pub fn python_with_perf() -> std::path::PathBuf {
+    find_python_with_perf().unwrap_or_else(|| {
+        panic!(
+            "no CPython 3.12 or later on this machine (looked for python3.12 and later on PATH and under pyenv's \
+             versions): Python function names need its perf trampolines; install one, e.g. `pyenv install 3.12`"
+        )
+    })
+}
+
+fn find_python_with_perf() -> Option<std::path::PathBuf> {
+    let minors = (12..=20).rev();
+    let on_path = minors.clone().find_map(|minor| {
+        let name = format!("python3.{minor}");
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|dir| dir.join(&name))
+            // pyenv's shims of versions other than the global one fail when run.
+            .filter(|p| !p.to_string_lossy().contains("/shims/"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        let root = std::env::var_os("PYENV_ROOT")
+            .map(std::path::PathBuf::from)
+            .or_else(|| Some(std::path::PathBuf::from(std::env::var_os("HOME")?).join(".pyenv")))?;
+        let mut found: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(root.join("versions"))
+            .ok()?
+            .filter_map(|e| {
+                let version = e.ok()?.file_name().into_string().ok()?;
+                let minor: u32 = version.strip_prefix("3.")?.split('.').next()?.parse().ok()?;
+                let python = root
+                    .join("versions")
+                    .join(&version)
+                    .join(format!("bin/python3.{minor}"));
+                (minor >= 12 && python.is_file()).then_some((minor, python))
+            })
+            .collect();
+        found.sort();
+        found.pop().map(|(_, python)| python)
+    })
+}
+
+/// What the checksum server answers to `WORD ROUNDS`.
+pub fn checksum_answer(word: &[u8], rounds: u32) -> Vec<u8> {
+    let mut h: u32 = 0;
+    for _ in 0..rounds {
+        for &b in word {
+            h = h.wrapping_mul(31).wrapping_add(u32::from(b));
+        }
+    }
+    format!("{h}\n").into_bytes()
 }
