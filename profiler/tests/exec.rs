@@ -154,7 +154,7 @@ fn bench_exec_interrupted_stops_its_server_and_prints_what_was_measured() {
     require_root();
     let python = common::python_with_perf();
     let port = free_port();
-    let mut run = OwnedChild::spawn(
+    let run = OwnedChild::spawn(
         bench_exec(&python.to_string_lossy(), port, &["-c", "2", "-d", "30", "--profile"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
