@@ -23,13 +23,22 @@
 //! to every run: the cost per accounted syscall is taken above a filter miss (a run for a task
 //! that is not the target, measured in windows where the target is an idle process), and the
 //! same for the sampling program per target sample.
+//!
+//! Then stacks of code built without frame pointers: Debian's redis-server on CPU 0 under
+//! redis-benchmark (SET and GET, 50 clients) on CPU 1, its throughput (commands per second, from
+//! its own INFO) and capacity with tcpprof's sampling mode unwinding from CFI at 99 and 999 Hz, and
+//! with frame pointers at 999 Hz, beside `perf record --call-graph dwarf` and `perf record -g` at
+//! 999 Hz, switched on and off the same way; and, for a 10 s profile of it at 999 Hz, the time
+//! from the window's end to the printed profile and tcpprof's own memory.
+//!
+//! TCPPROF_OVERHEAD_ONLY=redis runs only that part.
 use anyhow::{Context, Result, bail};
 use bench::load::{Command, LoadConfig, LoadReport};
 use bench::server::{Model, ServerChild, ServerSpec, spawn_child, spawn_self_timed};
 use owned_child::OwnedChild;
 use profiler::breakdown::ProgramCost;
 use profiler::server_stats::oncpu_ns;
-use profiler::{Mode, Profile, ProfileOptions, Requested, Session};
+use profiler::{Mode, Profile, ProfileOptions, Requested, Session, Unwind};
 use std::io::BufRead;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -46,6 +55,9 @@ const CONNECTIONS: usize = 50;
 
 fn main() -> Result<()> {
     // `cargo bench` passes --bench; a filter argument is not supported.
+    if std::env::var("TCPPROF_OVERHEAD_ONLY").as_deref() == Ok("redis") {
+        return redis();
+    }
     let exe = profiler::benchmark::bench_server_exe()?;
     println!(
         "bench-server epoll on CPU 0, PING from {CONNECTIONS} connections on CPU 1; per variant one {} s load,\n\
@@ -88,10 +100,11 @@ fn main() -> Result<()> {
         Ok(Box::new(Bpftrace::attach(server.pid())?))
     })?;
     row("perf record -F 999 -g (peer)", &exe, false, |server| {
-        Ok(Box::new(PerfRecord::attach(server.pid(), 999)?))
+        Ok(Box::new(PerfRecord::attach(server.pid(), 999, CallGraph::Fp)?))
     })?;
     syscall_cost(&idle)?;
-    program_costs(&exe, &idle)
+    program_costs(&exe, &idle)?;
+    redis()
 }
 
 fn options(mode: Mode, frequency_hz: u32, stacks: bool) -> ProfileOptions {
@@ -195,40 +208,74 @@ fn row(
     };
     let load = Load::start(&server)?;
     let pid = server.pid();
-    let (mut off_rates, mut ratios, mut capacity) = (Vec::new(), Vec::new(), Vec::new());
+    let pairs = alternate(&mut server, || load.left(), || load.window(pid), &mut on);
+    load.finish()?;
+    print_row(name, &pairs?)
+}
+
+/// What the windows of one variant measured: the rate with it off, and on / off per pair.
+struct Pairs {
+    off_rates: Vec<f64>,
+    ratios: Vec<f64>,
+    capacity: Vec<f64>,
+}
+
+impl Pairs {
+    /// The throughput the variant costs: 1 - on / off (median).
+    fn cost(&self) -> f64 {
+        1.0 - median(&self.ratios)
+    }
+}
+
+/// Window pairs, the variant switched on (given `state`) for one of each, while `left` leaves room
+/// for another.
+fn alternate<S>(
+    state: &mut S,
+    left: impl Fn() -> Duration,
+    window: impl Fn() -> Result<Window>,
+    mut on: impl for<'s> FnMut(&'s mut S) -> Result<Box<dyn On + 's>>,
+) -> Result<Pairs> {
+    let mut pairs = Pairs {
+        off_rates: Vec::new(),
+        ratios: Vec::new(),
+        capacity: Vec::new(),
+    };
     for pair in 0.. {
-        if load.left() < 2 * (WINDOW + SETTLE) + Duration::from_secs(2) {
+        if left() < 2 * (WINDOW + SETTLE) + Duration::from_secs(2) {
             break;
         }
         // Alternate which half comes first, so that a steady drift favours neither.
         let (off, with) = if pair % 2 == 0 {
-            let off = load.window(pid)?;
-            let guard = on(&mut server)?;
-            let with = load.window(pid)?;
+            let off = window()?;
+            let guard = on(state)?;
+            let with = window()?;
             drop(guard);
             (off, with)
         } else {
-            let guard = on(&mut server)?;
-            let with = load.window(pid)?;
+            let guard = on(state)?;
+            let with = window()?;
             drop(guard);
-            (load.window(pid)?, with)
+            (window()?, with)
         };
-        off_rates.push(off.rate);
-        ratios.push(with.rate / off.rate);
-        capacity.push(off.cpu_per_request / with.cpu_per_request);
+        pairs.off_rates.push(off.rate);
+        pairs.ratios.push(with.rate / off.rate);
+        pairs.capacity.push(off.cpu_per_request / with.cpu_per_request);
     }
-    load.finish()?;
-    if ratios.is_empty() {
+    Ok(pairs)
+}
+
+fn print_row(name: &str, pairs: &Pairs) -> Result<()> {
+    if pairs.ratios.is_empty() {
         bail!("{name}: no window pair fitted in the {} s load", LOAD.as_secs());
     }
     println!(
         "{name:<30} {:>11.0} {:>8.3} {:>14} {:>10.3} {:>14} {:>6}",
-        median(&off_rates),
-        median(&ratios),
-        range(&ratios),
-        median(&capacity),
-        range(&capacity),
-        ratios.len()
+        median(&pairs.off_rates),
+        median(&pairs.ratios),
+        range(&pairs.ratios),
+        median(&pairs.capacity),
+        range(&pairs.capacity),
+        pairs.ratios.len()
     );
     Ok(())
 }
@@ -457,6 +504,15 @@ impl Bpftrace {
     }
 }
 
+/// How perf record walks user stacks.
+#[derive(Clone, Copy)]
+enum CallGraph {
+    /// `-g`: frame pointers, walked in the kernel.
+    Fp,
+    /// `--call-graph dwarf`: 8 KiB of user stack copied per sample, unwound by `perf report`.
+    Dwarf,
+}
+
 /// perf sampling the server's stacks into a file, as one would by hand to find the code behind a
 /// part; stopped with SIGINT (which makes it write the file) on drop.
 struct PerfRecord {
@@ -467,20 +523,17 @@ struct PerfRecord {
 impl On for PerfRecord {}
 
 impl PerfRecord {
-    fn attach(pid: u32, hz: u32) -> Result<PerfRecord> {
+    fn attach(pid: u32, hz: u32, call_graph: CallGraph) -> Result<PerfRecord> {
         let data = TempFile(std::env::temp_dir().join(format!("tcpprof-overhead-{}.perf.data", std::process::id())));
+        let walk: &[&str] = match call_graph {
+            CallGraph::Fp => &["-g"],
+            CallGraph::Dwarf => &["--call-graph", "dwarf"],
+        };
         let child = OwnedChild::spawn(
             std::process::Command::new("perf")
-                .args([
-                    "record",
-                    "-q",
-                    "-g",
-                    "-F",
-                    &hz.to_string(),
-                    "-p",
-                    &pid.to_string(),
-                    "-o",
-                ])
+                .args(["record", "-q"])
+                .args(walk)
+                .args(["-F", &hz.to_string(), "-p", &pid.to_string(), "-o"])
                 .arg(&data.0)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
@@ -499,6 +552,246 @@ struct TempFile(std::path::PathBuf);
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The redis part (see the top of this file).
+fn redis() -> Result<()> {
+    println!(
+        "\nredis-server (Debian's, built without frame pointers) on CPU 0 under redis-benchmark -t set,get -c 50 on \
+         CPU 1;\nthroughput is commands/s from its INFO; one {} s load per variant, switched on and off as above.\n",
+        LOAD.as_secs()
+    );
+    println!(
+        "{:<30} {:>11} {:>8} {:>14} {:>10} {:>14} {:>6}",
+        "", "cmd/s (off)", "cmd/s", "range", "capacity", "range", "pairs"
+    );
+    let sampling = |hz: u32, unwind: Unwind| ProfileOptions {
+        unwind,
+        ..options(Mode::Sampling, hz, true)
+    };
+    let ours = [
+        ("tcpprof sampling 99 Hz, CFI", sampling(99, Unwind::Auto)),
+        ("tcpprof sampling 999 Hz, CFI", sampling(999, Unwind::Auto)),
+        ("tcpprof sampling 999 Hz, fp", sampling(999, Unwind::Fp)),
+    ];
+    let mut costs = Vec::new();
+    for (name, options) in ours {
+        let redis = Redis::start()?;
+        let pairs = alternate(
+            &mut (),
+            || redis.left(),
+            || redis.window(),
+            |_| Ok(Box::new(attach(redis.pid, &options)?)),
+        )?;
+        print_row(name, &pairs)?;
+        costs.push(pairs);
+    }
+    let mut perf = Vec::new();
+    for (name, call_graph) in [
+        ("perf --call-graph dwarf (peer)", CallGraph::Dwarf),
+        ("perf -g (peer)", CallGraph::Fp),
+    ] {
+        let redis = Redis::start()?;
+        let pairs = alternate(
+            &mut (),
+            || redis.left(),
+            || redis.window(),
+            |_| Ok(Box::new(PerfRecord::attach(redis.pid, 999, call_graph)?)),
+        )?;
+        print_row(name, &pairs)?;
+        perf.push(pairs);
+    }
+    let at_99 = median(&costs[0].ratios);
+    let (ours_999, dwarf_999) = (costs[1].cost(), perf[0].cost());
+    println!(
+        "\n99 Hz with CFI keeps {at_99:.3} of the unprofiled throughput (bar: >= 0.99): {}",
+        met(at_99 >= 0.99)
+    );
+    println!(
+        "999 Hz with CFI costs {:.1}% of throughput, perf --call-graph dwarf {:.1}%: a ratio of {:.2} (bar: <= 0.5): {}",
+        ours_999 * 100.0,
+        dwarf_999 * 100.0,
+        ours_999 / dwarf_999,
+        met(ours_999 <= dwarf_999 / 2.0)
+    );
+    time_to_print()
+}
+
+fn met(bar: bool) -> &'static str {
+    if bar { "met" } else { "NOT MET" }
+}
+
+/// A 10 s profile of redis at 999 Hz by the tcpprof command: from the window's end (10 s after it
+/// says it attached) to its exit with the profile printed, and its largest RSS on the way.
+fn time_to_print() -> Result<()> {
+    let redis = Redis::start()?;
+    let mut run = OwnedChild::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tcpprof"))
+            .args([
+                "profile",
+                "-p",
+                &redis.pid.to_string(),
+                "-d",
+                "10",
+                "--mode",
+                "sampling",
+            ])
+            .args(["--frequency", "999", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )?;
+    let pid = run.id();
+    let stderr = run.take_stderr().context("tcpprof's stderr")?;
+    let attached = std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let at = lines
+            .find(|l| l.as_ref().is_ok_and(|l| l.starts_with("profiling pids")))
+            .map(|_| Instant::now());
+        lines.for_each(drop);
+        at
+    });
+    let (mut rss_kib, mut cpu_ticks) = (0, 0);
+    while run.has_exited()?.is_none() {
+        rss_kib = rss_kib.max(vm_rss_kib(pid));
+        cpu_ticks = cpu_ticks.max(cpu_ticks_of(pid));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let exited = Instant::now();
+    let attached = attached
+        .join()
+        .map_err(|_| anyhow::anyhow!("stderr reader panicked"))?
+        .context("tcpprof never said it attached")?;
+    let out = run.wait_with_output()?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).context("tcpprof's JSON")?;
+    let after = exited.saturating_duration_since(attached + Duration::from_secs(10));
+    println!(
+        "\n`tcpprof profile -p REDIS -d 10 --mode sampling --frequency 999`: {} samples, {} with a user stack cut \
+         short;\n  window's end to the printed profile {:.2} s (bar: <= 2 s): {}; tcpprof's RSS at most {} MB, its CPU \
+         time {} ms",
+        report["samples"],
+        report["stack_errors"]["truncated"].as_u64().unwrap_or(0)
+            + ["copy_too_short", "no_cfi", "unknown_mapping", "unwind_error"]
+                .iter()
+                .map(|k| report["stack_errors"][k].as_u64().unwrap_or(0))
+                .sum::<u64>(),
+        after.as_secs_f64(),
+        met(after <= Duration::from_secs(2)),
+        rss_kib / 1024,
+        // clock ticks of 10 ms (USER_HZ = 100).
+        cpu_ticks * 10
+    );
+    Ok(())
+}
+
+/// User and system CPU time of `pid` so far, in clock ticks (/proc/PID/stat).
+fn cpu_ticks_of(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    // After the name: state is field 3, utime 14 and stime 15.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    tick(11) + tick(12)
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Debian's redis-server on CPU 0 with redis-benchmark looping SET and GET from 50 clients on
+/// CPU 1, for [`LOAD`]; both stopped on drop.
+struct Redis {
+    pid: u32,
+    port: u16,
+    ends: Instant,
+    // Dropped in order: the load, then the server.
+    _load: OwnedChild,
+    _server: OwnedChild,
+}
+
+impl Redis {
+    fn start() -> Result<Redis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port_arg = port.to_string();
+        let server = OwnedChild::spawn_group(
+            std::process::Command::new("taskset")
+                .args(["-c", "0", "redis-server", "--port", &port_arg, "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null()),
+        )
+        .context("starting redis-server (cargo xtask bench installs it)")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("redis-server did not listen on {port}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let load = OwnedChild::spawn_group(
+            std::process::Command::new("taskset")
+                .args([
+                    "-c",
+                    "1",
+                    "redis-benchmark",
+                    "-p",
+                    &port_arg,
+                    "-t",
+                    "set,get",
+                    "-c",
+                    "50",
+                ])
+                // About 15 s of each before the other: few windows straddle a switch.
+                .args(["-n", "1000000", "-l", "-q"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .context("starting redis-benchmark")?;
+        // Past connecting and warming up.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(Redis {
+            pid: server.id(),
+            port,
+            ends: Instant::now() + LOAD,
+            _load: load,
+            _server: server,
+        })
+    }
+
+    fn left(&self) -> Duration {
+        self.ends.saturating_duration_since(Instant::now())
+    }
+
+    /// Commands processed so far, from the server's INFO.
+    fn commands(&self) -> Result<u64> {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "INFO", "stats"])
+            .output()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:")?.trim().parse().ok())
+            .context("no total_commands_processed in redis's INFO")
+    }
+
+    fn window(&self) -> Result<Window> {
+        std::thread::sleep(SETTLE);
+        let cpu = || oncpu_ns(self.pid).context("reading redis's schedstat");
+        let (before, cpu_before, from) = (self.commands()?, cpu()?, Instant::now());
+        std::thread::sleep(WINDOW);
+        let done = (self.commands()? - before).max(1) as f64;
+        Ok(Window {
+            rate: done / from.elapsed().as_secs_f64(),
+            cpu_per_request: (cpu()? - cpu_before) as f64 / done,
+        })
     }
 }
 
