@@ -35,9 +35,14 @@ pub enum Target {
     Server(ServerSpec),
     /// A server already listening on a loopback address.
     Addr(SocketAddr),
-    /// The user's server: this command (a program and its arguments), started for each run and
-    /// stopped after it; the load goes to `addr`, once it accepts connections.
-    Exec { command: Vec<String>, addr: SocketAddr },
+    /// The user's server: this command (a program and its arguments), started on `cpus` (or
+    /// placed as ours is, [`default_cpus`]) for each run and stopped after it; the load goes to
+    /// `addr`, once it accepts connections.
+    Exec {
+        command: Vec<String>,
+        addr: SocketAddr,
+        cpus: Option<Vec<usize>>,
+    },
 }
 
 impl Target {
@@ -52,7 +57,7 @@ impl std::fmt::Display for Target {
         match self {
             Target::Server(spec) => write!(f, "bench-server {}", spec.model),
             Target::Addr(addr) => write!(f, "{addr}"),
-            Target::Exec { command, addr } => write!(f, "`{}` on {addr}", launch::shell_words(command)),
+            Target::Exec { command, addr, .. } => write!(f, "`{}` on {addr}", launch::shell_words(command)),
         }
     }
 }
@@ -220,13 +225,18 @@ impl Benchmark {
     /// The target and the load with the CPUs left unset chosen now: [`default_cpus`].
     pub fn placed(&self) -> (Target, LoadConfig) {
         let server_cpus = match &self.target {
-            Target::Server(spec) => spec.cpus.clone(),
-            Target::Addr(_) | Target::Exec { .. } => None,
+            Target::Server(ServerSpec { cpus, .. }) | Target::Exec { cpus, .. } => cpus.clone(),
+            Target::Addr(_) => None,
         };
         let (cpus, client_cpus) = default_cpus(server_cpus, self.load.client_cpus.clone());
         let target = match &self.target {
             Target::Server(spec) => Target::Server(ServerSpec { cpus, ..spec.clone() }),
-            other => other.clone(),
+            Target::Exec { command, addr, .. } => Target::Exec {
+                command: command.clone(),
+                addr: *addr,
+                cpus,
+            },
+            Target::Addr(addr) => Target::Addr(*addr),
         };
         let load = LoadConfig {
             client_cpus,
@@ -251,8 +261,14 @@ impl Benchmark {
                 let addr = child.addr();
                 (Running::Ours(child), addr, load)
             }
-            Target::Exec { command, addr } => {
-                let server = launch::Server::start(&command, addr, profiled, launch::STARTUP_TIMEOUT, load.stop)?;
+            Target::Exec { command, addr, cpus } => {
+                let how = launch::How {
+                    profiled,
+                    cpus: cpus.as_deref(),
+                    timeout: launch::STARTUP_TIMEOUT,
+                    stop: load.stop,
+                };
+                let server = launch::Server::start(&command, addr, &how)?;
                 (Running::Theirs(server), addr, load)
             }
             Target::Addr(addr) => (Running::Already, addr, load),

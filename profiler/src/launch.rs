@@ -134,19 +134,24 @@ pub struct Server {
 /// How long a started server has to accept connections before it is given up on.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How [`Server::start`] starts a server.
+pub struct How<'a> {
+    /// It will be profiled: start it as naming its functions needs ([`naming`]).
+    pub profiled: bool,
+    /// The CPUs it (and every thread and process it starts) may run on.
+    pub cpus: Option<&'a [usize]>,
+    /// How long it has to accept connections.
+    pub timeout: Duration,
+    /// Set (Ctrl-C) to give up waiting.
+    pub stop: Option<&'a AtomicBool>,
+}
+
 impl Server {
-    /// Starts `command` (a program and its arguments) and waits until `addr` accepts a
-    /// connection; `profiled`, it is started as naming its functions needs ([`naming`]). Refused
-    /// when something listens on `addr` already; an error naming the command and quoting the
-    /// end of its output when it exits first, does not listen within `timeout`, or `stop` is set
-    /// (Ctrl-C) while it starts.
-    pub fn start(
-        command: &[String],
-        addr: SocketAddr,
-        profiled: bool,
-        timeout: Duration,
-        stop: Option<&AtomicBool>,
-    ) -> Result<Server> {
+    /// Starts `command` (a program and its arguments) as `how` says and waits until `addr`
+    /// accepts a connection. Refused when something listens on `addr` already; an error naming
+    /// the command and quoting the end of its output when it exits first, does not listen in
+    /// time, or is interrupted while it starts.
+    pub fn start(command: &[String], addr: SocketAddr, how: &How) -> Result<Server> {
         let (program, args) = command.split_first().context("--exec: no command given")?;
         let path = find_program(program).context("--exec")?;
         let shown = shell_words(command);
@@ -162,7 +167,7 @@ impl Server {
                 holders.join(", ")
             );
         }
-        let (env, note) = if profiled {
+        let (env, note) = if how.profiled {
             naming(&path, args)
         } else {
             Default::default()
@@ -176,6 +181,9 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(cpus) = how.cpus {
+            pin(&mut cmd, cpus)?;
+        }
         let mut child = OwnedChild::spawn_group(&mut cmd)
             .with_context(|| format!("--exec: starting `{shown}`"))?
             .stopped_with(libc::SIGTERM);
@@ -191,7 +199,7 @@ impl Server {
             command: shown,
             output,
         };
-        server.wait_listening(addr, timeout, stop)?;
+        server.wait_listening(addr, how.timeout, how.stop)?;
         Ok(server)
     }
 
@@ -337,6 +345,28 @@ pub fn exec_gated(command: &[String]) -> anyhow::Error {
     anyhow::anyhow!("{program}: {e}")
 }
 
+/// Starts `cmd` on `cpus` only: its affinity, which every thread and process it starts inherits.
+fn pin(cmd: &mut Command, cpus: &[usize]) -> Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO and CPU_SET only write into it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        ensure!(cpu < libc::CPU_SETSIZE as usize, "CPU {cpu} is out of range");
+        // SAFETY: in range, checked above.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: sched_setaffinity is async-signal-safe and `set` was built before the fork.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
 /// A command line as one would type it, for messages.
 pub fn shell_words(command: &[String]) -> String {
     command
@@ -369,13 +399,22 @@ mod tests {
         );
     }
 
+    fn quick(timeout: Duration) -> How<'static> {
+        How {
+            profiled: false,
+            cpus: None,
+            timeout,
+            stop: None,
+        }
+    }
+
     #[test]
     fn a_server_that_exits_at_start_is_an_error_with_its_last_words() {
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let command: Vec<String> = ["sh", "-c", "echo starting; echo 'bad config' >&2; exit 3"]
             .map(String::from)
             .to_vec();
-        let e = Server::start(&command, addr, false, Duration::from_secs(5), None)
+        let e = Server::start(&command, addr, &quick(Duration::from_secs(5)))
             .err()
             .unwrap()
             .to_string();
@@ -387,7 +426,7 @@ mod tests {
     fn a_server_that_never_listens_is_given_up_and_stopped() {
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let command: Vec<String> = ["sh", "-c", "echo $$; exec sleep 60"].map(String::from).to_vec();
-        let e = Server::start(&command, addr, false, Duration::from_millis(500), None)
+        let e = Server::start(&command, addr, &quick(Duration::from_millis(500)))
             .err()
             .unwrap()
             .to_string();

@@ -82,6 +82,7 @@ fn nginx_built_without_frame_pointers_has_whole_worker_stacks() {
         Target::Exec {
             command,
             addr: loopback(port),
+            cpus: None,
         },
         get("/index.html"),
         10,

@@ -86,12 +86,15 @@ pub struct BenchArgs {
     /// Open loop at this many requests/s in total (latency from the intended send time).
     #[arg(long)]
     rate: Option<f64>,
+    /// CPUs of the server we start (bench-server, or --exec's) [default: 0, the load generator
+    /// on the others].
     #[arg(long, value_delimiter = ',')]
     server_cpus: Option<Vec<usize>>,
     /// Listen backlog of the bench-server (accept queue length; the kernel caps it at
     /// net.core.somaxconn).
     #[arg(long, conflicts_with = "target", value_parser = clap::value_parser!(u32).range(1..=i64::from(bench::server::MAX_BACKLOG)))]
     backlog: Option<u32>,
+    /// CPUs of the load generator [default: all but the server's].
     #[arg(long, value_delimiter = ',')]
     client_cpus: Option<Vec<usize>>,
     /// Run once per concurrency level, e.g. --sweep 1,10,100.
@@ -417,7 +420,11 @@ fn benchmark(args: &BenchArgs) -> Result<Benchmark> {
         (Some(addr), Some(line)) => {
             let command = shlex::split(line).with_context(|| format!("--exec {line:?}: unbalanced quotes"))?;
             anyhow::ensure!(!command.is_empty(), "--exec: no command given");
-            Target::Exec { command, addr }
+            Target::Exec {
+                command,
+                addr,
+                cpus: args.server_cpus.clone(),
+            }
         }
         (Some(addr), None) => Target::Addr(addr),
         (None, _) => Target::Server(ServerSpec {
