@@ -651,12 +651,13 @@ fn time_to_print() -> Result<()> {
         lines.for_each(drop);
         at
     });
-    let (mut rss_kib, mut cpu_ticks) = (0, 0);
+    let memory = profiler::server_stats::Sampler::start(vec![pid]);
+    let mut cpu_ns = 0;
     while run.has_exited()?.is_none() {
-        rss_kib = rss_kib.max(vm_rss_kib(pid));
-        cpu_ticks = cpu_ticks.max(cpu_ticks_of(pid));
+        cpu_ns = oncpu_ns(pid).unwrap_or(0).max(cpu_ns);
         std::thread::sleep(Duration::from_millis(20));
     }
+    let rss_kib = memory.finish().rss_max_kb;
     let exited = Instant::now();
     let attached = attached
         .join()
@@ -678,34 +679,9 @@ fn time_to_print() -> Result<()> {
         after.as_secs_f64(),
         met(after <= Duration::from_secs(2)),
         rss_kib / 1024,
-        // clock ticks of 10 ms (USER_HZ = 100).
-        cpu_ticks * 10
+        cpu_ns / 1_000_000
     );
     Ok(())
-}
-
-/// User and system CPU time of `pid` so far, in clock ticks (/proc/PID/stat).
-fn cpu_ticks_of(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    // After the name: state is field 3, utime 14 and stime 15.
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    tick(11) + tick(12)
-}
-
-fn vm_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0)
 }
 
 /// Debian's redis-server on CPU 0 with redis-benchmark looping SET and GET from 50 clients on

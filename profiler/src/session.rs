@@ -266,12 +266,7 @@ impl<'a> Session<'a> {
                 let frequency = programs.sampler_hz;
                 let unwound = programs.unwinding.take().map(unwind::Reader::finish);
                 let stacks = match programs.sampler_hz {
-                    Some(_) => Some(crate::stacks::read(
-                        &programs,
-                        &images,
-                        &Symbols::default(),
-                        unwound.as_ref(),
-                    )?),
+                    Some(_) => Some(crate::stacks::read(&programs, &images, &Symbols::default(), unwound)?),
                     None => None,
                 };
                 let profile = Profile {

@@ -159,7 +159,7 @@ pub(crate) fn read(
     programs: &Programs,
     images: &[ProcessImage],
     symbols: &Symbols,
-    unwound: Option<&CfiStacks>,
+    unwound: Option<CfiStacks>,
 ) -> Result<Stacks> {
     let counts: PerCpuHashMap<_, StackKey, u64> = PerCpuHashMap::try_from(programs.loaded.map(names::STACK_COUNTS)?)?;
     let mut by_key: HashMap<StackKey, u64> = HashMap::new();
@@ -179,8 +179,10 @@ pub(crate) fn read(
     // CFI-unwound user stacks join the kernel-walked ones under ids of their own.
     let mut addrs: HashMap<i32, Vec<u64>> = HashMap::new();
     let mut ends: HashMap<i32, StackEnd> = HashMap::new();
+    let mut unwound_cfi = Vec::new();
     if let Some(unwound) = unwound {
-        for (key, &count) in &unwound.counts {
+        unwound_cfi = unwound.pids;
+        for (key, count) in unwound.counts {
             let key = StackKey {
                 tgid: key.tgid,
                 context: key.context,
@@ -189,9 +191,9 @@ pub(crate) fn read(
             };
             *by_key.entry(key).or_default() += count;
         }
-        for (i, (frames, end)) in unwound.user_stacks.iter().enumerate() {
-            addrs.insert(CFI_IDS + i as i32, frames.clone());
-            ends.insert(CFI_IDS + i as i32, *end);
+        for (i, (frames, end)) in unwound.user_stacks.into_iter().enumerate() {
+            addrs.insert(CFI_IDS + i as i32, frames);
+            ends.insert(CFI_IDS + i as i32, end);
         }
     }
     let traces = StackTraceMap::try_from(programs.loaded.map(names::STACK_TRACES)?)?;
@@ -267,7 +269,7 @@ pub(crate) fn read(
             .collect(),
         errors: report,
         tracing_samples,
-        unwound_cfi: unwound.map(|u| u.pids.clone()).unwrap_or_default(),
+        unwound_cfi,
         hints: images
             .iter()
             .filter_map(|image| hint(image, seen.get(&image.pid)?))

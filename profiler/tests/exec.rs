@@ -105,48 +105,29 @@ fn bench_exec_profiles_a_python_server_over_exactly_its_load() {
     none_left(&format!("checksum_server.py {port}"));
 }
 
-#[test]
-fn bench_exec_of_a_server_that_dies_at_start_names_it_and_leaves_nothing() {
+/// `tcpprof bench --exec EXEC` against a port nothing listens on.
+fn bench_exec_nothing(exec: &str) -> (bool, String) {
     let port = free_port();
     let out = tcpprof()
-        .args([
-            "bench",
-            "--target",
-            &format!("127.0.0.1:{port}"),
-            "--request",
-            "x",
-            "--response",
-            "y",
-        ])
-        .args(["--exec", "sh -c 'echo address in use >&2; exit 3' server-that-dies"])
+        .args(["bench", "--target", &format!("127.0.0.1:{port}")])
+        .args(["--request", "x", "--response", "y", "--exec", exec])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn bench_exec_of_a_server_that_dies_at_start_names_it_and_leaves_nothing() {
+    let (ok, stderr) = bench_exec_nothing("sh -c 'echo address in use >&2; exit 3' server-that-dies");
+    assert!(!ok);
     assert!(
         stderr.contains("exited (exit status: 3) before it listened") && stderr.contains("address in use"),
         "{stderr}"
     );
     none_left("server-that-dies");
     // A command that is not there is named.
-    let out = tcpprof()
-        .args([
-            "bench",
-            "--target",
-            &format!("127.0.0.1:{port}"),
-            "--request",
-            "x",
-            "--response",
-            "y",
-        ])
-        .args(["--exec", "no-such-server --port 1"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("command not found: no-such-server"),
-        "{stderr}"
-    );
+    let (ok, stderr) = bench_exec_nothing("no-such-server --port 1");
+    assert!(!ok && stderr.contains("command not found: no-such-server"), "{stderr}");
 }
 
 #[test]
