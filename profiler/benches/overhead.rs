@@ -2,9 +2,9 @@
 //!
 //! Each variant gets its own bench-server (epoll, CPU 0) answering PING from 50 connections (CPU 1)
 //! for one steady load, and the variant is switched on and off in one-second windows across that
-//! load: off-on, on-off, off-on, ... Each pair of windows gives two ratios, and the table shows
-//! their medians: req/s with / without, and the server's capacity with / without (its CPU time
-//! per request, from schedstat, inverted). The first also counts the load generator slowing
+//! load: off, on, off, on, ..., off. Each on window is compared with the mean of the off windows
+//! on either side of it, and the table shows the medians of those ratios: req/s with / without,
+//! and the server's capacity with / without (its CPU time per request, from schedstat, inverted). The first also counts the load generator slowing
 //! down, because a tracepoint runs for every task's syscalls and the load generator shares the
 //! machine; the second is the server's own cost. These machines are shared and their speed
 //! drifts by tens of percent within seconds, so separate runs compared later would measure the
@@ -28,8 +28,9 @@
 //! redis-benchmark (SET and GET, 50 clients) on CPU 1, its throughput (commands per second, from
 //! its own INFO) and capacity with tcpprof's sampling mode unwinding from CFI at 99 and 999 Hz, and
 //! with frame pointers at 999 Hz, beside `perf record --call-graph dwarf` and `perf record -g` at
-//! 999 Hz, switched on and off the same way; and, for a 10 s profile of it at 999 Hz, the time
-//! from the window's end to the printed profile and tcpprof's own memory.
+//! 999 Hz, switched on and off the same way; and a 10 s profile of it at 999 Hz end to end, by
+//! `tcpprof profile` and by `perf record --call-graph dwarf` + `perf report`: the time from the
+//! window's end to the printed profile, and each tool's CPU time and memory.
 //!
 //! TCPPROF_OVERHEAD_ONLY=redis runs only that part.
 use anyhow::{Context, Result, bail};
@@ -49,7 +50,7 @@ use std::time::{Duration, Instant};
 const WINDOW: Duration = Duration::from_secs(1);
 /// Before each window: loading or unloading programs, or starting bpftrace, is over by then.
 const SETTLE: Duration = Duration::from_millis(200);
-/// How long each variant's load runs; it holds as many window pairs as fit.
+/// How long each variant's load runs; it holds as many windows as fit.
 const LOAD: Duration = Duration::from_secs(40);
 const CONNECTIONS: usize = 50;
 
@@ -61,13 +62,14 @@ fn main() -> Result<()> {
     let exe = profiler::benchmark::bench_server_exe()?;
     println!(
         "bench-server epoll on CPU 0, PING from {CONNECTIONS} connections on CPU 1; per variant one {} s load,\n\
-         the variant switched on and off in {} s windows (off-on, on-off, ...); ratio = on / off per pair.\n",
+         the variant switched on and off in {} s windows (off, on, off, on, ..., off); ratio = on / the mean of\n\
+         the off windows on either side.\n",
         LOAD.as_secs(),
         WINDOW.as_secs()
     );
     println!(
         "{:<30} {:>11} {:>8} {:>14} {:>10} {:>14} {:>6}",
-        "", "req/s (off)", "req/s", "range", "capacity", "range", "pairs"
+        "", "req/s (off)", "req/s", "range", "capacity", "range", "on"
     );
     println!(
         "{:<30} {:>11} {:>8} {:>14} {:>10} {:>14}",
@@ -208,74 +210,68 @@ fn row(
     };
     let load = Load::start(&server)?;
     let pid = server.pid();
-    let pairs = alternate(&mut server, || load.left(), || load.window(pid), &mut on);
+    let measured = alternate(&mut server, || load.left(), || load.window(pid), &mut on);
     load.finish()?;
-    print_row(name, &pairs?)
+    print_row(name, &measured?)
 }
 
-/// What the windows of one variant measured: the rate with it off, and on / off per pair.
-struct Pairs {
+/// What the windows of one variant measured: the rate with it off, and on / off per on window.
+struct OnOff {
     off_rates: Vec<f64>,
     ratios: Vec<f64>,
     capacity: Vec<f64>,
 }
 
-impl Pairs {
+impl OnOff {
     /// The throughput the variant costs: 1 - on / off (median).
     fn cost(&self) -> f64 {
         1.0 - median(&self.ratios)
     }
 }
 
-/// Window pairs, the variant switched on (given `state`) for one of each, while `left` leaves room
-/// for another.
+/// Windows off and on in turn (off, on, off, on, ..., off), the variant switched on (given
+/// `state`) for every other one, while `left` leaves room for two more: each on window is
+/// compared with the mean of the off windows on either side of it, which takes out a drift that
+/// is steady over the three.
 fn alternate<S>(
     state: &mut S,
     left: impl Fn() -> Duration,
     window: impl Fn() -> Result<Window>,
     mut on: impl for<'s> FnMut(&'s mut S) -> Result<Box<dyn On + 's>>,
-) -> Result<Pairs> {
-    let mut pairs = Pairs {
+) -> Result<OnOff> {
+    let mut measured = OnOff {
         off_rates: Vec::new(),
         ratios: Vec::new(),
         capacity: Vec::new(),
     };
-    for pair in 0.. {
-        if left() < 2 * (WINDOW + SETTLE) + Duration::from_secs(2) {
-            break;
-        }
-        // Alternate which half comes first, so that a steady drift favours neither.
-        let (off, with) = if pair % 2 == 0 {
-            let off = window()?;
-            let guard = on(state)?;
-            let with = window()?;
-            drop(guard);
-            (off, with)
-        } else {
-            let guard = on(state)?;
-            let with = window()?;
-            drop(guard);
-            (window()?, with)
-        };
-        pairs.off_rates.push(off.rate);
-        pairs.ratios.push(with.rate / off.rate);
-        pairs.capacity.push(off.cpu_per_request / with.cpu_per_request);
+    let mut before = window()?;
+    while left() >= 2 * (WINDOW + SETTLE) + Duration::from_secs(2) {
+        let guard = on(state)?;
+        let with = window()?;
+        drop(guard);
+        let after = window()?;
+        let off_rate = (before.rate + after.rate) / 2.0;
+        let off_cpu = (before.cpu_per_request + after.cpu_per_request) / 2.0;
+        measured.off_rates.push(off_rate);
+        measured.ratios.push(with.rate / off_rate);
+        measured.capacity.push(off_cpu / with.cpu_per_request);
+        before = after;
     }
-    Ok(pairs)
+    Ok(measured)
 }
 
-fn print_row(name: &str, pairs: &Pairs) -> Result<()> {
-    if pairs.ratios.is_empty() {
-        bail!("{name}: no window pair fitted in the {} s load", LOAD.as_secs());
+fn print_row(name: &str, measured: &OnOff) -> Result<()> {
+    if measured.ratios.is_empty() {
+        bail!("{name}: no on window fitted in the {} s load", LOAD.as_secs());
     }
     println!(
         "{name:<30} {:>11.0} {:>8.3} {:>14} {:>10.3} {:>14} {:>6}",
-        median(&pairs.off_rates),
-        median(&pairs.ratios),
-        range(&pairs.ratios),
-        median(&pairs.capacity),
-        range(&pairs.capacity),
-        pairs.ratios.len()
+        median(&measured.off_rates),
+        median(&measured.ratios),
+        range(&measured.ratios),
+        median(&measured.capacity),
+        range(&measured.capacity),
+        measured.ratios.len()
     );
     Ok(())
 }
@@ -564,7 +560,7 @@ fn redis() -> Result<()> {
     );
     println!(
         "{:<30} {:>11} {:>8} {:>14} {:>10} {:>14} {:>6}",
-        "", "cmd/s (off)", "cmd/s", "range", "capacity", "range", "pairs"
+        "", "cmd/s (off)", "cmd/s", "range", "capacity", "range", "on"
     );
     let sampling = |hz: u32, unwind: Unwind| ProfileOptions {
         unwind,
@@ -578,14 +574,14 @@ fn redis() -> Result<()> {
     let mut costs = Vec::new();
     for (name, options) in ours {
         let redis = Redis::start()?;
-        let pairs = alternate(
+        let measured = alternate(
             &mut (),
             || redis.left(),
             || redis.window(),
             |_| Ok(Box::new(attach(redis.pid, &options)?)),
         )?;
-        print_row(name, &pairs)?;
-        costs.push(pairs);
+        print_row(name, &measured)?;
+        costs.push(measured);
     }
     let mut perf = Vec::new();
     for (name, call_graph) in [
@@ -593,14 +589,14 @@ fn redis() -> Result<()> {
         ("perf -g (peer)", CallGraph::Fp),
     ] {
         let redis = Redis::start()?;
-        let pairs = alternate(
+        let measured = alternate(
             &mut (),
             || redis.left(),
             || redis.window(),
             |_| Ok(Box::new(PerfRecord::attach(redis.pid, 999, call_graph)?)),
         )?;
-        print_row(name, &pairs)?;
-        perf.push(pairs);
+        print_row(name, &measured)?;
+        perf.push(measured);
     }
     let at_99 = median(&costs[0].ratios);
     let (ours_999, dwarf_999) = (costs[1].cost(), perf[0].cost());
@@ -615,73 +611,125 @@ fn redis() -> Result<()> {
         ours_999 / dwarf_999,
         met(ours_999 <= dwarf_999 / 2.0)
     );
-    time_to_print()
+    end_to_end()
 }
 
 fn met(bar: bool) -> &'static str {
     if bar { "met" } else { "NOT MET" }
 }
 
-/// A 10 s profile of redis at 999 Hz by the tcpprof command: from the window's end (10 s after it
-/// says it attached) to its exit with the profile printed, and its largest RSS on the way.
-fn time_to_print() -> Result<()> {
+/// A 10 s profile of redis with whole stacks at 999 Hz, end to end, by tcpprof and by perf:
+/// `tcpprof profile` (unwinding as the window goes, printing the named profile at its end), and
+/// `perf record --call-graph dwarf` then `perf report` (which unwinds what record wrote). For each,
+/// the time from the window's end to the printed profile, the CPU time of the tool's processes in
+/// all (getrusage of the children reaped), and their largest RSS.
+fn end_to_end() -> Result<()> {
+    println!(
+        "\nA 10 s profile of redis-server at 999 Hz with whole stacks, end to end (one run each):\n\n\
+         {:<44} {:>10} {:>12} {:>10}",
+        "", "to print", "CPU time", "RSS max"
+    );
     let redis = Redis::start()?;
-    let mut run = OwnedChild::spawn(
+    let pid = redis.pid.to_string();
+    let tcpprof = Tool::run(
         std::process::Command::new(env!("CARGO_BIN_EXE_tcpprof"))
             .args([
                 "profile",
                 "-p",
-                &redis.pid.to_string(),
+                &pid,
                 "-d",
                 "10",
                 "--mode",
                 "sampling",
+                "--frequency",
+                "999",
             ])
-            .args(["--frequency", "999", "--json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
+            .arg("--json"),
     )?;
-    let pid = run.id();
-    let stderr = run.take_stderr().context("tcpprof's stderr")?;
-    let attached = std::thread::spawn(move || {
-        let mut lines = std::io::BufReader::new(stderr).lines();
-        let at = lines
-            .find(|l| l.as_ref().is_ok_and(|l| l.starts_with("profiling pids")))
-            .map(|_| Instant::now());
-        lines.for_each(drop);
-        at
-    });
-    let memory = profiler::server_stats::Sampler::start(vec![pid]);
-    let mut cpu_ns = 0;
-    while run.has_exited()?.is_none() {
-        cpu_ns = oncpu_ns(pid).unwrap_or(0).max(cpu_ns);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let rss_kib = memory.finish().rss_max_kb;
-    let exited = Instant::now();
-    let attached = attached
-        .join()
-        .map_err(|_| anyhow::anyhow!("stderr reader panicked"))?
-        .context("tcpprof never said it attached")?;
-    let out = run.wait_with_output()?;
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).context("tcpprof's JSON")?;
-    let after = exited.saturating_duration_since(attached + Duration::from_secs(10));
+    let report: serde_json::Value = serde_json::from_slice(&tcpprof.stdout).context("tcpprof's JSON")?;
+    let after = tcpprof.took.saturating_sub(Duration::from_secs(10));
+    tcpprof.print("tcpprof profile --mode sampling", after);
+    let data = TempFile(std::env::temp_dir().join(format!("tcpprof-end-to-end-{}.perf.data", std::process::id())));
+    let record = Tool::run(
+        std::process::Command::new("perf")
+            .args(["record", "-q", "--call-graph", "dwarf", "-F", "999", "-p", &pid, "-o"])
+            .arg(&data.0)
+            .args(["--", "sleep", "10"]),
+    )?;
+    let perf_report = Tool::run(
+        std::process::Command::new("perf")
+            .args(["report", "--stdio", "--no-children", "-i"])
+            .arg(&data.0),
+    )?;
+    let perf_after = record.took.saturating_sub(Duration::from_secs(10)) + perf_report.took;
+    let perf = Tool {
+        cpu: record.cpu + perf_report.cpu,
+        rss_kib: record.rss_kib.max(perf_report.rss_kib),
+        ..perf_report
+    };
+    perf.print("perf record --call-graph dwarf + perf report", perf_after);
+    let cut_short = report["stack_errors"]["truncated"].as_u64().unwrap_or(0)
+        + ["copy_too_short", "no_cfi", "unknown_mapping", "unwind_error"]
+            .iter()
+            .map(|k| report["stack_errors"][k].as_u64().unwrap_or(0))
+            .sum::<u64>();
     println!(
-        "\n`tcpprof profile -p REDIS -d 10 --mode sampling --frequency 999`: {} samples, {} with a user stack cut \
-         short;\n  window's end to the printed profile {:.2} s (bar: <= 2 s): {}; tcpprof's RSS at most {} MB, its CPU \
-         time {} ms",
+        "\ntcpprof: {} samples, {cut_short} with a user stack cut short; window's end to the printed profile \
+         {:.2} s (bar: <= 2 s): {}; perf.data was {} MB",
         report["samples"],
-        report["stack_errors"]["truncated"].as_u64().unwrap_or(0)
-            + ["copy_too_short", "no_cfi", "unknown_mapping", "unwind_error"]
-                .iter()
-                .map(|k| report["stack_errors"][k].as_u64().unwrap_or(0))
-                .sum::<u64>(),
         after.as_secs_f64(),
         met(after <= Duration::from_secs(2)),
-        rss_kib / 1024,
-        cpu_ns / 1_000_000
+        std::fs::metadata(&data.0).map_or(0, |m| m.len() >> 20)
     );
     Ok(())
+}
+
+/// One run of a tool to its end: how long it took, the CPU time it and its children used, its
+/// largest RSS, and what it printed.
+struct Tool {
+    took: Duration,
+    cpu: Duration,
+    rss_kib: u64,
+    stdout: Vec<u8>,
+}
+
+impl Tool {
+    fn run(command: &mut std::process::Command) -> Result<Tool> {
+        let before = children_cpu();
+        let started = Instant::now();
+        let child = OwnedChild::spawn(command.stdout(Stdio::piped()).stderr(Stdio::null()))
+            .with_context(|| format!("starting {command:?}"))?;
+        let memory = profiler::server_stats::Sampler::start(vec![child.id()]);
+        let out = child.wait_with_output()?;
+        let took = started.elapsed();
+        if !out.status.success() {
+            bail!("{command:?} failed: {}", out.status);
+        }
+        Ok(Tool {
+            took,
+            cpu: children_cpu().saturating_sub(before),
+            rss_kib: memory.finish().rss_max_kb,
+            stdout: out.stdout,
+        })
+    }
+
+    fn print(&self, name: &str, to_print: Duration) {
+        println!(
+            "{name:<44} {:>8.2} s {:>9} ms {:>7} MB",
+            to_print.as_secs_f64(),
+            self.cpu.as_millis(),
+            self.rss_kib / 1024
+        );
+    }
+}
+
+/// User and system time of the children this process has reaped.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// Debian's redis-server on CPU 0 with redis-benchmark looping SET and GET from 50 clients on
