@@ -309,7 +309,8 @@ fn hint(image: &ProcessImage, seen: &Seen) -> Option<String> {
         } else if program.starts_with("java") {
             format!(
                 "run `jcmd {} Compiler.perfmap` before the window ends, or start java with \
-                 -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit",
+                 -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit (and -XX:+PreserveFramePointer for stacks \
+                 through compiled Java code)",
                 image.pid
             )
         } else {

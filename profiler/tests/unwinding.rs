@@ -1,12 +1,13 @@
 //! Servers nobody here wrote, built as their users get them, profiled under load in sampling
 //! mode: nginx built from source without frame pointers (its stacks unwound whole from CFI), a
-//! Python server on CPython 3.12+ with perf trampolines and a Node.js server with a perf map (their
-//! functions named). redis-server is in peers.rs. Needs root (eBPF), and what `cargo xtask test`
-//! provides: the nginx build, node, and a CPython 3.12+ (this machine image has it under pyenv).
+//! Python server on CPython 3.12+ with perf trampolines, a Node.js server and a Java one with perf
+//! maps (their functions named). redis-server is in peers.rs. Needs root (eBPF), and what `cargo
+//! xtask test` provides: the nginx build, node, the JDK, and a CPython 3.12+ (this machine image
+//! has it under pyenv).
 mod common;
 
 use bench::load::{Command, HttpRequest, LoadConfig};
-use common::{Peer, free_port, require_root, wait_for_port};
+use common::{Peer, free_port, require_root, run_to_end, wait_for_port};
 use profiler::benchmark::{Benchmark, Target};
 use profiler::stacks::Stacks;
 use profiler::{Mode, Part, Profile, ProfileOptions, Requested, printer};
@@ -196,4 +197,31 @@ fn node_without_a_perf_map_gets_one_hint_not_unknown_frames() {
         "repeated [jit] frames"
     );
     assert!(printer::profile_table(&profile).contains("hint: node"));
+}
+
+#[test]
+fn java_methods_are_named_from_the_jvms_perf_map() {
+    require_root();
+    let port = free_port();
+    let script = common::server_script("SpinServer.java");
+    // Frame pointers in compiled Java frames, so that stacks go on through them.
+    let server = Peer::start("java", &["-XX:+PreserveFramePointer", &script, &port.to_string()]);
+    wait_for_port(port);
+    // Warmed up, the JIT has compiled spin; then the JVM writes its perf map when asked.
+    let mut warm = Benchmark::new(Target::Addr(loopback(port)), get("/"));
+    warm.load.requests = Some(2000);
+    assert_eq!(warm.run().unwrap().load.unwrap().errors, 0);
+    let pid = server.pid().to_string();
+    run_to_end("jcmd", &[&pid, "Compiler.perfmap"]);
+    let profile = profiled(Target::Addr(loopback(port)), get("/"), 4);
+    drop(server);
+    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    let stacks = profile.stacks.as_ref().unwrap();
+    let process = &stacks.functions[&Part::Process];
+    let spin = process
+        .iter()
+        .find(|f| f.function.contains("SpinServer.spin"))
+        .unwrap_or_else(|| panic!("SpinServer.spin is not named in the process part: {process:#?}"));
+    assert_eq!(spin.module, "[jit]");
+    assert!(spin.pct >= 20.0, "{spin:?}");
 }

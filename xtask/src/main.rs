@@ -137,8 +137,8 @@ fn run_profiler(mut args: Vec<String>) -> Result<()> {
 }
 
 /// Debian packages the tests start: redis-server under redis-benchmark, nginx under wrk,
-/// Node.js with its perf map, Chromium to render the HTML report, Prometheus to scrape our
-/// metrics, bpftool to count what our programs leave in the kernel. (CPython 3.12+ for the Python
+/// Node.js and a JVM with their perf maps, Chromium to render the HTML report, Prometheus to
+/// scrape our metrics, bpftool to count what our programs leave in the kernel. (CPython 3.12+ for the Python
 /// tests is not in Debian 12: this machine image has it under pyenv, where the tests find it.)
 const TEST_PEERS: &[&str] = &[
     "redis-server",
@@ -146,6 +146,7 @@ const TEST_PEERS: &[&str] = &[
     "nginx-light",
     "wrk",
     "nodejs",
+    "openjdk-17-jdk-headless",
     "chromium",
     "prometheus",
     "bpftool",
