@@ -11,8 +11,9 @@
 //! (walked and counted in the kernel) wherever the code keeps them ([`Unwind::Auto`]).
 //!
 //! JIT code has no CFI: a frame in anonymous executable memory is unwound by its frame pointer
-//! (V8 keeps one, HotSpot with -XX:+PreserveFramePointer), except CPython 3.12+'s perf trampolines, which do not: each is
-//! `sub $8,%rsp; call *%rcx`, so the caller's return address sits 8 bytes above the stack pointer.
+//! (V8 keeps one, HotSpot with -XX:+PreserveFramePointer), except CPython 3.12+'s perf
+//! trampolines, which keep none: each is `sub $8,%rsp; call *%rcx`, so the caller's return
+//! address sits 8 bytes above the stack pointer.
 //! A stack that still ends early is counted by why ([`StackEnd`]), never passed off as whole.
 pub(crate) mod elf;
 
