@@ -631,24 +631,23 @@ fn end_to_end() -> Result<()> {
     );
     let redis = Redis::start()?;
     let pid = redis.pid.to_string();
-    let tcpprof = Tool::run(
-        std::process::Command::new(env!("CARGO_BIN_EXE_tcpprof"))
-            .args([
-                "profile",
-                "-p",
-                &pid,
-                "-d",
-                "10",
-                "--mode",
-                "sampling",
-                "--frequency",
-                "999",
-            ])
-            .arg("--json"),
-    )?;
+    let profile = |unwind: &str| {
+        Tool::run(
+            std::process::Command::new(env!("CARGO_BIN_EXE_tcpprof"))
+                .args(["profile", "-p", &pid, "-d", "10", "--mode", "sampling"])
+                .args(["--frequency", "999", "--json", "--unwind", unwind]),
+        )
+    };
+    let tcpprof = profile("auto")?;
     let report: serde_json::Value = serde_json::from_slice(&tcpprof.stdout).context("tcpprof's JSON")?;
     let after = tcpprof.took.saturating_sub(Duration::from_secs(10));
-    tcpprof.print("tcpprof profile --mode sampling", after);
+    tcpprof.print("tcpprof profile --mode sampling (CFI)", after);
+    // The same with frame pointers (stacks cut short): what unwinding from CFI itself costs.
+    let fp = profile("fp")?;
+    fp.print(
+        "  the same, --unwind fp",
+        fp.took.saturating_sub(Duration::from_secs(10)),
+    );
     let data = TempFile(std::env::temp_dir().join(format!("tcpprof-end-to-end-{}.perf.data", std::process::id())));
     let record = Tool::run(
         std::process::Command::new("perf")
