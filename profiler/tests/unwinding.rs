@@ -204,12 +204,21 @@ fn java_methods_are_named_from_the_jvms_perf_map() {
     require_root();
     let port = free_port();
     let script = common::server_script("SpinServer.java");
-    // Frame pointers in compiled Java frames, so that stacks go on through them.
-    let server = Peer::start("java", &["-XX:+PreserveFramePointer", &script, &port.to_string()]);
+    // Frame pointers in compiled Java frames, so that stacks go on through them; no Nagle delay
+    // between the server's head and body writes (SpinServer.java says why).
+    let server = Peer::start(
+        "java",
+        &[
+            "-XX:+PreserveFramePointer",
+            "-Dsun.net.httpserver.nodelay=true",
+            &script,
+            &port.to_string(),
+        ],
+    );
     wait_for_port(port);
     // Warmed up, the JIT has compiled spin; then the JVM writes its perf map when asked.
     let mut warm = Benchmark::new(Target::Addr(loopback(port)), get("/"));
-    warm.load.requests = Some(2000);
+    warm.load.requests = Some(1000);
     assert_eq!(warm.run().unwrap().load.unwrap().errors, 0);
     let pid = server.pid().to_string();
     run_to_end("jcmd", &[&pid, "Compiler.perfmap"]);
