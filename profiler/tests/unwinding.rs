@@ -72,6 +72,22 @@ fn get(path: &str) -> Command {
     })
 }
 
+/// `program ARGS PORT` (a server nobody here wrote) started, `prepare`d once it listens (given
+/// its port and pid), profiled under `command` from 4 connections, then stopped and its perf map
+/// removed.
+fn profiled_peer(program: &str, args: &[&str], command: Command, prepare: impl FnOnce(u16, u32)) -> Profile {
+    let port = free_port();
+    let port_arg = port.to_string();
+    let server = Peer::start(program, &[args, &[port_arg.as_str()]].concat());
+    wait_for_port(port);
+    let pid = server.pid();
+    prepare(port, pid);
+    let profile = profiled(Target::Addr(loopback(port)), command, 4);
+    drop(server);
+    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    profile
+}
+
 #[test]
 fn nginx_built_without_frame_pointers_has_whole_worker_stacks() {
     require_root();
@@ -118,18 +134,12 @@ fn nginx_built_without_frame_pointers_has_whole_worker_stacks() {
 fn python_functions_are_named_by_perf_trampolines() {
     require_root();
     let python = common::python_with_perf();
-    let port = free_port();
     let script = common::server_script("checksum_server.py");
-    let server = Peer::start(&python.to_string_lossy(), &["-X", "perf", &script, &port.to_string()]);
-    wait_for_port(port);
     let command = Command::Custom {
         request: b"abcdefghij 30\n".to_vec(),
         response: common::checksum_answer(b"abcdefghij", 30),
     };
-    let profile = profiled(Target::Addr(loopback(port)), command, 4);
-    let pid = server.pid();
-    drop(server);
-    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    let profile = profiled_peer(&python.to_string_lossy(), &["-X", "perf", &script], command, |_, _| {});
     let stacks = profile.stacks.as_ref().unwrap();
     mostly_whole(stacks);
     // The CPU-heavy function is the process part's top function, as Python.
@@ -159,14 +169,8 @@ fn python_functions_are_named_by_perf_trampolines() {
 #[test]
 fn javascript_functions_are_named_from_nodes_perf_map() {
     require_root();
-    let port = free_port();
     let script = common::server_script("busy_server.js");
-    let server = Peer::start("node", &["--perf-basic-prof", &script, &port.to_string()]);
-    wait_for_port(port);
-    let profile = profiled(Target::Addr(loopback(port)), get("/"), 4);
-    let pid = server.pid();
-    drop(server);
-    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    let profile = profiled_peer("node", &["--perf-basic-prof", &script], get("/"), |_, _| {});
     let stacks = profile.stacks.as_ref().unwrap();
     let process = &stacks.functions[&Part::Process];
     let handler = process
@@ -181,11 +185,8 @@ fn javascript_functions_are_named_from_nodes_perf_map() {
 #[test]
 fn node_without_a_perf_map_gets_one_hint_not_unknown_frames() {
     require_root();
-    let port = free_port();
     let script = common::server_script("busy_server.js");
-    let _server = Peer::start("node", &[&script, &port.to_string()]);
-    wait_for_port(port);
-    let profile = profiled(Target::Addr(loopback(port)), get("/"), 4);
+    let profile = profiled_peer("node", &[&script], get("/"), |_, _| {});
     let stacks = profile.stacks.as_ref().unwrap();
     assert_eq!(stacks.hints.len(), 1, "{:?}", stacks.hints);
     assert!(stacks.hints[0].contains("--perf-basic-prof"), "{}", stacks.hints[0]);
@@ -202,29 +203,21 @@ fn node_without_a_perf_map_gets_one_hint_not_unknown_frames() {
 #[test]
 fn java_methods_are_named_from_the_jvms_perf_map() {
     require_root();
-    let port = free_port();
     let script = common::server_script("SpinServer.java");
     // Frame pointers in compiled Java frames, so that stacks go on through them; no Nagle delay
     // between the server's head and body writes (SpinServer.java says why).
-    let server = Peer::start(
-        "java",
-        &[
-            "-XX:+PreserveFramePointer",
-            "-Dsun.net.httpserver.nodelay=true",
-            &script,
-            &port.to_string(),
-        ],
-    );
-    wait_for_port(port);
-    // Warmed up, the JIT has compiled spin; then the JVM writes its perf map when asked.
-    let mut warm = Benchmark::new(Target::Addr(loopback(port)), get("/"));
-    warm.load.requests = Some(1000);
-    assert_eq!(warm.run().unwrap().load.unwrap().errors, 0);
-    let pid = server.pid().to_string();
-    run_to_end("jcmd", &[&pid, "Compiler.perfmap"]);
-    let profile = profiled(Target::Addr(loopback(port)), get("/"), 4);
-    drop(server);
-    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    let args = [
+        "-XX:+PreserveFramePointer",
+        "-Dsun.net.httpserver.nodelay=true",
+        &script,
+    ];
+    let profile = profiled_peer("java", &args, get("/"), |port, pid| {
+        // Warmed up, the JIT has compiled spin; then the JVM writes its perf map when asked.
+        let mut warm = Benchmark::new(Target::Addr(loopback(port)), get("/"));
+        warm.load.requests = Some(1000);
+        assert_eq!(warm.run().unwrap().load.unwrap().errors, 0);
+        run_to_end("jcmd", &[&pid.to_string(), "Compiler.perfmap"]);
+    });
     let stacks = profile.stacks.as_ref().unwrap();
     let process = &stacks.functions[&Part::Process];
     let spin = process
