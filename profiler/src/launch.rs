@@ -87,6 +87,25 @@ fn python_minor(program: &Path) -> Option<u32> {
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
+/// The perf map a CPython we started with PYTHONPERFSUPPORT writes (and never removes): removed
+/// once the profile has read it and the process is stopped. The user asked for a profile, not for
+/// a file in /tmp per run.
+struct OwnPerfMap(Option<PathBuf>);
+
+impl OwnPerfMap {
+    fn of(pid: u32, env: &[(&str, &str)]) -> OwnPerfMap {
+        OwnPerfMap((!env.is_empty()).then(|| PathBuf::from(format!("/tmp/perf-{pid}.map"))))
+    }
+}
+
+impl Drop for OwnPerfMap {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// The last lines a program wrote (stdout and stderr), for an error that says why it failed.
 #[derive(Clone, Default)]
 struct Tail(Arc<Mutex<VecDeque<String>>>);
@@ -129,6 +148,8 @@ pub struct Server {
     child: OwnedChild,
     command: String,
     output: Tail,
+    /// Dropped after the child is stopped.
+    _perf_map: OwnPerfMap,
 }
 
 /// How long a started server has to accept connections before it is given up on.
@@ -177,7 +198,7 @@ impl Server {
         }
         let mut cmd = Command::new(&path);
         cmd.args(args)
-            .envs(env)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -194,10 +215,12 @@ impl Server {
         if let Some(err) = child.take_stderr() {
             output.keep(err);
         }
+        let perf_map = OwnPerfMap::of(child.id(), &env);
         let mut server = Server {
             child,
             command: shown,
             output,
+            _perf_map: perf_map,
         };
         server.wait_listening(addr, how.timeout, how.stop)?;
         Ok(server)
@@ -256,6 +279,8 @@ pub struct Gated {
     child: OwnedChild,
     gate: Option<std::fs::File>,
     pub program: PathBuf,
+    /// Dropped after the child is stopped.
+    _perf_map: OwnPerfMap,
 }
 
 /// The variable that tells the gated child which descriptor to read its go byte from.
@@ -278,7 +303,7 @@ impl Gated {
             .arg("--")
             .arg(&path)
             .args(args)
-            .envs(env)
+            .envs(env.iter().copied())
             .env(GATE_FD, read_fd.to_string());
         // SAFETY: fcntl is async-signal-safe; the child keeps the read end open across its exec,
         // and nothing else changes.
@@ -296,6 +321,7 @@ impl Gated {
             .stopped_with(libc::SIGTERM);
         drop(read);
         Ok(Gated {
+            _perf_map: OwnPerfMap::of(child.id(), &env),
             child,
             gate: Some(std::fs::File::from(OwnedFd::from(write))),
             program: path,

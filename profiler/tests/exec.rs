@@ -103,6 +103,10 @@ fn bench_exec_profiles_a_python_server_over_exactly_its_load() {
         "{process:#?}"
     );
     none_left(&format!("checksum_server.py {port}"));
+    // The perf map CPython wrote because tcpprof asked it to is gone with it.
+    let pid = &report["unwound_cfi"][0];
+    assert!(pid.is_u64(), "{}", report["unwound_cfi"]);
+    assert!(!std::path::Path::new(&format!("/tmp/perf-{pid}.map")).exists());
 }
 
 /// `tcpprof bench --exec EXEC` against a port nothing listens on.
@@ -175,6 +179,11 @@ fn profile_runs_a_command_from_its_start_until_it_exits() {
     assert!(started.elapsed() < Duration::from_secs(10));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["exited"].as_array().unwrap().len(), 1, "{}", report["exited"]);
+    let pid = &report["exited"][0];
+    assert!(
+        !std::path::Path::new(&format!("/tmp/perf-{pid}.map")).exists(),
+        "perf map of {pid} left"
+    );
     let process = report["top_functions"]["process"].as_array().unwrap();
     assert!(
         process[0]["function"].as_str().unwrap().starts_with("py::spin:"),
