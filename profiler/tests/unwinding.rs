@@ -72,13 +72,14 @@ fn get(path: &str) -> Command {
     })
 }
 
-/// `program ARGS PORT` (a server nobody here wrote) started, `prepare`d once it listens (given
-/// its port and pid), profiled under `command` from 4 connections, then stopped and its perf map
-/// removed.
+/// `program ARGS PORT` (a server nobody here wrote) started in a directory of its own (removed
+/// after, with what the runtime wrote there), `prepare`d once it listens (given its port and
+/// pid), profiled under `command` from 4 connections, then stopped and its perf map removed.
 fn profiled_peer(program: &str, args: &[&str], command: Command, prepare: impl FnOnce(u16, u32)) -> Profile {
     let port = free_port();
     let port_arg = port.to_string();
-    let server = Peer::start(program, &[args, &[port_arg.as_str()]].concat());
+    let cwd = common::TempDir::new(&format!("peer-{port}"));
+    let server = Peer::start_in(&cwd.0, program, &[args, &[port_arg.as_str()]].concat());
     wait_for_port(port);
     let pid = server.pid();
     prepare(port, pid);

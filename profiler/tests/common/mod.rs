@@ -43,9 +43,16 @@ impl Peer {
     /// Starts `program` with `args` in a process group of its own, its output discarded; fails
     /// loudly when it is not installed.
     pub fn start(program: &str, args: &[&str]) -> Peer {
+        Peer::start_in(std::path::Path::new("."), program, args)
+    }
+
+    /// [`Peer::start`] in directory `cwd`, where it leaves what it writes there (Node's
+    /// `--perf-basic-prof` writes a V8 log per isolate into its working directory).
+    pub fn start_in(cwd: &std::path::Path, program: &str, args: &[&str]) -> Peer {
         let child = OwnedChild::spawn_group(
             std::process::Command::new(program)
                 .args(args)
+                .current_dir(cwd)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null()),
         )
