@@ -312,20 +312,14 @@ pub(crate) fn load(tgids: &[u32], ports: &[u16], sampling: bool, stacks: bool, c
         .map_max_entries(names::USER_STACKS, ring_bytes)
         .load(EBPF_OBJECT)
         .context("loading the eBPF object into the kernel (needs root, or CAP_BPF and CAP_PERFMON)")?;
-    let mut targets: HashMap<_, u32, u8> =
-        HashMap::try_from(ebpf.map_mut(names::MORE_TARGETS).context("map MORE_TARGETS missing")?)?;
-    for &pid in more {
-        targets
-            .insert(pid, 1, 0)
-            .with_context(|| format!("adding pid {pid} to the targets"))?;
-    }
-    let mut unwound: HashMap<_, u32, u8> =
-        HashMap::try_from(ebpf.map_mut(names::CFI_TARGETS).context("map CFI_TARGETS missing")?)?;
-    for &pid in cfi {
-        unwound
-            .insert(pid, 1, 0)
-            .with_context(|| format!("adding pid {pid} to the targets unwound from CFI"))?;
-    }
+    fill_set(&mut ebpf, names::MORE_TARGETS, more, "pid", "the targets")?;
+    fill_set(
+        &mut ebpf,
+        names::CFI_TARGETS,
+        cfi,
+        "pid",
+        "the targets unwound from CFI",
+    )?;
     if !tgids.is_empty() {
         for program in [names::SCHED_SWITCH, names::SCHED_WAKEUP, names::SCHED_PROCESS_EXIT] {
             attach_raw_tracepoint(&mut ebpf, program)?;
@@ -350,6 +344,17 @@ impl Loaded {
     }
 }
 
+/// Puts `keys` (each a `noun`) into the set map `name` (key -> 1), which `what` names in errors.
+fn fill_set<K: aya::Pod + fmt::Display>(ebpf: &mut Ebpf, name: &str, keys: &[K], noun: &str, what: &str) -> Result<()> {
+    let mut set: HashMap<_, K, u8> =
+        HashMap::try_from(ebpf.map_mut(name).with_context(|| format!("map {name} missing"))?)?;
+    for key in keys {
+        set.insert(key, 1, 0)
+            .with_context(|| format!("adding {noun} {key} to {what}"))?;
+    }
+    Ok(())
+}
+
 /// Processes our programs can account: none (TCP signals only) up to [`MAX_MORE_TARGETS`] + 1,
 /// never pid 0 (the globals' "no target").
 fn check_targets(tgids: &[u32]) -> Result<()> {
@@ -368,11 +373,7 @@ fn attach_tcp(ebpf: &mut Ebpf, ports: &[u16]) -> Result<()> {
     if ports.is_empty() {
         return Ok(());
     }
-    let mut map: HashMap<_, u16, u8> = HashMap::try_from(ebpf.map_mut(names::PORTS).context("map PORTS missing")?)?;
-    for &port in ports {
-        map.insert(port, 1, 0)
-            .with_context(|| format!("adding port {port} to the watched ports"))?;
-    }
+    fill_set(ebpf, names::PORTS, ports, "port", "the watched ports")?;
     for program in names::TCP_TRACEPOINTS {
         attach_raw_tracepoint(ebpf, program)?;
     }

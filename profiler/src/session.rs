@@ -113,7 +113,9 @@ impl Session<'static> {
     /// Userspace mode needs a server that times itself ([`Session::self_timed`]): asking for it
     /// here, or no eBPF mode attaching, is an error that carries each mode's reason.
     pub fn attach(pids: &[u32], options: &ProfileOptions) -> Result<Session<'static>, AttachError> {
-        Session::attach_judged(pids, options, &|| unwind::cfi_targets(pids, options.unwind))
+        Session::attach_judged(pids, options, &|| {
+            unwind::cfi_targets(pids, options.unwind, unwind::needs_cfi)
+        })
     }
 
     /// [`Session::attach`] to a process that has not yet run `program` (a child waiting to exec
@@ -123,18 +125,9 @@ impl Session<'static> {
         program: &Path,
         options: &ProfileOptions,
     ) -> Result<Session<'static>, AttachError> {
-        let cfi = || match options.unwind {
-            Unwind::Fp => Vec::new(),
-            Unwind::Dwarf => vec![pid],
-            Unwind::Auto => {
-                if unwind::program_needs_cfi(program) {
-                    vec![pid]
-                } else {
-                    Vec::new()
-                }
-            }
-        };
-        Session::attach_judged(&[pid], options, &cfi)
+        Session::attach_judged(&[pid], options, &|| {
+            unwind::cfi_targets(&[pid], options.unwind, |_| unwind::program_needs_cfi(program))
+        })
     }
 
     fn attach_judged(

@@ -24,7 +24,6 @@ use elf::UnwindTables;
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{FrameAddress, Module, Unwinder};
 use profiler_common::{USER_STACK_BYTES, UserStackSample};
-use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -33,8 +32,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How user stacks are walked.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Unwind {
     /// Frame pointers where the process's own code keeps them, CFI otherwise ([`needs_cfi`]).
     #[default]
@@ -57,24 +55,15 @@ impl FromStr for Unwind {
     }
 }
 
-impl std::fmt::Display for Unwind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Unwind::Auto => "auto",
-            Unwind::Fp => "fp",
-            Unwind::Dwarf => "dwarf",
-        })
-    }
-}
-
-/// The processes among `pids` whose user stacks `unwind` has unwound from CFI.
-pub fn cfi_targets(pids: &[u32], unwind: Unwind) -> Vec<u32> {
+/// The processes among `pids` whose user stacks `unwind` has unwound from CFI; with `Auto`, those
+/// `needs` says need it ([`needs_cfi`], or [`program_needs_cfi`] before an exec).
+pub fn cfi_targets(pids: &[u32], unwind: Unwind, needs: impl Fn(u32) -> bool) -> Vec<u32> {
     pids.iter()
         .copied()
         .filter(|&pid| match unwind {
             Unwind::Fp => false,
             Unwind::Dwarf => true,
-            Unwind::Auto => needs_cfi(pid),
+            Unwind::Auto => needs(pid),
         })
         .collect()
 }
