@@ -113,6 +113,7 @@ struct Tail(Arc<Mutex<VecDeque<String>>>);
 impl Tail {
     const LINES: usize = 20;
     const LINE_BYTES: usize = 300;
+    const PIECE_BYTES: u64 = 4096;
 
     /// Reads `from` to its end on a thread of its own, keeping the last lines.
     fn keep(&self, from: impl Read + Send + 'static) {
@@ -120,7 +121,12 @@ impl Tail {
         std::thread::spawn(move || {
             let mut reader = BufReader::new(from);
             let mut line = Vec::new();
-            while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            // A line without an end is kept in pieces, not held whole.
+            while (&mut reader)
+                .take(Self::PIECE_BYTES)
+                .read_until(b'\n', &mut line)
+                .is_ok_and(|n| n > 0)
+            {
                 let mut text = String::from_utf8_lossy(&line).trim_end().to_string();
                 text.truncate(text.floor_char_boundary(Self::LINE_BYTES));
                 let mut lines = lines.lock().unwrap_or_else(PoisonError::into_inner);

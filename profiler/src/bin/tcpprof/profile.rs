@@ -123,9 +123,12 @@ pub fn run(args: ProfileCmd) -> Result<()> {
     if let Some(status) = status {
         match status {
             Some(status) => eprintln!("the command exited ({status})"),
+            None if interrupted.is_some() => eprintln!("the command was stopped with the interrupted window"),
             None => eprintln!("the command was stopped at the window's end"),
         }
     }
+    // Gone before an exit that runs no destructors: the command, and a perf map it was made to write.
+    drop(command);
     if let Some(signal) = interrupted {
         if let Err(e) = written {
             eprintln!("Error: {e:#}");
