@@ -3,8 +3,8 @@
 //! `echo` is never delayed by a run and two runs never share the machine's cores.
 use node::fields;
 use node::message::{Outbox, Rejected, Request, code, parse};
-use node::plan::{Job, Limits};
 use node::runner::{Full, MAX_JOBS, Runner};
+use profiler::plan::Limits;
 use serde_json::{Value, json};
 use std::io::{BufRead, Read};
 use std::sync::Arc;
@@ -94,7 +94,7 @@ fn handle(outbox: &Outbox, jobs: &Runner, limits: &Limits, request: Request, kin
             outbox.reply(&request, body);
         }
         "bench_stats" => outbox.reply(&request, outbox.stats()),
-        "bench_run" | "bench_sweep" | "bench_profile" => match Job::parse(kind, &request.body, limits) {
+        "bench_run" | "bench_sweep" | "bench_profile" => match node::plan::parse(kind, &request.body, limits) {
             Ok(job) => {
                 if let Err(Full(request)) = jobs.submit(request, job) {
                     let text = format!(

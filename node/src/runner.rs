@@ -3,10 +3,10 @@
 //! bench-server child process stopped when the job ends however it ends, and are answered from
 //! here.
 use crate::message::{Outbox, Request, code};
-use crate::plan::{Job, Limits};
 use anyhow::Context;
 use profiler::Report;
 use profiler::benchmark::{Benchmark, ProfileError, Target};
+use profiler::plan::{Plan, Work};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
@@ -15,24 +15,9 @@ use std::thread::JoinHandle;
 /// Jobs queued or running at once; past this a bench_* request gets error 11.
 pub const MAX_JOBS: usize = 16;
 
-impl Limits {
-    /// This machine's: RLIMIT_NOFILE (raised here, so that ten thousand connections are
-    /// possible from the first run) less the process's own descriptors, no more than the load
-    /// generator's source addresses hold; and the CPUs.
-    pub fn of_this_machine() -> Limits {
-        let nofile = bench::raise_nofile_limit().unwrap_or(1024);
-        let ports = bench::load::most_connections() as u64;
-        Limits {
-            max_concurrency: nofile.saturating_sub(bench::load::OWN_DESCRIPTORS).min(ports).max(1),
-            per_source_address: bench::load::per_source_address() as u64,
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        }
-    }
-}
-
 /// The benchmark thread and its queue.
 pub struct Runner {
-    queue: mpsc::Sender<(Request, Job)>,
+    queue: mpsc::Sender<(Request, Plan)>,
     /// Jobs submitted and not yet answered.
     pending: Arc<AtomicUsize>,
     thread: JoinHandle<()>,
@@ -43,13 +28,13 @@ pub struct Full(pub Request);
 
 impl Runner {
     pub fn start(outbox: Arc<Outbox>) -> Runner {
-        let (queue, jobs) = mpsc::channel::<(Request, Job)>();
+        let (queue, jobs) = mpsc::channel::<(Request, Plan)>();
         let pending = Arc::new(AtomicUsize::new(0));
         let thread = {
             let pending = pending.clone();
             std::thread::spawn(move || {
                 for (request, job) in jobs {
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()));
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job)));
                     // Before the reply: a client that sends its next job on reading it finds room.
                     pending.fetch_sub(1, Ordering::SeqCst);
                     match result {
@@ -67,7 +52,7 @@ impl Runner {
     }
 
     /// Queues `job`, unless [`MAX_JOBS`] are queued or running already.
-    pub fn submit(&self, request: Request, job: Job) -> Result<(), Full> {
+    pub fn submit(&self, request: Request, job: Plan) -> Result<(), Full> {
         // Only the read loop submits: the check and the increment cannot race with another.
         if self.pending.load(Ordering::SeqCst) >= MAX_JOBS {
             return Err(Full(request));
@@ -86,37 +71,31 @@ impl Runner {
     }
 }
 
-impl Job {
-    fn run(self) -> Result<Value, ProfileError> {
-        let (kind, benchmark, report) = match self {
-            Job::Run(benchmark) => {
-                let report = benchmark.run()?;
-                ("bench_run_ok", benchmark, report)
-            }
-            Job::Profile(benchmark) => {
-                let report = benchmark.profile()?;
-                ("bench_profile_ok", benchmark, report)
-            }
-            Job::Sweep(benchmark, levels) => {
-                let sweep = benchmark.sweep(&levels, |_, _| {})?;
-                let rows: Vec<Value> = sweep.levels.iter().map(sweep_row).collect();
-                return Ok(json!({
-                    "type": "bench_sweep_ok",
-                    "saturation": sweep.saturation,
-                    "saturation_reason": sweep.saturation_reason,
-                    "results": rows,
-                    "server": server_name(&benchmark),
-                }));
-            }
-        };
-        let mut body = serde_json::to_value(&report).context("serialising the report")?;
-        body["type"] = json!(kind);
-        body["server"] = json!(server_name(&benchmark));
-        body["command"] = json!(benchmark.load.command.to_string());
-        body["protocol"] = json!(benchmark.load.command.protocol());
-        body["connection"] = json!(benchmark.load.connection.to_string());
-        Ok(body)
-    }
+/// Runs `plan` and makes its reply's body.
+fn run(plan: Plan) -> Result<Value, ProfileError> {
+    let Plan { benchmark, work } = plan;
+    let (kind, report) = match work {
+        Work::Run => ("bench_run_ok", benchmark.run()?),
+        Work::Profile => ("bench_profile_ok", benchmark.profile()?),
+        Work::Sweep(levels) => {
+            let sweep = benchmark.sweep(&levels, |_, _| {})?;
+            let rows: Vec<Value> = sweep.levels.iter().map(sweep_row).collect();
+            return Ok(json!({
+                "type": "bench_sweep_ok",
+                "saturation": sweep.saturation,
+                "saturation_reason": sweep.saturation_reason,
+                "results": rows,
+                "server": server_name(&benchmark),
+            }));
+        }
+    };
+    let mut body = serde_json::to_value(&report).context("serialising the report")?;
+    body["type"] = json!(kind);
+    body["server"] = json!(server_name(&benchmark));
+    body["command"] = json!(benchmark.load.command.to_string());
+    body["protocol"] = json!(benchmark.load.command.protocol());
+    body["connection"] = json!(benchmark.load.connection.to_string());
+    Ok(body)
 }
 
 fn server_name(b: &Benchmark) -> String {

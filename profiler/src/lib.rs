@@ -17,6 +17,7 @@ pub mod limit;
 mod log2_hist;
 pub mod metrics;
 pub mod perf_map;
+pub mod plan;
 pub mod printer;
 pub mod procfs;
 pub mod report;

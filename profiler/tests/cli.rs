@@ -84,7 +84,11 @@ fn profiling_flags_without_profile_are_refused() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("add --profile"), "{stderr}");
+    assert!(
+        stderr.contains("--stacks (or --folded, --flamegraph): profiles the server"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("bench --profile"), "{stderr}");
     assert!(!std::path::Path::new("never-written.svg").exists());
 }
 

@@ -1,15 +1,16 @@
 //! `tcpprof bench`: the node's bench_run / bench_sweep / bench_profile from the shell, printed
 //! as tables (or JSON), with a progress bar on runs longer than a second.
-use crate::profiling::ProfileArgs;
+use crate::profiling::{ProfileArgs, wrong_flag};
 use crate::{interrupt, outputs};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use bench::load::{ConnectionMode, Interval, Intervals, LoadConfig, Protocol, RequestFields, Shard};
-use bench::server::{Model, ServerSpec};
+use bench::server::Model;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use profiler::benchmark::{Benchmark, ProfileError, Target};
+use profiler::benchmark::{Benchmark, ProfileError};
 use profiler::hlog::HlogWriter;
 use profiler::metrics::Exporter;
+use profiler::plan::{self, Fields, Kind, Limits, Plan, Policy, Work};
 use profiler::printer::plots::IntervalPoint;
 use profiler::{Report, printer};
 use std::net::SocketAddr;
@@ -72,34 +73,35 @@ pub struct BenchArgs {
     /// (redis-benchmark's -r).
     #[arg(long, value_name = "N")]
     keyspace: Option<u64>,
-    #[arg(short, long, default_value_t = Benchmark::DEFAULT_CONCURRENCY)]
-    concurrency: usize,
+    /// Connections (requests in flight, per-request) [default: 10].
+    #[arg(short, long)]
+    concurrency: Option<u64>,
     /// Total requests (default 10000, or unlimited with --duration).
     #[arg(short = 'n', long)]
     requests: Option<u64>,
     /// Run for this many seconds.
     #[arg(short, long)]
     duration: Option<f64>,
-    /// persistent or per-request.
-    #[arg(long, default_value = "persistent")]
-    connection: ConnectionMode,
+    /// persistent or per-request [default: persistent].
+    #[arg(long)]
+    connection: Option<ConnectionMode>,
     /// Open loop at this many requests/s in total (latency from the intended send time).
     #[arg(long)]
     rate: Option<f64>,
     /// CPUs of the server we start (bench-server, or --exec's) [default: 0, the load generator
     /// on the others].
     #[arg(long, value_delimiter = ',')]
-    server_cpus: Option<Vec<usize>>,
+    server_cpus: Option<Vec<u64>>,
     /// Listen backlog of the bench-server (accept queue length; the kernel caps it at
     /// net.core.somaxconn).
-    #[arg(long, conflicts_with = "target", value_parser = clap::value_parser!(u32).range(1..=i64::from(bench::server::MAX_BACKLOG)))]
-    backlog: Option<u32>,
+    #[arg(long, conflicts_with = "target")]
+    backlog: Option<u64>,
     /// CPUs of the load generator [default: all but the server's].
     #[arg(long, value_delimiter = ',')]
-    client_cpus: Option<Vec<usize>>,
+    client_cpus: Option<Vec<u64>>,
     /// Run once per concurrency level, e.g. --sweep 1,10,100.
     #[arg(long, value_delimiter = ',', conflicts_with = "profile")]
-    sweep: Option<Vec<usize>>,
+    sweep: Option<Vec<u64>>,
     /// Profile the server while it is loaded (the flags below say how).
     #[arg(long)]
     profile: bool,
@@ -146,19 +148,13 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    if !args.profile && args.profiling.any_given() {
-        bail!(
-            "--mode, --frequency, --stacks, --folded, --flamegraph, --bpf-stats and --unwind profile the server: add \
-             --profile"
-        );
-    }
-    let mut benchmark = benchmark(&args)?;
+    let Plan { mut benchmark, work } = plan(&args)?;
     check_outputs(&args)?;
     let observed = intervals(&args, &mut benchmark.load)?;
     // Ctrl-C stops the load: the run ends, and what it measured is printed and written.
     interrupt::catch();
     benchmark.load.stop = Some(&interrupt::STOP_LOAD);
-    let result = run_benchmark(&args, &benchmark, &observed);
+    let result = run_benchmark(&args, &benchmark, &work, &observed);
     interrupt::release();
     // A failure to write the interval log did not stop the load; it fails the command now.
     let failure = observed
@@ -184,9 +180,9 @@ struct Observed {
     exporter: Option<Exporter>,
 }
 
-fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, observed: &Observed) -> Result<()> {
+fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, work: &Work, observed: &Observed) -> Result<()> {
     let progress = Progress::start(&benchmark.load);
-    if let Some(levels) = &args.sweep {
+    if let Work::Sweep(levels) = work {
         let sweep = benchmark.sweep(levels, |_, _| progress.reset())?;
         progress.finish();
         if args.json {
@@ -202,7 +198,7 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, observed: &Observed) -
         }
         return Ok(());
     }
-    if args.profile {
+    if *work == Work::Profile {
         let live = |totals: &profiler::Totals| {
             if let Some(exporter) = &observed.exporter {
                 exporter.update(|s| s.totals = Some(totals.clone()));
@@ -258,8 +254,7 @@ fn intervals(args: &BenchArgs, load: &mut LoadConfig) -> Result<Arc<Observed>> {
         ..Observed::default()
     });
     let length = match args.interval {
-        Some(s) if !(0.01..=3600.0).contains(&s) => bail!("--interval must be between 0.01 and 3600 seconds, got {s}"),
-        Some(s) => Duration::from_secs_f64(s),
+        Some(s) => plan::interval(s).map_err(wrong_flag)?,
         None => Duration::from_secs(1),
     };
     let hlog = match &args.hlog {
@@ -383,8 +378,9 @@ fn command_line() -> String {
         .join(" ")
 }
 
-fn benchmark(args: &BenchArgs) -> Result<Benchmark> {
-    let fields = RequestFields {
+/// The run these flags ask for, checked by the one rulebook the node's runs go through too.
+fn plan(args: &BenchArgs) -> Result<Plan> {
+    let request = RequestFields {
         protocol: args.protocol,
         command: args.command.clone(),
         payload_size: args.payload,
@@ -402,56 +398,37 @@ fn benchmark(args: &BenchArgs) -> Result<Benchmark> {
         expect_body: args.expect_body.as_deref().map(unescape),
         keyspace: args.keyspace,
     };
-    let command = fields.command(args.target.is_some()).map_err(|e| {
-        let flag = match e.field {
-            "headers" => "header".to_string(),
-            "payload_size_bytes" => "payload".to_string(),
-            field => field.replace('_', "-"),
-        };
-        anyhow::anyhow!("--{flag}: {}", e.why)
-    })?;
-    let duration = match args.duration {
-        Some(d) if !(d > 0.0 && d <= 86_400.0) => {
-            bail!("--duration must be between 0 and 86400 seconds, got {d}")
-        }
-        d => d.map(Duration::from_secs_f64),
+    let exec = match &args.exec {
+        Some(line) => Some(shlex::split(line).with_context(|| format!("--exec {line:?}: unbalanced quotes"))?),
+        None => None,
     };
-    let target = match (args.target, &args.exec) {
-        (Some(addr), Some(line)) => {
-            let command = shlex::split(line).with_context(|| format!("--exec {line:?}: unbalanced quotes"))?;
-            anyhow::ensure!(!command.is_empty(), "--exec: no command given");
-            Target::Exec {
-                command,
-                addr,
-                cpus: args.server_cpus.clone(),
-            }
-        }
-        (Some(addr), None) => Target::Addr(addr),
-        (None, _) => Target::Server(ServerSpec {
-            model: args.server.unwrap_or(Model::Epoll),
-            cpus: args.server_cpus.clone(),
-            backlog: args.backlog,
-        }),
-    };
-    let mut benchmark = Benchmark::new(target, command);
-    benchmark.profiling = args.profiling.options(Benchmark::PROFILE_FREQUENCY_HZ);
-    benchmark.load = LoadConfig {
+    let fields = Fields {
+        target: args.target,
+        exec,
+        server: args.server,
+        backlog: args.backlog,
+        server_cpus: args.server_cpus.clone(),
+        client_cpus: args.client_cpus.clone(),
+        request,
         concurrency: args.concurrency,
-        // A duration alone bounds the run by time.
-        requests: args.requests.or(if duration.is_some() {
-            None
-        } else {
-            benchmark.load.requests
-        }),
-        duration,
+        num_requests: args.requests,
+        duration: args.duration,
         connection: args.connection,
         rate: args.rate,
-        client_cpus: args.client_cpus.clone(),
         shard: args.shard,
-        progress: Some(Arc::new(AtomicU64::new(0))),
-        ..benchmark.load
+        concurrency_levels: args.sweep.clone(),
+        profile: args.profiling.fields(),
     };
-    Ok(benchmark)
+    let kind = match (&args.sweep, args.profile) {
+        (Some(_), _) => Kind::Sweep,
+        (None, true) => Kind::Profile,
+        (None, false) => Kind::Run,
+    };
+    let mut plan = fields
+        .plan(kind, &Limits::of_this_machine(), &Policy::SHELL)
+        .map_err(wrong_flag)?;
+    plan.benchmark.load.progress = Some(Arc::new(AtomicU64::new(0)));
+    Ok(plan)
 }
 
 fn unescape(s: &str) -> String {

@@ -1,11 +1,11 @@
 //! `tcpprof profile`: a running process (`-p PID`) for a while, or a command it starts
 //! (`-- CMD ARGS`) until it exits, and where its time went.
 use crate::interrupt;
-use crate::profiling::ProfileArgs;
-use anyhow::{Context, Result, bail, ensure};
+use crate::profiling::{ProfileArgs, wrong_flag};
+use anyhow::{Context, Result, ensure};
 use clap::Args;
 use profiler::launch::{Gated, shell_words};
-use profiler::{Mode, ProfileOptions, Requested, Session, printer};
+use profiler::{Mode, ProfileOptions, Requested, Session, plan, printer};
 use std::time::{Duration, Instant};
 
 #[derive(Args)]
@@ -40,21 +40,17 @@ const DEFAULT_SECONDS: f64 = 5.0;
 
 pub fn run(args: ProfileCmd) -> Result<()> {
     let duration = match args.duration {
-        Some(d) if !(d.is_finite() && d > 0.0 && d <= 86_400.0) => {
-            bail!("--duration must be between 0 and 86400 seconds, got {d}")
-        }
-        Some(d) => Some(Duration::from_secs_f64(d)),
+        Some(d) => Some(plan::seconds("duration_ms", d).map_err(wrong_flag)?),
         None if args.command.is_empty() => Some(Duration::from_secs_f64(DEFAULT_SECONDS)),
         None => None,
     };
-    let interval = match args.interval {
-        Some(s) if !(0.1..=3600.0).contains(&s) => {
-            bail!("--interval must be between 0.1 and 3600 seconds, got {s}")
-        }
-        s => s.map(Duration::from_secs_f64),
-    };
+    let interval = args.interval.map(plan::interval).transpose().map_err(wrong_flag)?;
     args.profiling.check_outputs()?;
-    let options = args.profiling.options(ProfileOptions::DEFAULT_FREQUENCY_HZ);
+    let options = args
+        .profiling
+        .fields()
+        .options(ProfileOptions::DEFAULT_FREQUENCY_HZ)
+        .map_err(wrong_flag)?;
     ensure!(
         options.mode != Requested::Only(Mode::Userspace),
         "userspace mode is bench-server timing its own steps, so it serves `bench --profile --mode userspace`; a \

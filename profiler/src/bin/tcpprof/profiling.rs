@@ -1,7 +1,9 @@
 //! The profiling flags `profile` and `bench --profile` share, and the stack files they write.
 use anyhow::{Context, Result, bail};
+use bench::load::FieldError;
 use clap::Args;
-use profiler::{Mode, Profile, ProfileOptions, Requested, Unwind, printer};
+use profiler::plan::ProfileFields;
+use profiler::{Mode, Profile, Requested, Unwind, printer};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -12,8 +14,7 @@ pub struct ProfileArgs {
     mode: Option<Requested>,
     /// cpu-clock samples per second on each CPU, in sampling mode or with stacks
     /// [default: 99 for profile, 1999 for bench].
-    #[arg(long, value_name = "HZ",
-          value_parser = clap::value_parser!(u32).range(1..=i64::from(ProfileOptions::MAX_FREQUENCY_HZ)))]
+    #[arg(long, value_name = "HZ")]
     frequency: Option<u32>,
     /// Also sample stacks in the exact modes (sampling mode always does).
     #[arg(long)]
@@ -38,26 +39,14 @@ pub struct ProfileArgs {
 }
 
 impl ProfileArgs {
-    /// Whether any of these flags was given (they mean nothing to an unprofiled run).
-    pub fn any_given(&self) -> bool {
-        self.mode.is_some()
-            || self.frequency.is_some()
-            || self.stacks
-            || self.folded.is_some()
-            || self.flamegraph.is_some()
-            || self.bpf_stats
-            || self.unwind.is_some()
-            || self.children
-    }
-
-    /// The plan these flags make, with `default_frequency` when none is given.
-    pub fn options(&self, default_frequency: u32) -> ProfileOptions {
-        ProfileOptions {
-            mode: self.mode.unwrap_or(Requested::Auto),
-            frequency_hz: self.frequency.unwrap_or(default_frequency),
+    /// The rulebook's fields these flags set (a stack file asks for stacks).
+    pub fn fields(&self) -> ProfileFields {
+        ProfileFields {
+            mode: self.mode,
+            frequency_hz: self.frequency.map(u64::from),
             stacks: self.stacks || self.folded.is_some() || self.flamegraph.is_some(),
             bpf_stats: self.bpf_stats,
-            unwind: self.unwind.unwrap_or_default(),
+            unwind: self.unwind,
             children: self.children,
         }
     }
@@ -106,4 +95,19 @@ impl ProfileArgs {
         }
         Ok(())
     }
+}
+
+/// A rulebook field's error, named by the flag that sets the field.
+pub fn wrong_flag(e: FieldError) -> anyhow::Error {
+    let flag = match e.field {
+        "num_requests" => "requests",
+        "duration_ms" => "duration",
+        "payload_size_bytes" => "payload",
+        "headers" => "header",
+        "concurrency_levels" => "sweep",
+        "frequency_hz" => "frequency",
+        "stacks" => "stacks (or --folded, --flamegraph)",
+        field => return anyhow::anyhow!("--{}: {}", field.replace('_', "-"), e.why),
+    };
+    anyhow::anyhow!("--{flag}: {}", e.why)
 }
