@@ -4,9 +4,9 @@
 //! here.
 use crate::message::{Outbox, Request, code};
 use anyhow::Context;
-use profiler::Report;
-use profiler::benchmark::{Benchmark, ProfileError, Target};
+use profiler::benchmark::ProfileError;
 use profiler::plan::{Plan, Work};
+use profiler::report::{Ran, RunResult, SweepResult};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
@@ -71,57 +71,25 @@ impl Runner {
     }
 }
 
-/// Runs `plan` and makes its reply's body.
+/// Runs `plan` and makes its reply's body: the result `tcpprof bench --json` prints, and its type.
 fn run(plan: Plan) -> Result<Value, ProfileError> {
     let Plan { benchmark, work } = plan;
-    let (kind, report) = match work {
-        Work::Run => ("bench_run_ok", benchmark.run()?),
-        Work::Profile => ("bench_profile_ok", benchmark.profile()?),
+    let ran = Ran::of(&benchmark);
+    let (kind, mut body) = match work {
+        Work::Run => ("bench_run_ok", reply(&RunResult::new(&benchmark, &benchmark.run()?))?),
+        Work::Profile => (
+            "bench_profile_ok",
+            reply(&RunResult::new(&benchmark, &benchmark.profile()?))?,
+        ),
         Work::Sweep(levels) => {
             let sweep = benchmark.sweep(&levels, |_, _| {})?;
-            let rows: Vec<Value> = sweep.levels.iter().map(sweep_row).collect();
-            return Ok(json!({
-                "type": "bench_sweep_ok",
-                "saturation": sweep.saturation,
-                "saturation_reason": sweep.saturation_reason,
-                "results": rows,
-                "server": server_name(&benchmark),
-            }));
+            ("bench_sweep_ok", reply(&SweepResult::new(ran, &sweep))?)
         }
     };
-    let mut body = serde_json::to_value(&report).context("serialising the report")?;
     body["type"] = json!(kind);
-    body["server"] = json!(server_name(&benchmark));
-    body["command"] = json!(benchmark.load.command.to_string());
-    body["protocol"] = json!(benchmark.load.command.protocol());
-    body["connection"] = json!(benchmark.load.connection.to_string());
     Ok(body)
 }
 
-fn server_name(b: &Benchmark) -> String {
-    match &b.target {
-        Target::Server(spec) => spec.model.name().to_string(),
-        Target::Addr(addr) | Target::Exec { addr, .. } => addr.to_string(),
-    }
-}
-
-fn sweep_row(level: &Report) -> Value {
-    let mut row = match &level.load {
-        Some(r) => json!({
-            "concurrency": r.concurrency,
-            "throughput_rps": r.throughput_rps,
-            "latency_p50_us": r.latency_p50_us,
-            "latency_p95_us": r.latency_p95_us,
-            "latency_p99_us": r.latency_p99_us,
-            "latency_max_us": r.latency_max_us,
-            "requests": r.requests,
-            "errors": r.errors,
-            "error_counts": r.error_counts,
-            "first_error": r.first_error,
-        }),
-        None => json!({}),
-    };
-    row["signals"] = json!(level.signals);
-    row["limit"] = json!(level.limit);
-    row
+fn reply(result: &impl serde::Serialize) -> anyhow::Result<Value> {
+    serde_json::to_value(result).context("serialising the result")
 }

@@ -341,3 +341,63 @@ fn bench_server_child(pid: u32) -> Option<i32> {
         .find(|&p| profiler::procfs::comm(p).as_deref() == Some("bench-server"))?;
     Some(child as i32)
 }
+
+/// Every key of `value`, nested ones as paths (a list's by its first entry).
+fn keys(value: &Value, path: &str, out: &mut std::collections::BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let here = format!("{path}/{k}");
+                out.insert(here.clone());
+                keys(v, &here, out);
+            }
+        }
+        Value::Array(items) => {
+            if let Some(first) = items.first() {
+                keys(first, &format!("{path}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn a_reply_is_the_result_tcpprof_bench_json_prints_plus_the_envelope() {
+    let tcpprof = std::path::Path::new(env!("CARGO_BIN_EXE_node")).with_file_name("tcpprof");
+    assert!(
+        tcpprof.exists(),
+        "{} is missing: build it first (cargo build -p profiler --bin tcpprof; cargo xtask test does)",
+        tcpprof.display()
+    );
+    let mut node = Node::start();
+    for (body, flags) in [
+        (
+            json!({"type": "bench_run", "num_requests": 300, "concurrency": 2, "command": "PING"}),
+            vec!["-n", "300", "-c", "2", "--command", "PING"],
+        ),
+        (
+            json!({"type": "bench_sweep", "num_requests": 300, "concurrency_levels": [1, 2], "command": "PING"}),
+            vec!["-n", "300", "--sweep", "1,2", "--command", "PING"],
+        ),
+    ] {
+        let reply = node.call(body, ms(30_000));
+        let out = std::process::Command::new(&tcpprof)
+            .arg("bench")
+            .args(&flags)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let printed: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        let (mut ours, mut theirs) = (Default::default(), Default::default());
+        keys(&reply, "", &mut ours);
+        keys(&printed, "", &mut theirs);
+        for envelope in ["/type", "/msg_id", "/in_reply_to"] {
+            assert!(ours.remove(envelope), "{envelope} missing: {reply}");
+        }
+        assert_eq!(ours, theirs, "node: {reply}\ncli: {printed}");
+        for same in ["server", "command", "protocol", "connection", "requests", "saturation"] {
+            assert_eq!(reply.get(same), printed.get(same), "{same}: {reply}\n{printed}");
+        }
+    }
+}

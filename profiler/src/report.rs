@@ -1,9 +1,11 @@
 //! The one typed result of a run: what the load generator measured, the profile when one was
 //! taken, the saturation signals and the verdict. [`crate::printer`] writes it out.
 use crate::Profile;
+use crate::benchmark::{Benchmark, Target};
 use crate::limit::{Limit, LimitKind};
+use crate::server_stats::ServerStats;
 use crate::signals::Signals;
-use bench::load::LoadReport;
+use bench::load::{ConnectionMode, ErrorCounts, LoadReport, Protocol};
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]
@@ -85,6 +87,115 @@ impl Sweep {
             levels,
             saturation,
             saturation_reason: Some(reason),
+        }
+    }
+}
+
+/// What a benchmark ran, as its results name it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ran {
+    /// Our bench-server's model, or the target's address.
+    pub server: String,
+    pub command: String,
+    pub protocol: Protocol,
+    pub connection: ConnectionMode,
+}
+
+impl Ran {
+    pub fn of(b: &Benchmark) -> Ran {
+        Ran {
+            server: match &b.target {
+                Target::Server(spec) => spec.model.name().to_string(),
+                Target::Addr(addr) | Target::Exec { addr, .. } => addr.to_string(),
+            },
+            command: b.load.command.to_string(),
+            protocol: b.load.command.protocol(),
+            connection: b.load.connection,
+        }
+    }
+}
+
+/// A run's result as `tcpprof bench --json` prints it and the node replies with it (plus the
+/// envelope's fields): what ran, and the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult<'a> {
+    #[serde(flatten)]
+    pub ran: Ran,
+    #[serde(flatten)]
+    pub report: &'a Report,
+    /// The server's memory, threads and context switches, when sampled (`--server-stats`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_stats: Option<ServerStats>,
+}
+
+impl<'a> RunResult<'a> {
+    pub fn new(benchmark: &Benchmark, report: &'a Report) -> RunResult<'a> {
+        RunResult {
+            ran: Ran::of(benchmark),
+            report,
+            server_stats: None,
+        }
+    }
+}
+
+/// A sweep's result, for both front ends: what ran, the knee, and a row per level (DESIGN.md's
+/// `results`).
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepResult<'a> {
+    #[serde(flatten)]
+    pub ran: Ran,
+    pub saturation: Option<usize>,
+    pub saturation_reason: Option<&'a str>,
+    pub results: Vec<SweepRow<'a>>,
+}
+
+/// One level of a sweep: the load's headline figures, the signals and the limit.
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepRow<'a> {
+    pub concurrency: usize,
+    pub throughput_rps: f64,
+    pub latency_p50_us: u64,
+    pub latency_p95_us: u64,
+    pub latency_p99_us: u64,
+    pub latency_max_us: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub error_counts: &'a ErrorCounts,
+    pub first_error: Option<&'a str>,
+    pub signals: &'a Signals,
+    pub limit: &'a Limit,
+    pub server_exited: Option<&'a str>,
+}
+
+impl<'a> SweepResult<'a> {
+    pub fn new(ran: Ran, sweep: &'a Sweep) -> SweepResult<'a> {
+        let results = sweep
+            .levels
+            .iter()
+            .filter_map(|level| {
+                let load = level.load.as_ref()?;
+                Some(SweepRow {
+                    concurrency: load.concurrency,
+                    throughput_rps: load.throughput_rps,
+                    latency_p50_us: load.latency_p50_us,
+                    latency_p95_us: load.latency_p95_us,
+                    latency_p99_us: load.latency_p99_us,
+                    latency_max_us: load.latency_max_us,
+                    requests: load.requests,
+                    errors: load.errors,
+                    error_counts: &load.error_counts,
+                    first_error: load.first_error.as_deref(),
+                    signals: &level.signals,
+                    limit: &level.limit,
+                    server_exited: level.server_exited.as_deref(),
+                })
+            })
+            .collect();
+        SweepResult {
+            ran,
+            saturation: sweep.saturation,
+            saturation_reason: sweep.saturation_reason.as_deref(),
+            results,
         }
     }
 }

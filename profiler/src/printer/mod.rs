@@ -5,15 +5,16 @@ pub mod html;
 pub mod plots;
 
 use crate::limit::Limit;
-use crate::report::{Report, Sweep};
+use crate::report::{Ran, Report, RunResult, Sweep, SweepResult};
 use crate::signals::Signals;
 use crate::stacks::{Stacks, TOP_FUNCTIONS};
 use crate::{Part, Profile};
 use anyhow::{Context, Result};
-use bench::load::{Interval, LatencyHistogram, LoadReport};
+use bench::load::{ErrorCounts, Interval, LatencyHistogram, LoadReport};
 use profiler_common::SyscallClass;
-use serde_json::Value;
+use serde::Serialize;
 use std::fmt::Write;
+use std::time::Duration;
 
 /// How many `other` syscalls the table lists.
 pub const TOP_SYSCALLS: usize = 10;
@@ -326,13 +327,54 @@ pub fn flamegraph(stacks: &Stacks, title: &str, width: Option<usize>) -> Result<
     Ok(svg)
 }
 
-/// A run as one JSON object (a line) or as tables.
-pub fn report(r: &Report, json: bool) -> serde_json::Result<String> {
-    Ok(if json {
-        format!("{}\n", serde_json::to_string(r)?)
-    } else {
-        report_table(r)
+/// How a command prints, chosen once from its flags: tables for people, or one JSON object per
+/// result (a line each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+impl Format {
+    /// `--json` given or not.
+    pub fn json_if(json: bool) -> Format {
+        if json { Format::Json } else { Format::Table }
+    }
+
+    /// `value` as a JSON line, or `table()` for people.
+    fn write(self, value: &impl Serialize, table: impl FnOnce() -> String) -> String {
+        match self {
+            // Our own types, with string keys: serialising cannot fail.
+            Format::Json => format!("{}\n", serde_json::to_string(value).expect("results serialise")),
+            Format::Table => table(),
+        }
+    }
+}
+
+/// A benchmark's result: the run's tables (and the server's statistics when sampled), or the
+/// JSON the node replies with.
+pub fn run(r: &RunResult, format: Format) -> String {
+    format.write(r, || {
+        let mut out = report_table(r.report);
+        if let Some(stats) = &r.server_stats {
+            let _ = writeln!(
+                out,
+                "server: RSS up to {} KiB, up to {} threads, {} voluntary and {} involuntary context switches",
+                stats.rss_max_kb, stats.threads_max, stats.voluntary_switches, stats.involuntary_switches
+            );
+        }
+        out
     })
+}
+
+/// A sweep's result: a row per level and the knee.
+pub fn sweep(ran: Ran, sweep: &Sweep, format: Format) -> String {
+    format.write(&SweepResult::new(ran, sweep), || sweep_table(sweep))
+}
+
+/// A `profile` window's result.
+pub fn profile(r: &Report, format: Format) -> String {
+    format.write(r, || report_table(r))
 }
 
 /// A run as tables: the load, the profile, the signals and the limit, whichever it has.
@@ -465,92 +507,119 @@ pub fn hgrm(latency: &LatencyHistogram) -> String {
     out
 }
 
-/// One interval of a run as a line, as wrk2 and BCC's tools print them.
-pub fn interval_line(i: &Interval) -> String {
+/// One interval of a run: a line, as wrk2 and BCC's tools print them, or a JSON object.
+pub fn interval(i: &Interval, format: Format) -> String {
+    #[derive(Serialize)]
+    struct Json<'a> {
+        interval: u64,
+        start_s: f64,
+        length_s: f64,
+        requests: u64,
+        errors: u64,
+        error_counts: &'a ErrorCounts,
+        throughput_rps: f64,
+        latency_p50_us: u64,
+        latency_p99_us: u64,
+        latency_max_us: u64,
+    }
     let l = i.latency.summary();
-    format!(
-        "{:>8.1} s {:>9} requests {:>10.0} req/s {:>6} errors   p50 {:>7} us  p99 {:>7} us  max {:>7} us",
-        (i.start + i.length).as_secs_f64(),
-        i.requests,
-        i.throughput_rps(),
-        i.errors.total(),
-        l.p50_us,
-        l.p99_us,
-        l.max_us
-    )
-}
-
-/// One interval of a run as a JSON object (a line of `--interval --json`).
-pub fn interval_json(i: &Interval) -> Value {
-    let l = i.latency.summary();
-    serde_json::json!({
-        "interval": i.index,
-        "start_s": i.start.as_secs_f64(),
-        "length_s": i.length.as_secs_f64(),
-        "requests": i.requests,
-        "errors": i.errors.total(),
-        "error_counts": i.errors,
-        "throughput_rps": i.throughput_rps(),
-        "latency_p50_us": l.p50_us,
-        "latency_p99_us": l.p99_us,
-        "latency_max_us": l.max_us,
+    let json = Json {
+        interval: i.index,
+        start_s: i.start.as_secs_f64(),
+        length_s: i.length.as_secs_f64(),
+        requests: i.requests,
+        errors: i.errors.total(),
+        error_counts: &i.errors,
+        throughput_rps: i.throughput_rps(),
+        latency_p50_us: l.p50_us,
+        latency_p99_us: l.p99_us,
+        latency_max_us: l.max_us,
+    };
+    format.write(&json, || {
+        format!(
+            "{:>8.1} s {:>9} requests {:>10.0} req/s {:>6} errors   p50 {:>7} us  p99 {:>7} us  max {:>7} us\n",
+            (i.start + i.length).as_secs_f64(),
+            i.requests,
+            json.throughput_rps,
+            json.errors,
+            l.p50_us,
+            l.p99_us,
+            l.max_us
+        )
     })
 }
 
-/// One interval of a `profile` window as a line: the five shares and the on-CPU time.
-pub fn breakdown_line(end: std::time::Duration, b: &Breakdown) -> String {
-    let mut line = format!("{:>8.1} s ", end.as_secs_f64());
-    for part in Part::ALL {
-        let _ = write!(line, " {} {:>5.1}%", part.name(), b.percent(part));
+/// One interval of a profile window, ending `end` after its start: the five shares and the
+/// on-CPU time.
+pub fn breakdown_interval(end: Duration, b: &Breakdown, format: Format) -> String {
+    #[derive(Serialize)]
+    struct Json<'a> {
+        t_s: f64,
+        breakdown: &'a crate::breakdown::Percentages,
+        bottleneck: &'static str,
+        oncpu_ns: u64,
+        runq_ns: u64,
     }
-    let _ = write!(
-        line,
-        "   on-CPU {:.1} ms, run-queue {:.1} ms",
-        ms(b.oncpu_ns),
-        ms(b.runq_ns)
-    );
-    line
-}
-
-/// One interval of a `profile` window as a JSON object.
-pub fn breakdown_json(end: std::time::Duration, b: &Breakdown) -> Value {
-    serde_json::json!({
-        "t_s": end.as_secs_f64(),
-        "breakdown": b.breakdown,
-        "bottleneck": b.bottleneck.map_or("none", Part::name),
-        "oncpu_ns": b.oncpu_ns,
-        "runq_ns": b.runq_ns,
+    let json = Json {
+        t_s: end.as_secs_f64(),
+        breakdown: &b.breakdown,
+        bottleneck: b.bottleneck.map_or("none", Part::name),
+        oncpu_ns: b.oncpu_ns,
+        runq_ns: b.runq_ns,
+    };
+    format.write(&json, || {
+        let mut line = format!("{:>8.1} s ", end.as_secs_f64());
+        for part in Part::ALL {
+            let _ = write!(line, " {} {:>5.1}%", part.name(), b.percent(part));
+        }
+        let _ = writeln!(
+            line,
+            "   on-CPU {:.1} ms, run-queue {:.1} ms",
+            ms(b.oncpu_ns),
+            ms(b.runq_ns)
+        );
+        line
     })
 }
 
 /// Merged interval logs: the union's count and percentiles, like a run's summary.
-pub fn merged_json(h: &LatencyHistogram, files: usize, intervals: usize) -> Value {
+pub fn merged(h: &LatencyHistogram, files: usize, intervals: usize, format: Format) -> String {
+    #[derive(Serialize)]
+    struct Json {
+        files: usize,
+        intervals: usize,
+        requests: u64,
+        latency_p50_us: u64,
+        latency_p95_us: u64,
+        latency_p99_us: u64,
+        latency_p999_us: u64,
+        latency_max_us: u64,
+        latency_mean_us: f64,
+    }
     let l = h.summary();
-    serde_json::json!({
-        "files": files,
-        "intervals": intervals,
-        "requests": h.len(),
-        "latency_p50_us": l.p50_us,
-        "latency_p95_us": l.p95_us,
-        "latency_p99_us": l.p99_us,
-        "latency_p999_us": l.p999_us,
-        "latency_max_us": l.max_us,
-        "latency_mean_us": l.mean_us,
+    let json = Json {
+        files,
+        intervals,
+        requests: h.len(),
+        latency_p50_us: l.p50_us,
+        latency_p95_us: l.p95_us,
+        latency_p99_us: l.p99_us,
+        latency_p999_us: l.p999_us,
+        latency_max_us: l.max_us,
+        latency_mean_us: l.mean_us,
+    };
+    format.write(&json, || {
+        format!(
+            "{files} logs, {intervals} intervals: {} requests\nlatency us: p50 {}  p95 {}  p99 {}  p99.9 {}  max {}  mean {:.1}\n",
+            h.len(),
+            l.p50_us,
+            l.p95_us,
+            l.p99_us,
+            l.p999_us,
+            l.max_us,
+            l.mean_us
+        )
     })
-}
-
-pub fn merged_table(h: &LatencyHistogram, files: usize, intervals: usize) -> String {
-    let l = h.summary();
-    format!(
-        "{files} logs, {intervals} intervals: {} requests\nlatency us: p50 {}  p95 {}  p99 {}  p99.9 {}  max {}  mean {:.1}\n",
-        h.len(),
-        l.p50_us,
-        l.p95_us,
-        l.p99_us,
-        l.p999_us,
-        l.max_us,
-        l.mean_us
-    )
 }
 
 /// A load run's figures as a table, with the per-worker send/recv statistics seed 002 prints.

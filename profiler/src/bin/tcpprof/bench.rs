@@ -11,7 +11,9 @@ use profiler::benchmark::{Benchmark, ProfileError};
 use profiler::hlog::HlogWriter;
 use profiler::metrics::Exporter;
 use profiler::plan::{self, Fields, Kind, Limits, Plan, Policy, Work};
+use profiler::printer::Format;
 use profiler::printer::plots::IntervalPoint;
+use profiler::report::{Ran, RunResult};
 use profiler::{Report, printer};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -181,15 +183,12 @@ struct Observed {
 }
 
 fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, work: &Work, observed: &Observed) -> Result<()> {
+    let format = Format::json_if(args.json);
     let progress = Progress::start(&benchmark.load);
     if let Work::Sweep(levels) = work {
         let sweep = benchmark.sweep(levels, |_, _| progress.reset())?;
         progress.finish();
-        if args.json {
-            println!("{}", serde_json::to_string(&sweep)?);
-        } else {
-            print!("{}", printer::sweep_table(&sweep));
-        }
+        print!("{}", printer::sweep(Ran::of(benchmark), &sweep, format));
         if let Some(dir) = plots_dir(args)? {
             outputs::write_file(&dir.join("sweep.svg"), &printer::plots::sweep(&sweep)?, "sweep plot")?;
         }
@@ -213,7 +212,7 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, work: &Work, observed:
             ProfileError::Failed(e) => e,
         })?;
         progress.finish();
-        print!("{}", printer::report(&report, args.json)?);
+        print!("{}", printer::run(&RunResult::new(benchmark, &report), format));
         let profile = report.profile.as_ref().context("a profiled run has a profile")?;
         let what = format!("{}, {}", benchmark.target, benchmark.load.command);
         write_files(args, &report, observed)?;
@@ -222,22 +221,16 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, work: &Work, observed:
     if args.server_stats {
         let (report, stats) = benchmark.run_with_server_stats()?;
         progress.finish();
-        if args.json {
-            let mut value = serde_json::to_value(&report)?;
-            value["server_stats"] = serde_json::to_value(stats)?;
-            println!("{value}");
-        } else {
-            print!("{}", printer::report_table(&report));
-            println!(
-                "server: RSS up to {} KiB, up to {} threads, {} voluntary and {} involuntary context switches",
-                stats.rss_max_kb, stats.threads_max, stats.voluntary_switches, stats.involuntary_switches
-            );
-        }
+        let result = RunResult {
+            server_stats: Some(stats),
+            ..RunResult::new(benchmark, &report)
+        };
+        print!("{}", printer::run(&result, format));
         return write_files(args, &report, observed);
     }
     let report = benchmark.run()?;
     progress.finish();
-    print!("{}", printer::report(&report, args.json)?);
+    print!("{}", printer::run(&RunResult::new(benchmark, &report), format));
     write_files(args, &report, observed)
 }
 
@@ -262,16 +255,12 @@ fn intervals(args: &BenchArgs, load: &mut LoadConfig) -> Result<Arc<Observed>> {
         None => None,
     };
     let hlog = Mutex::new(hlog);
-    let (lines, json, kept) = (args.interval.is_some(), args.json, observed.clone());
+    let (lines, format, kept) = (args.interval.is_some(), Format::json_if(args.json), observed.clone());
     // The run's start by the wall clock: when the first interval ends, less its length.
     let run_start = Mutex::new(None);
     let sink = move |i: &Interval| {
         if lines {
-            if json {
-                println!("{}", printer::interval_json(i));
-            } else {
-                println!("{}", printer::interval_line(i));
-            }
+            print!("{}", printer::interval(i, format));
         }
         let start = *run_start
             .lock()

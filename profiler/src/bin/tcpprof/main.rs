@@ -91,11 +91,10 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(*args)?,
         Command::Merge { logs, json, hgrm } => {
             let (union, intervals) = profiler::hlog::merge(&logs)?;
-            if json {
-                println!("{}", printer::merged_json(&union, logs.len(), intervals));
-            } else {
-                print!("{}", printer::merged_table(&union, logs.len(), intervals));
-            }
+            print!(
+                "{}",
+                printer::merged(&union, logs.len(), intervals, printer::Format::json_if(json))
+            );
             if let Some(path) = hgrm {
                 std::fs::write(&path, printer::hgrm(&union)).with_context(|| format!("writing {}", path.display()))?;
             }

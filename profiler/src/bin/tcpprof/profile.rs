@@ -5,6 +5,7 @@ use crate::profiling::{ProfileArgs, wrong_flag};
 use anyhow::{Context, Result, ensure};
 use clap::Args;
 use profiler::launch::{Gated, shell_words};
+use profiler::printer::Format;
 use profiler::{Mode, ProfileOptions, Requested, Session, plan, printer};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,7 @@ pub fn run(args: ProfileCmd) -> Result<()> {
         None => None,
     };
     let interval = args.interval.map(plan::interval).transpose().map_err(wrong_flag)?;
+    let format = Format::json_if(args.json);
     args.profiling.check_outputs()?;
     let options = args
         .profiling
@@ -101,7 +103,7 @@ pub fn run(args: ProfileCmd) -> Result<()> {
     let exporter = crate::serve_metrics(args.listen)?;
     let live = LiveOutput {
         interval,
-        json: args.json,
+        format,
         exporter: exporter.as_ref(),
     };
     let interrupted = wait(&mut session, duration, command.as_mut(), &live);
@@ -115,7 +117,7 @@ pub fn run(args: ProfileCmd) -> Result<()> {
     let profile = report.profile.as_mut().context("a session's report has a profile")?;
     profile.partial = interrupted.is_some();
     let written = args.profiling.write_stacks(profile, &title);
-    print!("{}", printer::report(&report, args.json)?);
+    print!("{}", printer::profile(&report, format));
     if let Some(status) = status {
         match status {
             Some(status) => eprintln!("the command exited ({status})"),
@@ -140,9 +142,9 @@ fn seconds(duration: Option<Duration>) -> f64 {
 
 /// What `profile` shows while its window lasts.
 struct LiveOutput<'a> {
-    /// Print each interval's breakdown as it ends (a JSON line with `json`).
+    /// Print each interval's breakdown as it ends.
     interval: Option<Duration>,
-    json: bool,
+    format: Format,
     /// Keep the metrics' totals current.
     exporter: Option<&'a profiler::metrics::Exporter>,
 }
@@ -156,7 +158,7 @@ fn wait(
     mut command: Option<&mut Gated>,
     live: &LiveOutput,
 ) -> Option<i32> {
-    let (interval, json) = (live.interval, live.json);
+    let (interval, format) = (live.interval, live.format);
     interrupt::catch();
     let start = Instant::now();
     let (mut refreshed, mut exported) = (start, start);
@@ -177,7 +179,7 @@ fn wait(
         if let Some(length) = interval
             && last.as_ref().is_some_and(|(_, began)| began.elapsed() >= length)
         {
-            print_interval(session, &mut last, start, json);
+            print_interval(session, &mut last, start, format);
         }
         if exported.elapsed() >= Duration::from_secs(1) {
             if let (Some(exporter), Ok(totals)) = (live.exporter, session.totals()) {
@@ -198,7 +200,7 @@ fn wait(
         .as_ref()
         .is_some_and(|(_, began)| began.elapsed() >= Duration::from_millis(50))
     {
-        print_interval(session, &mut last, start, json);
+        print_interval(session, &mut last, start, format);
     }
     interrupt::release();
     stopped
@@ -206,18 +208,14 @@ fn wait(
 
 /// Prints the breakdown of what was counted since `last` (the totals then, and when), and
 /// moves `last` to now.
-fn print_interval(session: &Session, last: &mut Option<(profiler::Totals, Instant)>, start: Instant, json: bool) {
+fn print_interval(session: &Session, last: &mut Option<(profiler::Totals, Instant)>, start: Instant, format: Format) {
     let (Some((before, began)), Ok(now)) = (last.as_mut(), session.totals()) else {
         return;
     };
     let ended = Instant::now();
     if let Ok(b) = session.breakdown_since(before, &now, ended - *began) {
         let end = ended - start;
-        if json {
-            println!("{}", printer::breakdown_json(end, &b));
-        } else {
-            println!("{}", printer::breakdown_line(end, &b));
-        }
+        print!("{}", printer::breakdown_interval(end, &b, format));
     }
     (*before, *began) = (now, ended);
 }
