@@ -2,20 +2,20 @@
 //! the run (`--exec`); the load generator against it; and optionally the server's processes
 //! profiled over the run. The node and the `tcpprof bench` command are two front ends to these
 //! functions.
-use crate::Totals;
 use crate::attach::AttachError;
 use crate::launch;
+use crate::live::{Event, Live};
 use crate::report::{Report, Sweep};
 use crate::server_stats::{Sampler, ServerStats};
 use crate::session::{ProfileOptions, Session};
 use crate::signals::{Watch, listen};
 use anyhow::{Context, Result};
-use bench::load::{Command, LoadConfig, LoadReport};
+use bench::load::{Command, Intervals, LoadConfig, LoadReport};
 use bench::server::{Model, ServerChild, ServerSpec};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Mutex, PoisonError};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// What to load and how.
@@ -105,9 +105,14 @@ impl Benchmark {
 
     /// One load run, with the saturation signals over it.
     pub fn run(&self) -> Result<Report> {
+        self.run_live(&mut Live::new())
+    }
+
+    /// [`Self::run`], its intervals handed to `live`'s sinks as they end.
+    pub fn run_live(&self, live: &mut Live) -> Result<Report> {
         let (mut server, addr, load) = self.start_server()?;
         let mut watch = Watch::attach(self.watched_pids(&server, addr), vec![addr.port()]);
-        watched_run(&mut watch, &mut server, addr, &load)
+        watched_run(&mut watch, &mut server, addr, &load, live)
     }
 
     /// One run per concurrency level, in order, against the same server, and the knee.
@@ -120,7 +125,7 @@ impl Benchmark {
                 concurrency: level,
                 ..load.clone()
             };
-            let report = watched_run(&mut watch, &mut server, addr, &at_level)
+            let report = watched_run(&mut watch, &mut server, addr, &at_level, &mut Live::new())
                 .with_context(|| format!("at concurrency {level}"))?;
             let load = report.load.as_ref().expect("a load run reports its load");
             progress(level, load);
@@ -134,8 +139,8 @@ impl Benchmark {
     }
 
     /// One load run on a fresh server, with the server's memory and context switches sampled
-    /// during the run.
-    pub fn run_with_server_stats(&self) -> Result<(Report, ServerStats)> {
+    /// during the run; its intervals go to `live`'s sinks.
+    pub fn run_with_server_stats(&self, live: &mut Live) -> Result<(Report, ServerStats)> {
         let (mut server, addr, load) = self.start_server()?;
         let Running::Ours(ours) = &server else {
             anyhow::bail!("server statistics need our own bench-server, not a target");
@@ -143,7 +148,7 @@ impl Benchmark {
         let pids = self.server_processes(ours)?;
         let sampler = Sampler::start(pids.clone());
         let mut watch = Watch::attach(Ok(pids), vec![addr.port()]);
-        let run = watched_run(&mut watch, &mut server, addr, &load);
+        let run = watched_run(&mut watch, &mut server, addr, &load, live);
         let stats = sampler.finish();
         Ok((run?, stats))
     }
@@ -153,12 +158,12 @@ impl Benchmark {
     /// no eBPF mode attaches. Another server is profiled as the processes that hold its
     /// listening socket (with their children, when the options say so).
     pub fn profile(&self) -> Result<Report, ProfileError> {
-        self.profile_live(None)
+        self.profile_live(&mut Live::new())
     }
 
-    /// [`Self::profile`], handing `live` the kernel's totals every second while the load runs
-    /// (for metrics; not in userspace mode, which has no kernel totals).
-    pub fn profile_live(&self, live: Option<&(dyn Fn(&Totals) + Sync)>) -> Result<Report, ProfileError> {
+    /// [`Self::profile`], handing `live`'s sinks the load's intervals and the profile's (not in
+    /// userspace mode, which has no kernel totals) as they end.
+    pub fn profile_live(&self, live: &mut Live) -> Result<Report, ProfileError> {
         let (target, load) = self.placed();
         if let Target::Server(spec) = target {
             return self.profile_ours(&spec, &load, live);
@@ -173,12 +178,7 @@ impl Benchmark {
     }
 
     /// [`Self::profile_live`] of a bench-server of ours.
-    fn profile_ours(
-        &self,
-        spec: &ServerSpec,
-        load: &LoadConfig,
-        live: Option<&(dyn Fn(&Totals) + Sync)>,
-    ) -> Result<Report, ProfileError> {
+    fn profile_ours(&self, spec: &ServerSpec, load: &LoadConfig, live: &mut Live) -> Result<Report, ProfileError> {
         let exe = bench_server_exe()?;
         let model = spec.model;
         let mut server = bench::server::spawn_child(&exe, spec)?;
@@ -297,50 +297,78 @@ impl Running {
     }
 }
 
-/// One load run from `session`'s window: the session's signals start over when every connection
-/// is open, and the window ends after the last response.
-fn profiled_run(
-    session: Session<'_>,
-    addr: SocketAddr,
-    load: &LoadConfig,
-    live: Option<&(dyn Fn(&Totals) + Sync)>,
-) -> Result<Report> {
-    let session = Mutex::new(session);
-    let restart = || session.lock().unwrap_or_else(PoisonError::into_inner).restart_signals();
-    let load = std::thread::scope(|scope| {
-        let (stop, stopped) = mpsc::channel::<()>();
-        if let Some(live) = live {
-            let session = &session;
-            scope.spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_secs(1)) {
-                    let totals = session.lock().unwrap_or_else(PoisonError::into_inner).totals();
-                    if let Ok(totals) = totals {
-                        live(&totals);
-                    }
-                }
-            });
-        }
-        let load = bench::load::run_observed(addr, load, &restart);
-        drop(stop);
-        load
-    })?;
+/// One load run from `session`'s window, in the live loop: the session's signals start over
+/// when every connection is open, and the window ends after the last response.
+fn profiled_run(mut session: Session<'_>, addr: SocketAddr, load: &LoadConfig, live: &mut Live) -> Result<Report> {
+    let load = loaded(
+        addr,
+        load,
+        live,
+        |events| {
+            let (ack, acked) = mpsc::channel();
+            if events.send(Event::Opened(ack)).is_ok() {
+                let _ = acked.recv();
+            }
+        },
+        Some(&mut session),
+    )?;
     // The client can read the last response before the server's write call has returned
     // and been counted: give the server that moment.
     std::thread::sleep(Duration::from_millis(20));
-    let session = session.into_inner().unwrap_or_else(PoisonError::into_inner);
     session.finish(Some(load))
 }
 
 /// A load run with `watch`'s window over exactly the measured run (from when every connection is
 /// open to the last response), and whether our `server` outlived it.
-fn watched_run(watch: &mut Watch, server: &mut Running, target: SocketAddr, load: &LoadConfig) -> Result<Report> {
-    let watch = Mutex::new(watch);
-    let open = || watch.lock().unwrap_or_else(PoisonError::into_inner).open();
-    let load = bench::load::run_observed(target, load, &open)?;
-    let signals = watch.into_inner().unwrap_or_else(PoisonError::into_inner).close();
+fn watched_run(
+    watch: &mut Watch,
+    server: &mut Running,
+    target: SocketAddr,
+    load: &LoadConfig,
+    live: &mut Live,
+) -> Result<Report> {
+    let load = loaded(target, load, live, |_| watch.open(), None)?;
+    let signals = watch.close();
     let mut report = Report::new(Some(load), signals, None);
     report.server_exited = server.exit();
     Ok(report)
+}
+
+/// Runs `load` against `target` on a thread of its own while this one runs `live`'s loop (on
+/// `session`, when profiling): the load's intervals, when a sink takes them, go to the loop, and
+/// `opened` runs once every connection is open, before the measured load starts.
+fn loaded(
+    target: SocketAddr,
+    load: &LoadConfig,
+    live: &mut Live,
+    opened: impl FnOnce(&Sender<Event>) + Send,
+    session: Option<&mut Session<'_>>,
+) -> Result<LoadReport> {
+    let (events, receiver) = mpsc::channel();
+    let mut load = load.clone();
+    if live.wanted() {
+        let events = events.clone();
+        load.intervals = Some(Intervals {
+            length: live.interval,
+            sink: Arc::new(move |i| {
+                let _ = events.send(Event::Interval(i.clone()));
+            }),
+        });
+    }
+    let opened = Mutex::new(Some(opened));
+    std::thread::scope(|scope| {
+        let loader = scope.spawn(move || {
+            let open = || {
+                if let Some(opened) = opened.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                    opened(&events);
+                }
+            };
+            // The load, its intervals' sender with it, ends here: the loop sees the hang-up.
+            bench::load::run_observed(target, &load, &open)
+        });
+        live.run(session, &receiver, None, || None);
+        loader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// A prefork server prints its address before it forks: wait until its workers exist and their

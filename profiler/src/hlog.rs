@@ -1,6 +1,7 @@
 //! HdrHistogram interval logs (V2, compressed histograms): written one interval at a time while
 //! a run goes, read back and added up by `tcpprof merge`. HistogramLogProcessor and the other
 //! HdrHistogram tools read what this writes.
+use crate::live::{self, Sink};
 use anyhow::{Context, Result, anyhow};
 use bench::load::{Interval, LatencyHistogram};
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag};
@@ -56,6 +57,36 @@ impl HlogWriter {
         )
         .map_err(|e| anyhow!("writing interval {}: {e}", interval.index))?;
         self.file.flush().context("writing the interval log")
+    }
+}
+
+/// An interval log as a sink of the live loop: the load's intervals, each written as it ends. A
+/// failure to write does not stop the load; the first is kept for the command to report at the
+/// end.
+pub struct HlogSink {
+    writer: HlogWriter,
+    /// The run's start by the wall clock: when its first interval ended, less its length.
+    run_start: Option<SystemTime>,
+    pub failure: Option<anyhow::Error>,
+}
+
+impl HlogSink {
+    pub fn new(writer: HlogWriter) -> HlogSink {
+        HlogSink {
+            writer,
+            run_start: None,
+            failure: None,
+        }
+    }
+}
+
+impl Sink for HlogSink {
+    fn take(&mut self, interval: &live::Interval) {
+        let live::Interval::Load(i) = interval else { return };
+        let start = *self.run_start.get_or_insert_with(|| started_before(i.start + i.length));
+        if let Err(e) = self.writer.write(i, start) {
+            self.failure.get_or_insert(e);
+        }
     }
 }
 

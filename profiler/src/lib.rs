@@ -14,6 +14,7 @@ mod cpu_clock;
 pub mod hlog;
 pub mod launch;
 pub mod limit;
+pub mod live;
 mod log2_hist;
 pub mod metrics;
 pub mod perf_map;

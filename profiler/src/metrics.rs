@@ -2,6 +2,7 @@
 //! `/metrics` in the text exposition format (prometheus-client's encoder), names in a `tcpprof_`
 //! namespace and base units. The caller updates a snapshot (a profile's totals every second, a
 //! load's counts at each interval); a scrape encodes the latest one.
+use crate::live::{Interval, Sink};
 use crate::{Totals, log2_hist};
 use anyhow::{Context, Result};
 use bench::load::{ErrorCounts, LatencyHistogram};
@@ -68,6 +69,22 @@ impl Exporter {
 
     pub fn update(&self, change: impl FnOnce(&mut Snapshot)) {
         change(&mut self.snapshot.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+}
+
+/// The live loop keeps the metrics current: the load's counts add up, the profile's totals
+/// replace the last.
+impl Sink for Exporter {
+    fn take(&mut self, interval: &Interval) {
+        self.update(|s| match interval {
+            Interval::Load(i) => {
+                let load = s.load.get_or_insert_with(Default::default);
+                load.requests += i.requests;
+                load.errors.add(&i.errors);
+                load.latency.merge(&i.latency);
+            }
+            Interval::Profile { totals, .. } => s.totals = Some((*totals).clone()),
+        });
     }
 }
 

@@ -11,7 +11,7 @@ fn c10k(model: Model) -> (bench::load::LoadReport, profiler::server_stats::Serve
     let mut b = Benchmark::new(Target::server(model), Command::Ping);
     b.load.concurrency = 10_000;
     b.load.requests = Some(20_000);
-    let (report, stats) = b.run_with_server_stats().unwrap();
+    let (report, stats) = b.run_with_server_stats(&mut profiler::live::Live::new()).unwrap();
     (report.load.unwrap(), stats)
 }
 

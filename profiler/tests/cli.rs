@@ -205,6 +205,47 @@ fn profile_and_target_runs_report_signals() {
     );
 }
 
+/// `bench --profile --interval`: one live loop hands each interval of the load and of the
+/// profile to the lines, as they end.
+#[test]
+fn a_profiled_bench_prints_load_and_profile_intervals_as_they_end() {
+    require_root();
+    let out = Command::new(PROFILER)
+        .args([
+            "bench",
+            "--command",
+            "PING",
+            "-c",
+            "4",
+            "-d",
+            "2",
+            "--profile",
+            "--mode",
+            "sampling",
+        ])
+        .args(["--interval", "0.5", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (run, intervals) = lines.split_last().unwrap();
+    let (load, profile): (Vec<_>, Vec<_>) = intervals.iter().partition(|i| i.get("interval").is_some());
+    assert!(load.len() >= 4, "{stdout}");
+    let answered: u64 = load.iter().map(|i| i["requests"].as_u64().unwrap()).sum();
+    assert_eq!(answered, run["requests"].as_u64().unwrap(), "{stdout}");
+    assert!(profile.len() >= 3, "{stdout}");
+    for i in &profile {
+        let sum: f64 = ["accept_pct", "read_pct", "process_pct", "write_pct", "overhead_pct"]
+            .iter()
+            .map(|k| i["breakdown"][k].as_f64().unwrap())
+            .sum();
+        assert!((sum - 100.0).abs() < 0.5, "{i}");
+    }
+    let ends: Vec<f64> = profile.iter().map(|i| i["t_s"].as_f64().unwrap()).collect();
+    assert!(ends.windows(2).all(|w| w[0] < w[1]), "{ends:?}");
+}
+
 /// Two agents load one server on one plan, each at half the rate with its own interval log;
 /// `tcpprof merge` gives the union: every request of both, percentiles within both's range.
 #[test]

@@ -5,6 +5,7 @@ pub mod html;
 pub mod plots;
 
 use crate::limit::Limit;
+use crate::live::{self, Sink};
 use crate::report::{Ran, Report, RunResult, Sweep, SweepResult};
 use crate::signals::Signals;
 use crate::stacks::{Stacks, TOP_FUNCTIONS};
@@ -347,6 +348,19 @@ impl Format {
             // Our own types, with string keys: serialising cannot fail.
             Format::Json => format!("{}\n", serde_json::to_string(value).expect("results serialise")),
             Format::Table => table(),
+        }
+    }
+}
+
+/// Interval lines (`--interval`) as a sink of the live loop: a line per load interval and per
+/// profile interval, as they end.
+pub struct Lines(pub Format);
+
+impl Sink for Lines {
+    fn take(&mut self, interval: &live::Interval) {
+        match interval {
+            live::Interval::Load(i) => print!("{}", self::interval(i, self.0)),
+            live::Interval::Profile { end, breakdown, .. } => print!("{}", breakdown_interval(*end, breakdown, self.0)),
         }
     }
 }

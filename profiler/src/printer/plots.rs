@@ -1,9 +1,11 @@
 //! Plots as SVG (plotters' SVG backend; no font files: text goes out as SVG text): the latency
 //! percentile spectrum, latency and throughput over a run, and a sweep's curve with its knee.
+use crate::live::{Interval, Sink};
 use crate::report::Sweep;
 use anyhow::{Result, anyhow};
 use bench::load::{LatencyHistogram, LoadReport};
 use plotters::prelude::*;
+use std::time::Duration;
 
 const SIZE: (u32, u32) = (900, 480);
 
@@ -46,6 +48,40 @@ pub struct IntervalPoint {
     pub p50_us: u64,
     pub p99_us: u64,
     pub max_us: u64,
+}
+
+/// The timeline's points, gathered from the live loop's load intervals.
+pub struct Timeline {
+    /// The intervals' length: a sliver much shorter (a worker finishing just past a boundary)
+    /// would plot as a spike, and is left out.
+    length: Duration,
+    pub points: Vec<IntervalPoint>,
+}
+
+impl Timeline {
+    pub fn new(length: Duration) -> Timeline {
+        Timeline {
+            length,
+            points: Vec::new(),
+        }
+    }
+}
+
+impl Sink for Timeline {
+    fn take(&mut self, interval: &Interval) {
+        let Interval::Load(i) = interval else { return };
+        if i.length < self.length / 10 {
+            return;
+        }
+        let l = i.latency.summary();
+        self.points.push(IntervalPoint {
+            t_s: (i.start + i.length).as_secs_f64(),
+            throughput_rps: i.throughput_rps(),
+            p50_us: l.p50_us,
+            p99_us: l.p99_us,
+            max_us: l.max_us,
+        });
+    }
 }
 
 fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {

@@ -3,22 +3,23 @@
 use crate::profiling::{ProfileArgs, wrong_flag};
 use crate::{interrupt, outputs};
 use anyhow::{Context, Result};
-use bench::load::{ConnectionMode, Interval, Intervals, LoadConfig, Protocol, RequestFields, Shard};
+use bench::load::{ConnectionMode, LoadConfig, Protocol, RequestFields, Shard};
 use bench::server::Model;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use profiler::benchmark::{Benchmark, ProfileError};
-use profiler::hlog::HlogWriter;
+use profiler::hlog::{HlogSink, HlogWriter};
+use profiler::live::{Live, Sink};
 use profiler::metrics::Exporter;
 use profiler::plan::{self, Fields, Kind, Limits, Plan, Policy, Work};
 use profiler::printer::Format;
-use profiler::printer::plots::IntervalPoint;
+use profiler::printer::plots::{IntervalPoint, Timeline};
 use profiler::report::{Ran, RunResult};
 use profiler::{Report, printer};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 #[derive(Args)]
@@ -144,7 +145,7 @@ pub struct BenchArgs {
     report: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics while the load runs: requests, errors by
     /// kind and a latency histogram, updated each interval (1 s unless --interval); with
-    /// --profile also the server's time by class, syscalls and run-queue waits, every second.
+    /// --profile also the server's time by class, syscalls and run-queue waits.
     #[arg(long, value_name = "ADDR", conflicts_with = "sweep")]
     listen: Option<SocketAddr>,
 }
@@ -152,18 +153,18 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> Result<()> {
     let Plan { mut benchmark, work } = plan(&args)?;
     check_outputs(&args)?;
-    let observed = intervals(&args, &mut benchmark.load)?;
+    let mut sinks = Sinks::open(&args)?;
+    if args.interval.is_some() {
+        // The lines are the progress: no bar over them.
+        benchmark.load.progress = None;
+    }
     // Ctrl-C stops the load: the run ends, and what it measured is printed and written.
     interrupt::catch();
     benchmark.load.stop = Some(&interrupt::STOP_LOAD);
-    let result = run_benchmark(&args, &benchmark, &work, &observed);
+    let result = run_benchmark(&args, &benchmark, &work, &mut sinks);
     interrupt::release();
     // A failure to write the interval log did not stop the load; it fails the command now.
-    let failure = observed
-        .hlog_failure
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take();
+    let failure = sinks.hlog.and_then(|h| h.failure);
     let result = result.and(failure.map_or(Ok(()), Err));
     match (interrupt::caught(), result) {
         (Some(signal), Ok(())) => interrupt::exit(signal),
@@ -171,18 +172,59 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
 }
 
-/// What the interval sink gathers while the load runs.
-#[derive(Default)]
-struct Observed {
-    /// The first failure to write the interval log.
-    hlog_failure: Mutex<Option<anyhow::Error>>,
-    /// Each interval's figures, for the timeline plot.
-    points: Mutex<Vec<IntervalPoint>>,
-    /// The /metrics endpoint (--listen), fed the load's intervals and a profiled server's totals.
+/// Where the run's intervals go as they end: each output asked for is a sink of the live loop.
+struct Sinks {
+    interval: Duration,
+    /// `--interval` lines.
+    lines: Option<printer::Lines>,
+    /// `--hlog`.
+    hlog: Option<HlogSink>,
+    /// `--listen`: the load's counts and a profiled server's totals.
     exporter: Option<Exporter>,
+    /// The timeline plot's points (`--plots`, `--report`).
+    timeline: Option<Timeline>,
 }
 
-fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, work: &Work, observed: &Observed) -> Result<()> {
+impl Sinks {
+    fn open(args: &BenchArgs) -> Result<Sinks> {
+        let interval = match args.interval {
+            Some(s) => plan::interval(s).map_err(wrong_flag)?,
+            None => Duration::from_secs(1),
+        };
+        let hlog = match &args.hlog {
+            Some(path) => Some(HlogSink::new(HlogWriter::create(path, &args.agent)?)),
+            None => None,
+        };
+        let plotted = args.sweep.is_none() && (args.plots.is_some() || args.report.is_some());
+        Ok(Sinks {
+            interval,
+            lines: args.interval.map(|_| printer::Lines(Format::json_if(args.json))),
+            hlog,
+            exporter: crate::serve_metrics(args.listen)?,
+            timeline: plotted.then(|| Timeline::new(interval)),
+        })
+    }
+
+    /// The live loop's sinks: these, for the length of one run.
+    fn live(&mut self) -> Live<'_> {
+        let mut live = Live::new();
+        live.interval = self.interval;
+        let sinks: [Option<&mut dyn Sink>; 4] = [
+            self.lines.as_mut().map(|s| s as _),
+            self.hlog.as_mut().map(|s| s as _),
+            self.exporter.as_mut().map(|s| s as _),
+            self.timeline.as_mut().map(|s| s as _),
+        ];
+        sinks.into_iter().flatten().for_each(|s| live.add(s));
+        live
+    }
+
+    fn points(&self) -> &[IntervalPoint] {
+        self.timeline.as_ref().map_or(&[], |t| &t.points)
+    }
+}
+
+fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, work: &Work, sinks: &mut Sinks) -> Result<()> {
     let format = Format::json_if(args.json);
     let progress = Progress::start(&benchmark.load);
     if let Work::Sweep(levels) = work {
@@ -197,122 +239,42 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, work: &Work, observed:
         }
         return Ok(());
     }
-    if *work == Work::Profile {
-        let live = |totals: &profiler::Totals| {
-            if let Some(exporter) = &observed.exporter {
-                exporter.update(|s| s.totals = Some(totals.clone()));
-            }
-        };
-        let live = observed
-            .exporter
-            .is_some()
-            .then_some(&live as &(dyn Fn(&profiler::Totals) + Sync));
-        let report = benchmark.profile_live(live).map_err(|e| match e {
-            ProfileError::Unavailable(reason) => anyhow::anyhow!("cannot profile: {reason}"),
-            ProfileError::Failed(e) => e,
-        })?;
-        progress.finish();
-        print!("{}", printer::run(&RunResult::new(benchmark, &report), format));
-        let profile = report.profile.as_ref().context("a profiled run has a profile")?;
-        let what = format!("{}, {}", benchmark.target, benchmark.load.command);
-        write_files(args, &report, observed)?;
-        return args.profiling.write_stacks(profile, &what);
-    }
-    if args.server_stats {
-        let (report, stats) = benchmark.run_with_server_stats()?;
-        progress.finish();
-        let result = RunResult {
-            server_stats: Some(stats),
-            ..RunResult::new(benchmark, &report)
-        };
-        print!("{}", printer::run(&result, format));
-        return write_files(args, &report, observed);
-    }
-    let report = benchmark.run()?;
+    let (report, server_stats) = match work {
+        Work::Profile => {
+            let report = benchmark.profile_live(&mut sinks.live()).map_err(|e| match e {
+                ProfileError::Unavailable(reason) => anyhow::anyhow!("cannot profile: {reason}"),
+                ProfileError::Failed(e) => e,
+            })?;
+            (report, None)
+        }
+        _ if args.server_stats => {
+            let (report, stats) = benchmark.run_with_server_stats(&mut sinks.live())?;
+            (report, Some(stats))
+        }
+        _ => (benchmark.run_live(&mut sinks.live())?, None),
+    };
     progress.finish();
-    print!("{}", printer::run(&RunResult::new(benchmark, &report), format));
-    write_files(args, &report, observed)
-}
-
-/// Sets up `--interval` lines, the `--hlog` interval log and the points of the timeline plot;
-/// returns what they gather (a failure to write the log is kept: the load goes on, and the
-/// command fails at its end).
-fn intervals(args: &BenchArgs, load: &mut LoadConfig) -> Result<Arc<Observed>> {
-    let plotted = args.sweep.is_none() && (args.plots.is_some() || args.report.is_some());
-    if args.interval.is_none() && args.hlog.is_none() && args.listen.is_none() && !plotted {
-        return Ok(Arc::default());
+    let result = RunResult {
+        server_stats,
+        ..RunResult::new(benchmark, &report)
+    };
+    print!("{}", printer::run(&result, format));
+    write_files(args, &report, sinks.points())?;
+    match &report.profile {
+        Some(profile) => {
+            let what = format!("{}, {}", benchmark.target, benchmark.load.command);
+            args.profiling.write_stacks(profile, &what)
+        }
+        None => Ok(()),
     }
-    let observed = Arc::new(Observed {
-        exporter: crate::serve_metrics(args.listen)?,
-        ..Observed::default()
-    });
-    let length = match args.interval {
-        Some(s) => plan::interval(s).map_err(wrong_flag)?,
-        None => Duration::from_secs(1),
-    };
-    let hlog = match &args.hlog {
-        Some(path) => Some(HlogWriter::create(path, &args.agent)?),
-        None => None,
-    };
-    let hlog = Mutex::new(hlog);
-    let (lines, format, kept) = (args.interval.is_some(), Format::json_if(args.json), observed.clone());
-    // The run's start by the wall clock: when the first interval ends, less its length.
-    let run_start = Mutex::new(None);
-    let sink = move |i: &Interval| {
-        if lines {
-            print!("{}", printer::interval(i, format));
-        }
-        let start = *run_start
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert_with(|| profiler::hlog::started_before(i.start + i.length));
-        if let Some(log) = hlog.lock().unwrap_or_else(PoisonError::into_inner).as_mut()
-            && let Err(e) = log.write(i, start)
-        {
-            kept.hlog_failure
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get_or_insert(e);
-        }
-        if let Some(exporter) = &kept.exporter {
-            exporter.update(|s| {
-                let load = s.load.get_or_insert_with(Default::default);
-                load.requests += i.requests;
-                load.errors.add(&i.errors);
-                load.latency.merge(&i.latency);
-            });
-        }
-        // A sliver at the end (a worker finishing just past a boundary) would plot as a spike.
-        if plotted && i.length >= length / 10 {
-            let l = i.latency.summary();
-            let point = IntervalPoint {
-                t_s: (i.start + i.length).as_secs_f64(),
-                throughput_rps: i.throughput_rps(),
-                p50_us: l.p50_us,
-                p99_us: l.p99_us,
-                max_us: l.max_us,
-            };
-            kept.points.lock().unwrap_or_else(PoisonError::into_inner).push(point);
-        }
-    };
-    load.intervals = Some(Intervals {
-        length,
-        sink: Arc::new(sink),
-    });
-    if lines {
-        // The lines are the progress: no bar over them.
-        load.progress = None;
-    }
-    Ok(observed)
 }
 
 /// The files a run was asked for: --hgrm, --plots, --report.
-fn write_files(args: &BenchArgs, report: &Report, observed: &Observed) -> Result<()> {
+fn write_files(args: &BenchArgs, report: &Report, points: &[IntervalPoint]) -> Result<()> {
     let Some(load) = &report.load else { return Ok(()) };
     if let Some(path) = &args.hgrm {
         outputs::write_file(path, printer::hgrm(&load.histogram), "latency distribution")?;
     }
-    let points = observed.points.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(dir) = plots_dir(args)? {
         outputs::write_file(
             &dir.join("latency.svg"),
@@ -322,13 +284,13 @@ fn write_files(args: &BenchArgs, report: &Report, observed: &Observed) -> Result
         if !points.is_empty() {
             outputs::write_file(
                 &dir.join("timeline.svg"),
-                &printer::plots::timeline(&points)?,
+                &printer::plots::timeline(points)?,
                 "timeline plot",
             )?;
         }
     }
     if let Some(path) = &args.report {
-        let html = printer::html::run_report(&command_line(), report, &points)?;
+        let html = printer::html::run_report(&command_line(), report, points)?;
         outputs::write_file(path, &html, "report")?;
     }
     Ok(())

@@ -5,9 +5,11 @@ use crate::profiling::{ProfileArgs, wrong_flag};
 use anyhow::{Context, Result, ensure};
 use clap::Args;
 use profiler::launch::{Gated, shell_words};
+use profiler::live::{End, Live};
 use profiler::printer::Format;
 use profiler::{Mode, ProfileOptions, Requested, Session, plan, printer};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 #[derive(Args)]
 pub struct ProfileCmd {
@@ -27,7 +29,7 @@ pub struct ProfileCmd {
     #[arg(long, value_name = "SECS")]
     interval: Option<f64>,
     /// Serve Prometheus metrics at http://ADDR/metrics while the window lasts (counts since
-    /// attach, updated every second).
+    /// attach, updated each interval: 1 s unless --interval).
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
     /// A command to start and profile from its first instruction until it exits (or --duration
@@ -100,13 +102,31 @@ pub fn run(args: ProfileCmd) -> Result<()> {
             (session, Some(gated), title)
         }
     };
-    let exporter = crate::serve_metrics(args.listen)?;
-    let live = LiveOutput {
-        interval,
-        format,
-        exporter: exporter.as_ref(),
+    let mut exporter = crate::serve_metrics(args.listen)?;
+    let mut lines = interval.map(|_| printer::Lines(format));
+    let mut live = Live::new();
+    live.interval = interval.unwrap_or(live.interval);
+    if let Some(lines) = &mut lines {
+        live.add(lines);
+    }
+    if let Some(exporter) = &mut exporter {
+        live.add(exporter);
+    }
+    // No load here: nothing comes on the channel, and it never hangs up.
+    let (_no_load, events) = mpsc::channel();
+    interrupt::catch();
+    let end = live.run(Some(&mut session), &events, duration, || {
+        if let Some(signal) = interrupt::caught() {
+            return Some(End::Signal(signal));
+        }
+        let exited = command.as_mut().is_some_and(|c| c.has_exited().is_some());
+        exited.then_some(End::Exited)
+    });
+    interrupt::release();
+    let interrupted = match end {
+        End::Signal(signal) => Some(signal),
+        _ => None,
     };
-    let interrupted = wait(&mut session, duration, command.as_mut(), &live);
     // A command still running when the window ends is stopped; its exit is the window's end.
     let status = command.as_mut().map(|c| {
         let status = c.has_exited();
@@ -138,84 +158,4 @@ pub fn run(args: ProfileCmd) -> Result<()> {
 
 fn seconds(duration: Option<Duration>) -> f64 {
     duration.map_or(DEFAULT_SECONDS, |d| d.as_secs_f64())
-}
-
-/// What `profile` shows while its window lasts.
-struct LiveOutput<'a> {
-    /// Print each interval's breakdown as it ends.
-    interval: Option<Duration>,
-    format: Format,
-    /// Keep the metrics' totals current.
-    exporter: Option<&'a profiler::metrics::Exporter>,
-}
-
-/// Waits out the window (`None`: until `command` exits), or until `command` exits, or SIGINT or
-/// SIGTERM (returns the signal then), reading the targets' mappings again now and then so that
-/// one that exits mid-window still gets its stacks named, and keeping `live` up to date.
-fn wait(
-    session: &mut Session,
-    window: Option<Duration>,
-    mut command: Option<&mut Gated>,
-    live: &LiveOutput,
-) -> Option<i32> {
-    let (interval, format) = (live.interval, live.format);
-    interrupt::catch();
-    let start = Instant::now();
-    let (mut refreshed, mut exported) = (start, start);
-    // The totals at the last interval's end, and when the next one ends.
-    let mut last = interval.and_then(|_| session.totals().ok()).map(|t| (t, start));
-    let stopped = loop {
-        if let Some(signal) = interrupt::caught() {
-            break Some(signal);
-        }
-        if command.as_mut().is_some_and(|c| c.has_exited().is_some()) {
-            break None;
-        }
-        let left = window.map_or(Duration::MAX, |w| w.saturating_sub(start.elapsed()));
-        if left.is_zero() {
-            break None;
-        }
-        std::thread::sleep(left.min(Duration::from_millis(50)));
-        if let Some(length) = interval
-            && last.as_ref().is_some_and(|(_, began)| began.elapsed() >= length)
-        {
-            print_interval(session, &mut last, start, format);
-        }
-        if exported.elapsed() >= Duration::from_secs(1) {
-            if let (Some(exporter), Ok(totals)) = (live.exporter, session.totals()) {
-                exporter.update(|s| s.totals = Some(totals));
-            }
-            exported = Instant::now();
-        }
-        // Soon after the start (a command has just mapped its program and libraries), then
-        // every second.
-        let every = (start.elapsed() / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        if refreshed.elapsed() >= every {
-            session.refresh();
-            refreshed = Instant::now();
-        }
-    };
-    // The last interval, cut short by the window's end or a signal.
-    if last
-        .as_ref()
-        .is_some_and(|(_, began)| began.elapsed() >= Duration::from_millis(50))
-    {
-        print_interval(session, &mut last, start, format);
-    }
-    interrupt::release();
-    stopped
-}
-
-/// Prints the breakdown of what was counted since `last` (the totals then, and when), and
-/// moves `last` to now.
-fn print_interval(session: &Session, last: &mut Option<(profiler::Totals, Instant)>, start: Instant, format: Format) {
-    let (Some((before, began)), Ok(now)) = (last.as_mut(), session.totals()) else {
-        return;
-    };
-    let ended = Instant::now();
-    if let Ok(b) = session.breakdown_since(before, &now, ended - *began) {
-        let end = ended - start;
-        print!("{}", printer::breakdown_interval(end, &b, format));
-    }
-    (*before, *began) = (now, ended);
 }
