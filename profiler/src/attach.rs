@@ -1,6 +1,7 @@
 //! Loading the embedded eBPF object and attaching it to the target processes, in kprobe,
 //! tracepoint or sampling mode, falling back from one to the next and keeping why.
 use crate::cpu_clock::CpuClock;
+use crate::tracing_cost::{self, TracingCost};
 use crate::unwind;
 use anyhow::{Context, Result, bail, ensure};
 use aya::maps::HashMap;
@@ -148,6 +149,8 @@ pub struct Programs {
     /// The cpu-clock sampler's frequency, when it runs (sampling mode, or stacks): it samples
     /// stacks whenever it runs.
     pub sampler_hz: Option<u32>,
+    /// What the exact modes' tracing costs the target per syscall (or why it is unknown).
+    pub tracing: Option<Result<TracingCost, String>>,
 }
 
 /// Attaches in the requested eBPF mode, or with `Auto` each eBPF mode in turn, and returns the
@@ -187,6 +190,9 @@ pub(crate) fn attach(
             Some(_) => unwound.get_or_insert_with(cfi),
             None => &[],
         };
+        // Measured before our programs trace every task's syscalls (which would slow the
+        // untraced loop too).
+        let tracing = mode.is_exact().then(|| tracing_cost::of(mode));
         match attach_mode(tgids, ports, mode, sampler_hz, cfi) {
             Ok((mut loaded, clock)) => {
                 let unwinding = match cfi {
@@ -202,6 +208,7 @@ pub(crate) fn attach(
                     loaded,
                     mode,
                     sampler_hz,
+                    tracing,
                 };
                 return Ok((programs, reasons));
             }
@@ -257,18 +264,22 @@ fn attach_mode(
         );
     }
     let mut loaded = load(tgids, ports, mode == Mode::Sampling, sampler_hz.is_some(), cfi)?;
-    let ebpf = &mut loaded.ebpf;
+    attach_syscall_hooks(&mut loaded.ebpf, mode)?;
+    let clock = sampler_hz.map(|hz| attach_sampler(&mut loaded.ebpf, hz)).transpose()?;
+    Ok((loaded, clock))
+}
+
+/// Attaches `mode`'s syscall programs (none in sampling mode).
+pub(crate) fn attach_syscall_hooks(ebpf: &mut Ebpf, mode: Mode) -> Result<()> {
     match mode {
         Mode::Tracepoint => {
             attach_raw_tracepoint(ebpf, names::SYS_ENTER)?;
-            attach_raw_tracepoint(ebpf, names::SYS_EXIT)?;
+            attach_raw_tracepoint(ebpf, names::SYS_EXIT)
         }
-        Mode::Kprobe => attach_kprobes(ebpf)?,
-        Mode::Sampling => {}
+        Mode::Kprobe => attach_kprobes(ebpf),
+        Mode::Sampling => Ok(()),
         Mode::Userspace => bail!("userspace mode loads no eBPF"),
     }
-    let clock = sampler_hz.map(|hz| attach_sampler(ebpf, hz)).transpose()?;
-    Ok((loaded, clock))
 }
 
 /// Loads the object for `tgids` and attaches the scheduler programs, which time run-queue waits,

@@ -1,6 +1,7 @@
 //! Turns kernel totals into the breakdown DESIGN.md defines: the share of the target's on-CPU
 //! and run-queue time spent in accept, read, its own processing, write, and everything else.
 use crate::log2_hist::quantile_ns;
+use crate::tracing_cost::TracingCost;
 use crate::{Mode, Totals};
 use profiler_common::{CONTEXT_USER, ClassTotals, HIST_BUCKETS, SyscallClass, SyscallTotals};
 use serde::{Serialize, Serializer};
@@ -74,6 +75,25 @@ pub struct Breakdown {
     /// How the sampled estimate was made (sampling mode only).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub sampling: Option<Sampling>,
+    /// The exact modes' own cost, taken out of the parts above (None in sampling mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<Tracing>,
+    /// Why the tracing cost is unknown, when it is (the parts then include it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing_error: Option<String>,
+}
+
+/// What tracing every syscall cost the target over the window, estimated as its syscalls times
+/// the cost per call measured at attach ([`TracingCost`]).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Tracing {
+    #[serde(rename = "tracing_ns")]
+    pub ns: u64,
+    /// Of the target's on-CPU and run-queue time as traced.
+    #[serde(rename = "tracing_pct")]
+    pub pct: f64,
+    #[serde(rename = "tracing_ns_per_syscall")]
+    pub per_call: TracingCost,
 }
 
 fn part_or_none<S: Serializer>(part: &Option<Part>, s: S) -> Result<S::Ok, S::Error> {
@@ -223,13 +243,36 @@ pub struct SyscallReport {
 impl Breakdown {
     /// `frequency_hz` is the sampler's, when one ran; in sampling mode the on-CPU figures are
     /// the samples' periods summed, in the exact modes what the syscall hooks timed.
+    ///
+    /// In the exact modes `tracing` is what tracing costs the target per syscall: taken out of
+    /// the parts (and every figure here) before they are shared out, and reported apart.
     pub fn new(
         totals: &Totals,
         mode: Mode,
         frequency_hz: Option<u32>,
         fallback_reasons: Vec<String>,
         window: Duration,
+        tracing: Option<&Result<TracingCost, String>>,
     ) -> Breakdown {
+        let (net, tracing, tracing_error) = match tracing {
+            Some(Ok(cost)) => {
+                let (net, ns) = cost.subtract(totals);
+                let measured: u64 = totals.contexts.iter().map(|c| c.oncpu_ns + c.runq_ns).sum();
+                let tracing = Tracing {
+                    ns,
+                    pct: if measured > 0 {
+                        ns as f64 * 100.0 / measured as f64
+                    } else {
+                        0.0
+                    },
+                    per_call: *cost,
+                };
+                (net, Some(tracing), None)
+            }
+            Some(Err(why)) => (totals.clone(), None, Some(why.clone())),
+            None => (totals.clone(), None, None),
+        };
+        let totals = &net;
         let sampled = mode == Mode::Sampling;
         let oncpu = |t: &ClassTotals| if sampled { t.sample_ns } else { t.oncpu_ns };
         let runq_ns: u64 = totals.contexts.iter().map(|c| c.runq_ns).sum();
@@ -280,6 +323,8 @@ impl Breakdown {
             },
             syscalls: syscall_reports(&totals.syscalls, sampled),
             sampling,
+            tracing,
+            tracing_error,
         }
     }
 
@@ -398,14 +443,21 @@ mod tests {
         totals.contexts[SyscallClass::Write as usize].oncpu_ns = 50;
         totals.contexts[CONTEXT_USER as usize].oncpu_ns = 30;
         totals.contexts[SyscallClass::Read as usize].runq_ns = 40; // overhead, not read
-        let b = Breakdown::new(&totals, Mode::Tracepoint, None, vec![], Duration::from_millis(5));
+        let b = Breakdown::new(&totals, Mode::Tracepoint, None, vec![], Duration::from_millis(5), None);
         assert_eq!(b.bottleneck, Some(Part::Write));
         assert_eq!(b.breakdown.read_pct, 0.0);
         assert!((b.breakdown.overhead_pct - 33.3).abs() < 0.051, "{:?}", b.breakdown);
         assert!(b.sampling.is_none());
-        let idle = Breakdown::new(&Totals::default(), Mode::Tracepoint, None, vec![], Duration::ZERO);
+        let idle = Breakdown::new(&Totals::default(), Mode::Tracepoint, None, vec![], Duration::ZERO, None);
         assert_eq!(idle.bottleneck, None);
-        let unsampled = Breakdown::new(&Totals::default(), Mode::Sampling, Some(99), vec![], Duration::ZERO);
+        let unsampled = Breakdown::new(
+            &Totals::default(),
+            Mode::Sampling,
+            Some(99),
+            vec![],
+            Duration::ZERO,
+            None,
+        );
         assert_eq!(
             unsampled.sampling.unwrap().margin_pct.process_pct,
             100.0,
@@ -424,7 +476,7 @@ mod tests {
             // What a syscall hook would have timed is ignored in sampling mode.
             totals.contexts[context].oncpu_ns = 1;
         }
-        let b = Breakdown::new(&totals, Mode::Sampling, Some(99), vec![], Duration::from_secs(5));
+        let b = Breakdown::new(&totals, Mode::Sampling, Some(99), vec![], Duration::from_secs(5), None);
         assert_eq!((b.breakdown.write_pct, b.breakdown.process_pct), (75.0, 25.0));
         assert_eq!(b.bottleneck, Some(Part::Write));
         let s = b.sampling.unwrap();
@@ -474,7 +526,7 @@ mod tests {
             ],
             ..Totals::default()
         };
-        let b = Breakdown::new(&totals, Mode::Tracepoint, None, vec![], Duration::from_secs(1));
+        let b = Breakdown::new(&totals, Mode::Tracepoint, None, vec![], Duration::from_secs(1), None);
         let names: Vec<&str> = b.syscalls.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["openat", "epoll_wait", "syscall_499"]);
     }

@@ -28,6 +28,7 @@ pub mod signals;
 pub mod stacks;
 pub mod symbols;
 pub mod totals;
+pub mod tracing_cost;
 pub mod unwind;
 pub mod workload;
 

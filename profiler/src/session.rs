@@ -223,6 +223,7 @@ impl<'a> Session<'a> {
             programs.sampler_hz,
             Vec::new(),
             window,
+            programs.tracing.as_ref(),
         ))
     }
 
@@ -263,7 +264,14 @@ impl<'a> Session<'a> {
                     None => None,
                 };
                 let profile = Profile {
-                    breakdown: Breakdown::new(&totals, programs.mode, frequency, reasons, window),
+                    breakdown: Breakdown::new(
+                        &totals,
+                        programs.mode,
+                        frequency,
+                        reasons,
+                        window,
+                        programs.tracing.as_ref(),
+                    ),
                     stacks,
                     exited,
                     partial,
@@ -276,7 +284,7 @@ impl<'a> Session<'a> {
                 let times = server.self_times()?;
                 let window = Duration::from_nanos(times.window_ns);
                 let profile = Profile {
-                    breakdown: Breakdown::new(&userspace_totals(&times), Mode::Userspace, None, reasons, window),
+                    breakdown: Breakdown::new(&userspace_totals(&times), Mode::Userspace, None, reasons, window, None),
                     stacks: None,
                     exited,
                     partial,

@@ -53,11 +53,11 @@ impl Totals {
     }
 }
 
-impl Programs {
+impl Loaded {
     /// Sums the per-CPU totals. Can be called while the programs keep counting.
-    pub fn read_totals(&self) -> Result<Totals> {
+    pub(crate) fn read_totals(&self) -> Result<Totals> {
         let mut totals = Totals::default();
-        let loaded = &self.loaded;
+        let loaded = self;
         let contexts = loaded.sums_over_cpus::<ClassTotals>(names::CONTEXT_TOTALS)?;
         for (sum, read) in totals.contexts.iter_mut().zip(contexts) {
             *sum = read;
@@ -70,6 +70,13 @@ impl Programs {
             .filter(|(_, s)| s.calls + s.samples + s.oncpu_ns + s.blocked_ns + s.runq_ns > 0)
             .collect();
         Ok(totals)
+    }
+}
+
+impl Programs {
+    /// Sums the per-CPU totals. Can be called while the programs keep counting.
+    pub fn read_totals(&self) -> Result<Totals> {
+        self.loaded.read_totals()
     }
 
     /// Run counts and run time of our programs (non-zero only while BPF run-time statistics

@@ -62,6 +62,28 @@ fn small_echo_is_io_more_than_process() {
     );
 }
 
+/// The exact modes measure what their tracing costs the target per syscall and take it out of
+/// the parts: it is there, of a plausible size, and charged for every syscall counted.
+#[test]
+fn the_exact_modes_take_their_tracing_cost_out() {
+    require_root();
+    let b = profile(&benchmark(Command::Echo { payload_size: 64 }, 20_000, 10));
+    assert_eq!(b.tracing_error, None);
+    let t = b.tracing.expect("an exact mode measures its tracing cost");
+    let per_call = t.per_call.process_ns + t.per_call.syscall_ns;
+    // Some 150 to 450 ns on the machines here; a wrong sign or unit would fall far outside.
+    assert!((20.0..5000.0).contains(&per_call), "{t:?}");
+    let calls = b.classes.accept.calls + b.classes.read.calls + b.classes.write.calls + b.classes.other.calls;
+    assert!(calls >= 40_000, "{calls} calls");
+    // Every call was charged it (less only where a part had less to give).
+    let charged = calls as f64 * per_call;
+    assert!(
+        t.ns as f64 <= charged + calls as f64 && t.ns as f64 >= charged * 0.5,
+        "{t:?}, {calls} calls"
+    );
+    assert!(t.pct > 0.0 && t.pct < 50.0, "{t:?}");
+}
+
 #[test]
 fn per_request_connections_push_accept_up() {
     require_root();

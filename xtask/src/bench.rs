@@ -496,6 +496,68 @@ pub fn models(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The exact modes take their own tracing cost out of the parts: the 64-byte ECHO load (the
+/// default bench, epoll server) in tracepoint mode beside sampling mode, runs alternating, each
+/// part's median; the bar is every part within 3 points. With stacks the tracepoint runs also say
+/// how many samples caught the target in the tracing path, a check on the cost measured at attach.
+pub fn tracing(root: &Path) -> Result<()> {
+    const RUNS: usize = 5;
+    const PARTS: [&str; 5] = ["accept_pct", "read_pct", "process_pct", "write_pct", "overhead_pct"];
+    let profiler = root.join("target/release/tcpprof");
+    let bench = |mode: &str| -> Result<serde_json::Value> {
+        let mut cmd = Command::new(&profiler);
+        cmd.args(["bench", "-n", "300000", "--profile", "--mode", mode, "--json"]);
+        if mode == "tracepoint" {
+            cmd.arg("--stacks");
+        }
+        serde_json::from_str(&output(&mut cmd)?).context("parsing tcpprof bench --json")
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (mut traced, mut sampled, mut cost, mut stacked) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let t = bench("tracepoint")?;
+        traced.push(PARTS.map(|k| t["breakdown"][k].as_f64().unwrap_or(f64::NAN)));
+        cost.push(t["tracing"]["tracing_pct"].as_f64().unwrap_or(f64::NAN));
+        let sum = |v: &serde_json::Value, field: Option<&str>| {
+            v.as_object().map_or(0.0, |m| {
+                m.values()
+                    .filter_map(|x| field.map_or(x, |f| &x[f]).as_f64())
+                    .sum::<f64>()
+            })
+        };
+        let (samples, total) = (sum(&t["tracing_samples"], None), sum(&t["classes"], Some("samples")));
+        stacked.push(samples * 100.0 / total);
+        let s = bench("sampling")?;
+        sampled.push(PARTS.map(|k| s["breakdown"][k].as_f64().unwrap_or(f64::NAN)));
+    }
+    println!("64-byte ECHO, epoll server, c = 10, 300,000 requests; {RUNS} runs of each mode, alternating\n");
+    println!("{:<10} {:>12} {:>10} {:>7}", "part", "tracepoint", "sampling", "diff");
+    let mut worst: f64 = 0.0;
+    for (i, part) in PARTS.iter().enumerate() {
+        let (t, s) = (
+            median(traced.iter().map(|r| r[i]).collect()),
+            median(sampled.iter().map(|r| r[i]).collect()),
+        );
+        worst = worst.max((t - s).abs());
+        println!(
+            "{:<10} {t:>11.1}% {s:>9.1}% {:>+7.1}",
+            part.trim_end_matches("_pct"),
+            t - s
+        );
+    }
+    println!(
+        "\ntracing cost taken out (measured at attach): median {:.1}% of the target's traced time; samples in the \
+         tracing path (stacks): median {:.1}%",
+        median(cost),
+        median(stacked)
+    );
+    println!("largest difference {worst:.1} points: {} (bar: 3)", met(worst <= 3.0));
+    Ok(())
+}
+
 /// `profiler/benches/overhead.rs`: server throughput with the profiler switched on and off in
 /// alternating windows of one load, beside bpftrace; the programs' own cost per accounted
 /// syscall. Needs root (eBPF) and bpftrace with tracefs mounted.

@@ -64,6 +64,9 @@ enum BenchName {
     Models,
     /// 100,000 connections held for 10 s: errors, server and client memory.
     C100k,
+    /// The 64-byte ECHO load's breakdown in tracepoint mode (its tracing cost taken out) beside
+    /// sampling mode's, runs alternating.
+    Tracing,
 }
 
 fn main() -> Result<()> {
@@ -89,6 +92,7 @@ fn main() -> Result<()> {
                 BenchName::Overhead => bench::overhead(),
                 BenchName::Models => bench::models(&workspace_root()),
                 BenchName::C100k => bench::c100k(&workspace_root()),
+                BenchName::Tracing => bench::tracing(&workspace_root()),
             }
         }
         Task::Fuzz { seconds } => {

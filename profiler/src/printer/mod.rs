@@ -60,6 +60,26 @@ pub fn profile_table(p: &Profile) -> String {
         b.context_switches.involuntary
     );
     breakdown_bars(&mut out, b);
+    match (&b.tracing, &b.tracing_error) {
+        (Some(t), _) => {
+            let _ = writeln!(
+                out,
+                "tracing: {:.3} ms ({:.1}% of the target's traced time) taken out of the parts: {:.0} ns per syscall \
+                 in process and {:.0} ns in the syscall, measured at attach",
+                ms(t.ns),
+                t.pct,
+                t.per_call.process_ns,
+                t.per_call.syscall_ns
+            );
+        }
+        (None, Some(why)) => {
+            let _ = writeln!(
+                out,
+                "tracing: cost unknown ({why}); the parts include it, mostly in process"
+            );
+        }
+        (None, None) => {}
+    }
     if let Some(stacks) = &p.stacks {
         top_functions(&mut out, stacks);
     }
@@ -73,10 +93,10 @@ pub fn profile_table(p: &Profile) -> String {
                 "\ntracing cost: {tracing} of {total} samples ({:.1}%) caught the target in the kernel's syscall \
                  tracing path or in BPF programs (ours; seccomp, audit or another tool's run there too){}",
                 tracing as f64 * 100.0 / total as f64,
-                if b.mode.is_exact() {
-                    "; the shares above count that time as the server's, mostly as process"
-                } else {
-                    ""
+                match (b.mode.is_exact(), &b.tracing) {
+                    (true, Some(_)) => "; the parts above have the cost measured at attach taken out",
+                    (true, None) => "; the shares above count that time as the server's, mostly as process",
+                    (false, _) => "",
                 }
             );
         }
