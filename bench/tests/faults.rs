@@ -4,7 +4,7 @@
 
 mod support;
 
-use bench::load::{self, Command, ConnectionMode, LoadConfig, LoadReport};
+use bench::load::{self, Command, ConnectionMode, LineCommand, LoadConfig, LoadReport};
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 use support::start;
@@ -16,7 +16,7 @@ fn run(target: SocketAddr, connection: ConnectionMode, duration: Duration) -> (L
         duration: Some(duration),
         connection,
         request_timeout: Some(Duration::from_millis(300)),
-        ..LoadConfig::new(Command::Ping)
+        ..LoadConfig::new(Command::Line(LineCommand::Ping))
     };
     let started = Instant::now();
     let report = load::run(target, &config).unwrap();
@@ -59,7 +59,7 @@ fn refusing_silent_and_closing_targets_fail_by_kind_within_the_deadline() {
     assert!(took <= deadline(duration), "{took:?}");
     let persistent = LoadConfig {
         duration: Some(duration),
-        ..LoadConfig::new(Command::Ping)
+        ..LoadConfig::new(Command::Line(LineCommand::Ping))
     };
     let err = load::run(refusing, &persistent).unwrap_err();
     assert!(format!("{err:#}").contains("could not connect"), "{err:#}");

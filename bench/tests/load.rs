@@ -3,7 +3,7 @@
 
 mod support;
 
-use bench::load::{self, Command, ConnectionMode, LoadConfig, LoadReport};
+use bench::load::{self, Command, ConnectionMode, FixedRequest, LineCommand, LoadConfig, LoadReport};
 use bench::protocol;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -51,7 +51,11 @@ fn assert_clean(report: &LoadReport, config: &LoadConfig) {
 fn echo_at_concurrency_1_10_100() {
     let server = start(bench::server::Model::Epoll);
     for (concurrency, requests) in [(1, 300), (10, 1000), (100, 2000)] {
-        let config = config(Command::Echo { payload_size: 64 }, concurrency, requests);
+        let config = config(
+            Command::Line(LineCommand::Echo { payload_size: 64 }),
+            concurrency,
+            requests,
+        );
         let report = load::run(server.addr(), &config).unwrap();
         assert_clean(&report, &config);
         assert_eq!(report.connections_opened, concurrency as u64);
@@ -62,7 +66,7 @@ fn echo_at_concurrency_1_10_100() {
 #[test]
 fn large_echo_payloads() {
     let server = start(bench::server::Model::Epoll);
-    let config = config(Command::Echo { payload_size: 1 << 20 }, 2, 10);
+    let config = config(Command::Line(LineCommand::Echo { payload_size: 1 << 20 }), 2, 10);
     assert_clean(&load::run(server.addr(), &config).unwrap(), &config);
 }
 
@@ -71,15 +75,15 @@ fn ping_burn_stream_wait() {
     let server = start(bench::server::Model::Epoll);
     let addr = server.addr();
     for (command, concurrency, requests) in [
-        (Command::Ping, 4, 500),
-        (Command::Burn(1000), 2, 50),
-        (Command::Stream(200_000), 2, 20),
-        (Command::Stream(0), 1, 10),
+        (Command::Line(LineCommand::Ping), 4, 500),
+        (Command::Line(LineCommand::Burn(1000)), 2, 50),
+        (Command::Line(LineCommand::Stream(200_000)), 2, 20),
+        (Command::Line(LineCommand::Stream(0)), 1, 10),
     ] {
         let config = config(command, concurrency, requests);
         assert_clean(&load::run(addr, &config).unwrap(), &config);
     }
-    let config = config(Command::Wait(20), 5, 25);
+    let config = config(Command::Line(LineCommand::Wait(20)), 5, 25);
     let report = load::run(addr, &config).unwrap();
     assert_clean(&report, &config);
     assert!(
@@ -95,7 +99,7 @@ fn a_connection_per_request() {
     let server = start(bench::server::Model::Epoll);
     let config = LoadConfig {
         connection: ConnectionMode::PerRequest,
-        ..config(Command::Ping, 10, 400)
+        ..config(Command::Line(LineCommand::Ping), 10, 400)
     };
     let report = load::run(server.addr(), &config).unwrap();
     assert_clean(&report, &config);
@@ -108,7 +112,7 @@ fn a_duration_bounded_run_stops_on_time() {
     let config = LoadConfig {
         requests: None,
         duration: Some(Duration::from_millis(300)),
-        ..config(Command::Ping, 4, 1)
+        ..config(Command::Line(LineCommand::Ping), 4, 1)
     };
     let started = Instant::now();
     let report = load::run(server.addr(), &config).unwrap();
@@ -125,7 +129,7 @@ fn an_open_loop_run_keeps_its_schedule() {
     let server = start(bench::server::Model::Epoll);
     let config = LoadConfig {
         rate: Some(1000.0),
-        ..config(Command::Ping, 4, 300)
+        ..config(Command::Line(LineCommand::Ping), 4, 300)
     };
     let report = load::run(server.addr(), &config).unwrap();
     assert_clean(&report, &config);
@@ -145,7 +149,7 @@ fn open_loop_latency_counts_from_the_schedule() {
     let server = start(bench::server::Model::Epoll);
     let config = LoadConfig {
         rate: Some(100.0),
-        ..config(Command::Wait(20), 1, 20)
+        ..config(Command::Line(LineCommand::Wait(20)), 1, 20)
     };
     let report = load::run(server.addr(), &config).unwrap();
     assert_clean(&report, &config);
@@ -158,7 +162,7 @@ fn open_loop_latency_counts_from_the_schedule() {
 #[test]
 fn a_wrong_byte_is_an_error_and_the_run_goes_on() {
     let addr = corrupting_server(4);
-    let config = config(Command::Ping, 1, 20);
+    let config = config(Command::Line(LineCommand::Ping), 1, 20);
     let report = load::run(addr, &config).unwrap();
     assert_eq!(report.requests, 19);
     assert_eq!(report.errors, 1);
@@ -174,7 +178,7 @@ fn a_silent_server_times_out() {
     let addr = silent_server();
     let config = LoadConfig {
         request_timeout: Some(Duration::from_millis(200)),
-        ..config(Command::Ping, 2, 4)
+        ..config(Command::Line(LineCommand::Ping), 2, 4)
     };
     let started = Instant::now();
     let report = load::run(addr, &config).unwrap();
@@ -188,7 +192,7 @@ fn the_hard_limit_ends_a_run() {
     let server = start(bench::server::Model::Epoll);
     let config = LoadConfig {
         max_time: Some(Duration::from_millis(300)),
-        ..config(Command::Wait(5000), 2, 10)
+        ..config(Command::Line(LineCommand::Wait(5000)), 2, 10)
     };
     let started = Instant::now();
     let report = load::run(server.addr(), &config).unwrap();
@@ -204,11 +208,11 @@ fn nothing_listening() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let err = load::run(addr, &config(Command::Ping, 2, 10)).unwrap_err();
+    let err = load::run(addr, &config(Command::Line(LineCommand::Ping), 2, 10)).unwrap_err();
     assert!(format!("{err:#}").contains("could not connect"), "{err:#}");
     let config = LoadConfig {
         connection: ConnectionMode::PerRequest,
-        ..config(Command::Ping, 2, 10)
+        ..config(Command::Line(LineCommand::Ping), 2, 10)
     };
     let report = load::run(addr, &config).unwrap();
     assert_eq!((report.requests, report.error_counts.connect), (0, 10));
@@ -218,9 +222,9 @@ fn nothing_listening() {
 fn a_long_wait_does_not_slow_pings_on_another_connection() {
     let server = start(bench::server::Model::Epoll);
     let addr = server.addr();
-    let waiter = std::thread::spawn(move || load::run(addr, &config(Command::Wait(2000), 1, 1)));
+    let waiter = std::thread::spawn(move || load::run(addr, &config(Command::Line(LineCommand::Wait(2000)), 1, 1)));
     std::thread::sleep(Duration::from_millis(100));
-    let pings = load::run(addr, &config(Command::Ping, 1, 50)).unwrap();
+    let pings = load::run(addr, &config(Command::Line(LineCommand::Ping), 1, 50)).unwrap();
     assert_eq!(pings.requests, 50);
     assert!(pings.latency_max_us < 100_000, "PING max {} us", pings.latency_max_us);
     let wait = waiter.join().unwrap().unwrap();
@@ -232,7 +236,7 @@ fn a_long_wait_does_not_slow_pings_on_another_connection() {
 fn a_thousand_connections() {
     bench::raise_nofile_limit().unwrap();
     let server = start(bench::server::Model::Epoll);
-    let config = config(Command::Ping, 1000, 3000);
+    let config = config(Command::Line(LineCommand::Ping), 1000, 3000);
     let report = load::run(server.addr(), &config).unwrap();
     assert_clean(&report, &config);
 }
@@ -242,7 +246,7 @@ fn workers_are_pinned_when_asked() {
     let server = start(bench::server::Model::Epoll);
     let config = LoadConfig {
         client_cpus: Some(vec![0]),
-        ..config(Command::Ping, 2, 20)
+        ..config(Command::Line(LineCommand::Ping), 2, 20)
     };
     let report = load::run(server.addr(), &config).unwrap();
     assert_clean(&report, &config);
@@ -254,10 +258,10 @@ fn workers_are_pinned_when_asked() {
 #[test]
 fn custom_requests_and_the_json_report() {
     let server = start(bench::server::Model::Epoll);
-    let command = Command::Custom {
+    let command = Command::Fixed(FixedRequest {
         request: b"ECHO custom\n".to_vec(),
         response: b"custom\n".to_vec(),
-    };
+    });
     let config = config(command, 1, 5);
     let report = load::run(server.addr(), &config).unwrap();
     assert_clean(&report, &config);
@@ -329,7 +333,7 @@ fn ten_thousand_connections() {
         "RLIMIT_NOFILE {limit} is below 10,500 even after raising it (run as root)"
     );
     let server = start(bench::server::Model::Epoll);
-    let config = config(Command::Ping, 10_000, 10_000);
+    let config = config(Command::Line(LineCommand::Ping), 10_000, 10_000);
     let started = Instant::now();
     let report = load::run(server.addr(), &config).unwrap();
     assert_clean(&report, &config);
@@ -345,7 +349,7 @@ fn ten_thousand_connections() {
 fn connections_past_one_address_ports_come_from_more_addresses() {
     support::private_network(40_000..=40_999);
     let server = start(bench::server::Model::Epoll);
-    let config = config(Command::Ping, 3000, 6000);
+    let config = config(Command::Line(LineCommand::Ping), 3000, 6000);
     let report = load::run(server.addr(), &config).unwrap();
     assert_clean(&report, &config);
     assert_eq!(report.connections_opened, 3000);
@@ -374,7 +378,7 @@ fn intervals_cover_the_run_in_order_and_add_up_to_it() {
             length: Duration::from_millis(100),
             sink,
         }),
-        ..config(Command::Ping, 4, 0)
+        ..config(Command::Line(LineCommand::Ping), 4, 0)
     };
     let cfg = LoadConfig { requests: None, ..cfg };
     let report = load::run(server.addr(), &cfg).unwrap();

@@ -9,7 +9,7 @@
 #[macro_use]
 mod support;
 
-use bench::load::{self, Command, ConnectionMode, LoadConfig};
+use bench::load::{self, Command, ConnectionMode, LineCommand, LoadConfig};
 use bench::protocol::{self, ERR_LINE_TOO_LONG, MAX_LINE};
 use bench::server::Model;
 use std::io::{ErrorKind, Read, Write};
@@ -168,7 +168,7 @@ fn load_config(connection: ConnectionMode, requests: u64) -> LoadConfig {
         connection,
         // Tests must end quickly whatever happens.
         max_time: Some(Duration::from_secs(20)),
-        ..LoadConfig::new(Command::Echo { payload_size: 64 })
+        ..LoadConfig::new(Command::Line(LineCommand::Echo { payload_size: 64 }))
     }
 }
 

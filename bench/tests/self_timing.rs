@@ -1,5 +1,5 @@
 //! Userspace profiling mode: a bench-server started with --self-timing counts its own steps.
-use bench::load::{Command, LoadConfig};
+use bench::load::{Command, LineCommand, LoadConfig};
 use bench::server::{Model, spawn_self_timed};
 use std::path::Path;
 
@@ -21,7 +21,7 @@ fn every_single_process_model_times_its_steps() {
         let config = LoadConfig {
             concurrency: 1,
             requests: Some(requests / 2),
-            ..LoadConfig::new(Command::Ping)
+            ..LoadConfig::new(Command::Line(LineCommand::Ping))
         };
         for _ in 0..2 {
             let report = bench::load::run(server.addr(), &config).unwrap();
@@ -64,7 +64,7 @@ fn stop_ends_timing_until_the_next_reset() {
     let mut server = spawn_self_timed(Path::new(SERVER), &Model::Epoll.into()).unwrap();
     let config = LoadConfig {
         requests: Some(100),
-        ..LoadConfig::new(Command::Ping)
+        ..LoadConfig::new(Command::Line(LineCommand::Ping))
     };
     let written = |server: &mut bench::server::ServerChild| {
         // The client can read the last response before the server has recorded its write.

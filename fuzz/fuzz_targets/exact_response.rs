@@ -1,11 +1,11 @@
-//! `framing::Reader` on a line-protocol or fixed response (`Expected::Exact` bytes, or
+//! `load::Reader` on a line-protocol or fixed response (`Expected::Exact` bytes, or
 //! `Expected::Stream(n)`) never panics (`feed` nor `eof`), and reads the same bytes whole and in
 //! pieces to the same verdict (see `tcpprof_fuzz::whole_and_in_pieces`).
 //! Input: a byte choosing the expected response, a byte choosing the cuts, then the response;
 //! a large stream takes its length from the response's first 8 bytes.
 #![no_main]
 
-use bench::load::framing::ResponseSpec;
+use bench::load::ResponseSpec;
 use bench::protocol::Expected;
 use libfuzzer_sys::fuzz_target;
 

@@ -1,10 +1,10 @@
-//! `framing::Reader` on an HTTP response never panics (`feed` nor `eof`), and reads the same
+//! `load::Reader` on an HTTP response never panics (`feed` nor `eof`), and reads the same
 //! bytes whole and in pieces to the same verdict (see `tcpprof_fuzz::whole_and_in_pieces`).
 //! Input: a byte choosing the expectation (HEAD, status, body), a byte choosing the cuts, then
 //! the response.
 #![no_main]
 
-use bench::load::framing::{HttpExpect, ResponseSpec};
+use bench::load::{HttpExpect, ResponseSpec};
 use libfuzzer_sys::fuzz_target;
 
 const STATUSES: [Option<u16>; 4] = [None, Some(200), Some(204), Some(404)];

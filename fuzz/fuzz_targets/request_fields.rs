@@ -4,8 +4,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use bench::load::framing::{Reader, ResponseSpec, Verdict};
-use bench::load::{Command, ConnectionMode, Protocol, RequestFields};
+use bench::load::{Command, ConnectionMode, Protocol, Reader, RequestFields, ResponseSpec, Verdict};
 use libfuzzer_sys::fuzz_target;
 use std::net::SocketAddr;
 

@@ -1,9 +1,9 @@
-//! `framing::Reader` on a RESP reply never panics (`feed` nor `eof`), and reads the same bytes
+//! `load::Reader` on a RESP reply never panics (`feed` nor `eof`), and reads the same bytes
 //! whole and in pieces to the same verdict (see `tcpprof_fuzz::whole_and_in_pieces`).
 //! Input: a byte choosing the cuts, then the reply.
 #![no_main]
 
-use bench::load::framing::ResponseSpec;
+use bench::load::ResponseSpec;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

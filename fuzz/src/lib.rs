@@ -1,7 +1,7 @@
 //! What the framing fuzz targets share: a response read whole and read in pieces must get the
-//! same verdict, the rule of the `verdict()` helper in `bench/src/load/framing.rs`'s tests.
+//! same verdict, the rule of the `verdict()` helper in `bench/src/load/protocols/mod.rs`'s tests.
 
-use bench::load::framing::{Reader, ResponseSpec, Verdict};
+use bench::load::{Reader, ResponseSpec, Verdict};
 
 /// Cuts `data` into non-empty pieces as `split` says: 0 whole, 255 a byte at a time, else at
 /// 1 to 8 points drawn from `split` and the length.

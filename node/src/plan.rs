@@ -86,7 +86,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bench::load::Command;
+    use bench::load::{Command, LineCommand};
     use bench::server::Model;
     use profiler::benchmark::Target;
     use profiler::plan::Work;
@@ -122,7 +122,7 @@ mod tests {
             panic!()
         };
         assert!(matches!(&b.target, Target::Server(spec) if spec.model == Model::Epoll && spec.cpus.is_none()));
-        assert_eq!(b.load.command, Command::Echo { payload_size: 64 });
+        assert_eq!(b.load.command, Command::Line(LineCommand::Echo { payload_size: 64 }));
         assert_eq!((b.load.requests, b.load.concurrency), (Some(1000), 10));
         assert_eq!(b.load.client_cpus, None, "placed when it runs");
         let Ok(Plan {

@@ -34,7 +34,7 @@
 //!
 //! TCPPROF_OVERHEAD_ONLY=redis runs only that part.
 use anyhow::{Context, Result, bail};
-use bench::load::{Command, LoadConfig, LoadReport};
+use bench::load::{Command, LineCommand, LoadConfig, LoadReport};
 use bench::server::{Model, ServerChild, ServerSpec, spawn_child, spawn_self_timed};
 use owned_child::OwnedChild;
 use profiler::breakdown::ProgramCost;
@@ -409,7 +409,7 @@ impl Load {
             duration: Some(LOAD),
             client_cpus: Some(vec![1]),
             progress: Some(progress.clone()),
-            ..LoadConfig::new(Command::Ping)
+            ..LoadConfig::new(Command::Line(LineCommand::Ping))
         };
         let addr = server.addr();
         let thread = std::thread::spawn(move || bench::load::run(addr, &config));

@@ -2,7 +2,7 @@
 //! bench-server child and the real load generator. Needs root (eBPF).
 mod common;
 
-use bench::load::{Command, ConnectionMode};
+use bench::load::{Command, ConnectionMode, LineCommand};
 use bench::server::Model;
 use common::{options, require_root, test_mode};
 use profiler::benchmark::{Benchmark, ProfileError, Target, bench_server_exe};
@@ -37,7 +37,7 @@ fn profile(b: &Benchmark) -> Breakdown {
 #[test]
 fn burn_is_process() {
     require_root();
-    let b = profile(&benchmark(Command::Burn(20_000), 300, 4));
+    let b = profile(&benchmark(Command::Line(LineCommand::Burn(20_000)), 300, 4));
     assert_eq!(b.bottleneck, Some(Part::Process), "{:?}", b.breakdown);
     assert!(b.breakdown.process_pct > 60.0, "{:?}", b.breakdown);
 }
@@ -45,7 +45,7 @@ fn burn_is_process() {
 #[test]
 fn large_stream_is_write() {
     require_root();
-    let b = profile(&benchmark(Command::Stream(4 << 20), 40, 2));
+    let b = profile(&benchmark(Command::Line(LineCommand::Stream(4 << 20)), 40, 2));
     assert_eq!(b.bottleneck, Some(Part::Write), "{:?}", b.breakdown);
     assert!(b.classes.write.bytes >= 40 * (4 << 20), "{:?}", b.classes.write);
 }
@@ -53,7 +53,11 @@ fn large_stream_is_write() {
 #[test]
 fn small_echo_is_io_more_than_process() {
     require_root();
-    let b = profile(&benchmark(Command::Echo { payload_size: 64 }, 20_000, 10));
+    let b = profile(&benchmark(
+        Command::Line(LineCommand::Echo { payload_size: 64 }),
+        20_000,
+        10,
+    ));
     let io = b.breakdown.read_pct + b.breakdown.write_pct;
     assert!(
         io > b.breakdown.process_pct,
@@ -67,7 +71,11 @@ fn small_echo_is_io_more_than_process() {
 #[test]
 fn the_exact_modes_take_their_tracing_cost_out() {
     require_root();
-    let b = profile(&benchmark(Command::Echo { payload_size: 64 }, 20_000, 10));
+    let b = profile(&benchmark(
+        Command::Line(LineCommand::Echo { payload_size: 64 }),
+        20_000,
+        10,
+    ));
     assert_eq!(b.tracing_error, None);
     let t = b.tracing.expect("an exact mode measures its tracing cost");
     let per_call = t.per_call.process_ns + t.per_call.syscall_ns;
@@ -91,8 +99,8 @@ fn per_request_connections_push_accept_up() {
     // milliseconds: under QEMU's TCG, where the VM test runs, a vCPU can wait while the other
     // runs, and the time goes to whatever it was doing. One accept of 4 ms was seen, 3.1% of a
     // 3,000-request window.
-    let persistent = profile(&benchmark(Command::Ping, 12_000, 10));
-    let mut per_request = benchmark(Command::Ping, 3000, 10);
+    let persistent = profile(&benchmark(Command::Line(LineCommand::Ping), 12_000, 10));
+    let mut per_request = benchmark(Command::Line(LineCommand::Ping), 3000, 10);
     per_request.load.connection = ConnectionMode::PerRequest;
     let per_request = profile(&per_request);
     assert!(
@@ -113,7 +121,7 @@ fn load_generator_calls_are_not_counted() {
     // Closed loop on one connection: the server writes exactly one response per request, and
     // the client writes one request per request. Counting the client would double the writes.
     let requests = 5000;
-    let b = profile(&benchmark(Command::Ping, requests, 1));
+    let b = profile(&benchmark(Command::Line(LineCommand::Ping), requests, 1));
     let writes = b.classes.write.calls;
     assert!(
         (requests..requests + 50).contains(&writes),
@@ -142,7 +150,9 @@ fn load_generator_calls_are_not_counted() {
 fn oncpu_agrees_with_schedstat() {
     require_root();
     // Placed as a benchmark places them when it runs: server and load on CPUs of their own.
-    let (Target::Server(spec), load) = benchmark(Command::Echo { payload_size: 64 }, 30_000, 200).placed() else {
+    let (Target::Server(spec), load) =
+        benchmark(Command::Line(LineCommand::Echo { payload_size: 64 }), 30_000, 200).placed()
+    else {
         unreachable!()
     };
     let server = bench::server::spawn_child(&bench_server_exe().unwrap(), &spec).unwrap();
@@ -185,7 +195,7 @@ fn oncpu_agrees_with_schedstat() {
 #[test]
 fn kprobe_mode_attaches_or_fails_cleanly_and_auto_falls_back() {
     require_root();
-    let mut b = benchmark(Command::Ping, 500, 2);
+    let mut b = benchmark(Command::Line(LineCommand::Ping), 500, 2);
     let kprobes = profiler::attach::kernel_has_kprobes();
     b.profiling.mode = Requested::Only(Mode::Kprobe);
     match b.profile() {

@@ -2,13 +2,13 @@
 //! memory sampled while they are open; and 30,000 across processes.
 mod common;
 
-use bench::load::Command;
+use bench::load::{Command, LineCommand};
 use bench::server::Model;
 use profiler::benchmark::{Benchmark, Target};
 
 fn c10k(model: Model) -> (bench::load::LoadReport, profiler::server_stats::ServerStats) {
     bench::raise_nofile_limit().unwrap();
-    let mut b = Benchmark::new(Target::server(model), Command::Ping);
+    let mut b = Benchmark::new(Target::server(model), Command::Line(LineCommand::Ping));
     b.load.concurrency = 10_000;
     b.load.requests = Some(20_000);
     let (report, stats) = b.run_with_server_stats(&mut profiler::live::Live::new()).unwrap();

@@ -3,7 +3,7 @@
 //! the code behind each part. Needs root (eBPF, perf events).
 mod common;
 
-use bench::load::Command;
+use bench::load::{Command, LineCommand};
 use bench::server::Model;
 use common::require_root;
 use profiler::benchmark::{Benchmark, ProfileError, Target};
@@ -35,7 +35,7 @@ fn profile(b: &Benchmark) -> Profile {
 fn burn_reads_the_same_at_frequencies_near_a_multiple_of_its_cycle() {
     require_root();
     for hz in [1999, 2999, 3001] {
-        let mut b = benchmark(Command::Burn(20_000), 3000, 4, Mode::Sampling);
+        let mut b = benchmark(Command::Line(LineCommand::Burn(20_000)), 3000, 4, Mode::Sampling);
         b.profiling.frequency_hz = hz;
         let p = profile(&b);
         assert!(
@@ -49,7 +49,12 @@ fn burn_reads_the_same_at_frequencies_near_a_multiple_of_its_cycle() {
 #[test]
 fn burn_is_process_and_its_top_function_is_burn() {
     require_root();
-    let p = profile(&benchmark(Command::Burn(20_000), 5000, 4, Mode::Sampling));
+    let p = profile(&benchmark(
+        Command::Line(LineCommand::Burn(20_000)),
+        5000,
+        4,
+        Mode::Sampling,
+    ));
     let b = &p.breakdown;
     assert_eq!(b.mode, Mode::Sampling);
     assert!(b.fallback_reasons.is_empty(), "{:?}", b.fallback_reasons);
@@ -86,7 +91,12 @@ fn burn_is_process_and_its_top_function_is_burn() {
 #[test]
 fn large_stream_is_write_and_its_stacks_reach_tcp_sendmsg() {
     require_root();
-    let p = profile(&benchmark(Command::Stream(4 << 20), 60, 2, Mode::Sampling));
+    let p = profile(&benchmark(
+        Command::Line(LineCommand::Stream(4 << 20)),
+        60,
+        2,
+        Mode::Sampling,
+    ));
     assert_eq!(p.breakdown.bottleneck, Some(Part::Write), "{:?}", p.breakdown.breakdown);
     let stacks = p.stacks.as_ref().unwrap();
     let write_stacks: Vec<&str> = stacks
@@ -117,7 +127,7 @@ fn large_stream_is_write_and_its_stacks_reach_tcp_sendmsg() {
 #[test]
 fn small_echo_shares_agree_with_tracepoint_mode() {
     require_root();
-    let echo = Command::Echo { payload_size: 64 };
+    let echo = Command::Line(LineCommand::Echo { payload_size: 64 });
     let mut exact_run = benchmark(echo.clone(), 200_000, 10, Mode::Tracepoint);
     exact_run.profiling.stacks = true;
     let exact = profile(&exact_run);
@@ -180,7 +190,7 @@ fn small_echo_shares_agree_with_tracepoint_mode() {
 fn folded_stacks_parse_and_the_flame_graph_is_svg() {
     require_root();
     let p = profile(&benchmark(
-        Command::Echo { payload_size: 64 },
+        Command::Line(LineCommand::Echo { payload_size: 64 }),
         30_000,
         10,
         Mode::Sampling,
@@ -238,7 +248,7 @@ fn folded_stacks_parse_and_the_flame_graph_is_svg() {
 #[test]
 fn exact_modes_take_stacks_when_asked() {
     require_root();
-    let mut b = benchmark(Command::Burn(20_000), 3000, 4, Mode::Tracepoint);
+    let mut b = benchmark(Command::Line(LineCommand::Burn(20_000)), 3000, 4, Mode::Tracepoint);
     b.profiling.stacks = true;
     let p = profile(&b);
     assert_eq!(p.breakdown.mode, Mode::Tracepoint);
@@ -320,7 +330,7 @@ fn a_frequency_above_the_kernels_limit_is_refused_with_the_limit() {
     assert!(text.contains(&format!("limit of {max} Hz")), "{text}");
     // In a benchmark, with stacks in auto mode: refused as well, not passed off as a profile in
     // userspace mode (which takes no stacks) after every eBPF mode "failed".
-    let mut b = benchmark(Command::Ping, 100, 1, Mode::Tracepoint);
+    let mut b = benchmark(Command::Line(LineCommand::Ping), 100, 1, Mode::Tracepoint);
     b.profiling = ProfileOptions {
         stacks: true,
         frequency_hz: max + 1,

@@ -2,7 +2,7 @@
 //! checked for the signals that show it and for the verdict. Needs root (eBPF).
 mod common;
 
-use bench::load::{Command, ConnectionMode};
+use bench::load::{Command, ConnectionMode, LineCommand};
 use bench::server::Model;
 use common::require_root;
 use profiler::benchmark::{Benchmark, Target};
@@ -27,7 +27,7 @@ fn a_full_accept_queue_is_named() {
     require_root();
     // One client served at a time for 5 ms each, a queue of 4, and 100 clients connecting anew
     // for every request: the queue fills and the kernel refuses connections.
-    let mut b = benchmark(Model::Iterative, Command::Wait(5), 100, 300);
+    let mut b = benchmark(Model::Iterative, Command::Line(LineCommand::Wait(5)), 100, 300);
     if let Target::Server(spec) = &mut b.target {
         spec.backlog = Some(4);
     }
@@ -47,7 +47,12 @@ fn a_full_accept_queue_is_named() {
 fn threads_waiting_for_a_cpu_are_named() {
     require_root();
     // A thread per connection, 1,000 of them on the server's one core.
-    let r = run(&benchmark(Model::Threads, Command::Ping, 1000, 50_000));
+    let r = run(&benchmark(
+        Model::Threads,
+        Command::Line(LineCommand::Ping),
+        1000,
+        50_000,
+    ));
     let s = &r.signals;
     assert!(s.runq_p99_us.unwrap() >= 1000.0, "{s:?}");
     assert!(s.runq_max_us.unwrap() >= s.runq_p99_us.unwrap(), "{s:?}");
@@ -65,7 +70,12 @@ fn threads_waiting_for_a_cpu_are_named() {
 #[test]
 fn a_busy_server_is_named() {
     require_root();
-    let r = run(&benchmark(Model::Epoll, Command::Burn(20_000), 4, 1500));
+    let r = run(&benchmark(
+        Model::Epoll,
+        Command::Line(LineCommand::Burn(20_000)),
+        4,
+        1500,
+    ));
     let s = &r.signals;
     assert!(s.server_cpu_pct.unwrap() >= 90.0, "{s:?}");
     assert_eq!(s.server_cores, Some(1), "pinned to CPU 0 by default");
@@ -83,7 +93,7 @@ fn a_busy_load_generator_is_named() {
     require_root();
     // A connection per request costs the client more than the server (a socket, an ephemeral
     // port, the handshake's both ends run in its context): the client's core runs out first.
-    let mut b = benchmark(Model::Epoll, Command::Ping, 10, 20_000);
+    let mut b = benchmark(Model::Epoll, Command::Line(LineCommand::Ping), 10, 20_000);
     b.load.connection = ConnectionMode::PerRequest;
     let r = run(&b);
     let s = &r.signals;
@@ -99,7 +109,7 @@ fn a_busy_load_generator_is_named() {
 #[test]
 fn a_sweep_names_its_knee_and_why() {
     require_root();
-    let b = benchmark(Model::Threads, Command::Ping, 1, 20_000);
+    let b = benchmark(Model::Threads, Command::Line(LineCommand::Ping), 1, 20_000);
     let sweep = b.sweep(&[1, 10, 100, 1000], |_, _| {}).unwrap();
     let table = printer::sweep_table(&sweep);
     eprintln!("{table}");
@@ -124,7 +134,12 @@ fn a_sweep_names_its_knee_and_why() {
 #[test]
 fn userspace_mode_reports_what_proc_gives() {
     require_root();
-    let mut b = benchmark(Model::Epoll, Command::Echo { payload_size: 64 }, 4, 5000);
+    let mut b = benchmark(
+        Model::Epoll,
+        Command::Line(LineCommand::Echo { payload_size: 64 }),
+        4,
+        5000,
+    );
     b.profiling.mode = profiler::Requested::Only(profiler::Mode::Userspace);
     let r = b.profile().unwrap_or_else(|e| panic!("{e:?}"));
     let s = &r.signals;

@@ -6,7 +6,7 @@
 //! has it under pyenv).
 mod common;
 
-use bench::load::{Command, HttpRequest, LoadConfig};
+use bench::load::{Command, FixedRequest, HttpRequest, LoadConfig};
 use common::{Peer, free_port, require_root, run_to_end, wait_for_port};
 use profiler::benchmark::{Benchmark, Target};
 use profiler::stacks::Stacks;
@@ -136,10 +136,10 @@ fn python_functions_are_named_by_perf_trampolines() {
     require_root();
     let python = common::python_with_perf();
     let script = common::server_script("checksum_server.py");
-    let command = Command::Custom {
+    let command = Command::Fixed(FixedRequest {
         request: b"abcdefghij 30\n".to_vec(),
         response: common::checksum_answer(b"abcdefghij", 30),
-    };
+    });
     let profile = profiled_peer(&python.to_string_lossy(), &["-X", "perf", &script], command, |_, _| {});
     let stacks = profile.stacks.as_ref().unwrap();
     mostly_whole(stacks);

@@ -1,12 +1,9 @@
 //! What to run against a target: command, connection handling, how much and how fast.
 
-use super::framing::{HttpExpect, ResponseSpec};
 use super::histogram::LatencyHistogram;
-use super::request::{HttpRequest, Protocol, RequestBytes, RespCommand};
+use super::protocols::{Command, ConnectionMode, LineCommand};
 use super::stats::ErrorCounts;
-use crate::protocol::{self, Expected, MAX_BURN, MAX_ECHO_PAYLOAD, MAX_WAIT_MS, Request};
 use anyhow::{Result, bail, ensure};
-use serde::Serialize;
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -15,9 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
-/// The most bytes one `STREAM` request may ask for: 1 GiB, a second or so on loopback; more
-/// would hold a run for minutes on one request.
-pub const MAX_STREAM: u64 = 1 << 30;
 /// Per-request timeout when none is configured (a `WAIT` request gets its wait on top).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a count-bounded run may take when no `max_time` is configured.
@@ -30,194 +24,15 @@ pub const MIN_RATE: f64 = 0.001;
 /// connecting 10,000 sockets fit.
 const HARD_LIMIT_SLACK: Duration = Duration::from_secs(5);
 
-/// The request every connection sends, over and over.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Command {
-    /// `ECHO` with a payload of `payload_size` bytes of `a..z`.
-    Echo {
-        payload_size: usize,
-    },
-    Ping,
-    /// `BURN n`.
-    Burn(u64),
-    /// `STREAM n`.
-    Stream(u64),
-    /// `WAIT ms`.
-    Wait(u64),
-    /// Any request, for any server that answers it with fixed bytes (`--protocol fixed`):
-    /// `request` is sent as is and exactly `response` must come back.
-    Custom {
-        request: Vec<u8>,
-        response: Vec<u8>,
-    },
-    Http(HttpRequest),
-    Resp(RespCommand),
-}
-
-impl Command {
-    /// Parses `ECHO`, `PING`, `BURN n`, `STREAM n`, `WAIT ms` (case-insensitive); `ECHO` uses
-    /// `payload_size`.
-    pub fn parse(spec: &str, payload_size: usize) -> Result<Command> {
-        let words: Vec<&str> = spec.split_whitespace().collect();
-        let number = |name: &str, max: u64| -> Result<u64> {
-            let [_, n] = words[..] else {
-                bail!("expected `{name} <n>`, got {spec:?}")
-            };
-            let n: u64 = n.parse().map_err(|_| anyhow::anyhow!("bad number in {spec:?}"))?;
-            ensure!(n <= max, "{name} {n} is above the limit of {max}");
-            Ok(n)
-        };
-        let verb = words.first().map(|w| w.to_ascii_uppercase()).unwrap_or_default();
-        let command = match verb.as_str() {
-            "ECHO" if words.len() == 1 => Command::Echo { payload_size },
-            "PING" if words.len() == 1 => Command::Ping,
-            "BURN" => Command::Burn(number("BURN", MAX_BURN)?),
-            "STREAM" => Command::Stream(number("STREAM", MAX_STREAM)?),
-            "WAIT" => Command::Wait(number("WAIT", MAX_WAIT_MS)?),
-            _ => bail!("unknown command {spec:?} (ECHO, PING, BURN n, STREAM n or WAIT ms)"),
-        };
-        command.validate()?;
-        Ok(command)
-    }
-
-    fn validate(&self) -> Result<()> {
-        match self {
-            Command::Echo { payload_size } => ensure!(
-                *payload_size <= MAX_ECHO_PAYLOAD,
-                "payload size {payload_size} is above the limit of {MAX_ECHO_PAYLOAD} bytes"
-            ),
-            Command::Burn(n) => ensure!(*n <= MAX_BURN, "BURN {n} is above {MAX_BURN}"),
-            Command::Stream(n) => ensure!(*n <= MAX_STREAM, "STREAM {n} is above {MAX_STREAM}"),
-            Command::Wait(ms) => ensure!(*ms <= MAX_WAIT_MS, "WAIT {ms} is above {MAX_WAIT_MS}"),
-            Command::Custom { request, response } => {
-                ensure!(!request.is_empty(), "the custom request is empty");
-                ensure!(!response.is_empty(), "the custom response is empty");
-            }
-            Command::Http(request) => request.validate()?,
-            Command::Resp(command) => command.validate()?,
-            Command::Ping => {}
-        }
-        Ok(())
-    }
-
-    pub fn protocol(&self) -> Protocol {
-        match self {
-            Command::Custom { .. } => Protocol::Fixed,
-            Command::Http(_) => Protocol::Http,
-            Command::Resp(_) => Protocol::Resp,
-            _ => Protocol::Line,
-        }
-    }
-
-    /// The bytes sent for one request to `target` (HTTP names it in Host, and asks for the
-    /// connection's close when each request has its own).
-    pub fn request(&self, target: SocketAddr, connection: ConnectionMode) -> RequestBytes {
-        let mut out = Vec::new();
-        match self {
-            Command::Echo { payload_size } => Request::Echo(&echo_payload(*payload_size)).encode(&mut out),
-            Command::Custom { request, .. } => out.extend_from_slice(request),
-            Command::Http(request) => out = request.bytes(target, connection == ConnectionMode::PerRequest),
-            Command::Resp(command) => return command.bytes(),
-            other => other.line_request().encode(&mut out),
-        }
-        out.into()
-    }
-
-    /// What a correct server answers.
-    pub fn response(&self) -> ResponseSpec {
-        ResponseSpec::Exact(match self {
-            Command::Custom { response, .. } => Expected::Exact(response.clone()),
-            Command::Echo { payload_size } => protocol::expected_response(&Request::Echo(&echo_payload(*payload_size))),
-            Command::Http(request) => {
-                return ResponseSpec::Http(HttpExpect {
-                    head: request.method.eq_ignore_ascii_case("HEAD"),
-                    status: request.expect_status,
-                    body: request.expect_body.clone(),
-                });
-            }
-            Command::Resp(_) => return ResponseSpec::Resp,
-            other => protocol::expected_response(&other.line_request()),
-        })
-    }
-
-    fn line_request(&self) -> Request<'static> {
-        match *self {
-            Command::Ping => Request::Ping,
-            Command::Burn(n) => Request::Burn(n),
-            Command::Stream(n) => Request::Stream(n),
-            Command::Wait(ms) => Request::Wait(ms),
-            _ => unreachable!("{self:?} is not a fixed line request"),
-        }
-    }
-}
-
-/// `ECHO`'s payload: `size` bytes of `a..z`.
-fn echo_payload(size: usize) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(size);
-    protocol::extend_stream(&mut payload, 0, size);
-    payload
-}
-
-impl fmt::Display for Command {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Command::Echo { payload_size } => write!(f, "ECHO ({payload_size} bytes)"),
-            Command::Ping => write!(f, "PING"),
-            Command::Burn(n) => write!(f, "BURN {n}"),
-            Command::Stream(n) => write!(f, "STREAM {n}"),
-            Command::Wait(ms) => write!(f, "WAIT {ms}"),
-            Command::Custom { request, .. } => {
-                write!(f, "custom {:?}", String::from_utf8_lossy(request))
-            }
-            Command::Http(request) => write!(f, "HTTP {request}"),
-            Command::Resp(command) => write!(f, "RESP {command}"),
-        }
-    }
-}
-
-/// How connections are used.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ConnectionMode {
-    /// `concurrency` connections opened before the clock starts and reused for every request.
-    #[default]
-    Persistent,
-    /// A new connection for every request (connect, send, read the response, close); its
-    /// latency includes the connect.
-    PerRequest,
-}
-
-impl FromStr for ConnectionMode {
-    type Err = anyhow::Error;
-
-    fn from_str(s: &str) -> Result<ConnectionMode> {
-        match s {
-            "persistent" => Ok(ConnectionMode::Persistent),
-            "per-request" => Ok(ConnectionMode::PerRequest),
-            _ => bail!("unknown connection mode {s:?} (persistent or per-request)"),
-        }
-    }
-}
-
-impl fmt::Display for ConnectionMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ConnectionMode::Persistent => "persistent",
-            ConnectionMode::PerRequest => "per-request",
-        })
-    }
-}
-
 /// One load run, aimed at a target when it runs (the same load may go to servers started later).
 /// Build with [`LoadConfig::new`] and struct update syntax:
 ///
 /// ```
-/// # use bench::load::{LoadConfig, Command};
+/// # use bench::load::{Command, LineCommand, LoadConfig};
 /// let config = LoadConfig {
 ///     concurrency: 10,
 ///     requests: Some(1000),
-///     ..LoadConfig::new(Command::Ping)
+///     ..LoadConfig::new(Command::Line(LineCommand::Ping))
 /// };
 /// // bench::load::run("127.0.0.1:7000".parse().unwrap(), &config)
 /// ```
@@ -415,7 +230,7 @@ impl LoadConfig {
 
     pub fn effective_request_timeout(&self) -> Duration {
         self.request_timeout.unwrap_or_else(|| match self.command {
-            Command::Wait(ms) => DEFAULT_REQUEST_TIMEOUT + Duration::from_millis(ms),
+            Command::Line(LineCommand::Wait(ms)) => DEFAULT_REQUEST_TIMEOUT + Duration::from_millis(ms),
             _ => DEFAULT_REQUEST_TIMEOUT,
         })
     }
@@ -446,63 +261,10 @@ mod tests {
     }
 
     #[test]
-    fn commands_build_matching_requests_and_responses() {
-        let request = |c: &Command| c.request(local(), ConnectionMode::Persistent).bytes;
-        let exact = |e: Expected| ResponseSpec::Exact(e);
-        let echo = Command::Echo { payload_size: 3 };
-        assert_eq!(request(&echo), b"ECHO abc\n");
-        assert_eq!(echo.response(), exact(Expected::Exact(b"abc\n".to_vec())));
-        assert_eq!(
-            Command::Echo { payload_size: 0 }.response(),
-            exact(Expected::Exact(b"\n".to_vec()))
-        );
-        assert_eq!(request(&Command::Ping), b"PING\n");
-        assert_eq!(Command::Wait(5).response(), exact(Expected::Exact(b"DONE\n".to_vec())));
-        assert_eq!(request(&Command::Stream(9)), b"STREAM 9\n");
-        assert_eq!(Command::Stream(9).response(), exact(Expected::Stream(9)));
-        let burn = Command::Burn(10).response();
-        assert_eq!(
-            burn,
-            exact(Expected::Exact(format!("RESULT {}\n", protocol::burn(10)).into_bytes()))
-        );
-        let head = Command::Http(HttpRequest {
-            method: "HEAD".into(),
-            ..HttpRequest::default()
-        });
-        assert!(matches!(
-            head.response(),
-            ResponseSpec::Http(HttpExpect { head: true, .. })
-        ));
-        assert_eq!(head.protocol(), Protocol::Http);
-    }
-
-    #[test]
-    fn parses_command_specs() {
-        assert_eq!(Command::parse("ECHO", 8).unwrap(), Command::Echo { payload_size: 8 });
-        assert_eq!(Command::parse("ping", 8).unwrap(), Command::Ping);
-        assert_eq!(Command::parse("BURN 100", 8).unwrap(), Command::Burn(100));
-        assert_eq!(Command::parse(" STREAM  7 ", 8).unwrap(), Command::Stream(7));
-        assert_eq!(Command::parse("WAIT 20", 8).unwrap(), Command::Wait(20));
-        for bad in [
-            "",
-            "BURN",
-            "BURN x",
-            "BURN -1",
-            "WAIT 1 2",
-            "PING 1",
-            "FOO",
-            "WAIT 3600001",
-        ] {
-            assert!(Command::parse(bad, 8).is_err(), "{bad:?}");
-        }
-        assert!(Command::parse("ECHO", MAX_ECHO_PAYLOAD + 1).is_err());
-    }
-
-    #[test]
     fn validation_names_the_problem() {
         let ok = LoadConfig {
             requests: Some(1),
-            ..LoadConfig::new(Command::Ping)
+            ..LoadConfig::new(Command::Line(LineCommand::Ping))
         };
         ok.validate(local()).unwrap();
         let cases = [
@@ -561,7 +323,7 @@ mod tests {
     fn defaults_bound_the_run() {
         let config = LoadConfig {
             requests: Some(1),
-            ..LoadConfig::new(Command::Wait(2000))
+            ..LoadConfig::new(Command::Line(LineCommand::Wait(2000)))
         };
         assert_eq!(config.effective_request_timeout(), Duration::from_secs(12));
         assert_eq!(config.effective_max_time(), Duration::from_secs(60 + 12 + 5));
@@ -583,7 +345,7 @@ mod tests {
         let plan = LoadConfig {
             concurrency: 10,
             requests: Some(100),
-            ..LoadConfig::new(Command::Ping)
+            ..LoadConfig::new(Command::Line(LineCommand::Ping))
         };
         let parts: Vec<_> = (0..3)
             .map(|index| LoadConfig {
@@ -600,15 +362,5 @@ mod tests {
             ..plan
         };
         assert!(too_many.validate(local()).unwrap_err().to_string().contains("shards"));
-    }
-
-    #[test]
-    fn connection_modes_parse() {
-        assert_eq!(
-            "per-request".parse::<ConnectionMode>().unwrap(),
-            ConnectionMode::PerRequest
-        );
-        assert_eq!(ConnectionMode::PerRequest.to_string(), "per-request");
-        assert!("sometimes".parse::<ConnectionMode>().is_err());
     }
 }

@@ -8,25 +8,25 @@
 //! hard limit on the whole run.
 
 mod config;
-pub mod framing;
+mod fields;
 mod generator;
 mod histogram;
+mod protocols;
 mod report;
-mod request;
 mod sources;
 mod stats;
 mod worker;
 
 pub use config::{
-    Command, ConnectionMode, DEFAULT_MAX_RUN, DEFAULT_REQUEST_TIMEOUT, Interval, Intervals, LoadConfig,
-    MAX_CONCURRENCY, MIN_RATE, Shard,
+    DEFAULT_MAX_RUN, DEFAULT_REQUEST_TIMEOUT, Interval, Intervals, LoadConfig, MAX_CONCURRENCY, MIN_RATE, Shard,
 };
+pub use fields::RequestFields;
 pub use generator::{OWN_DESCRIPTORS, run, run_observed};
 pub use histogram::{Latency, LatencyHistogram};
-pub use report::{ClientCpu, LoadReport, WorkerStats};
-pub use request::{
-    FieldError, HttpRequest, MAX_HEADERS, MAX_KEYSPACE, MAX_REQUEST_PART, Protocol, RequestBytes, RequestFields,
-    RespCommand,
+pub use protocols::{
+    Command, ConnectionMode, FieldError, FixedRequest, HttpExpect, HttpRequest, LineCommand, MAX_HEADERS, MAX_KEYSPACE,
+    MAX_REQUEST_PART, Protocol, Reader, RequestBytes, RespCommand, ResponseSpec, Verdict,
 };
+pub use report::{ClientCpu, LoadReport, WorkerStats};
 pub use sources::{MAX_SOURCE_ADDRESSES, most_connections, per_source_address, source_addresses_for};
 pub use stats::{CallStats, ErrorCounts, ErrorKind};

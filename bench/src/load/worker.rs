@@ -3,13 +3,11 @@
 //!
 //! The hot path of a persistent closed-loop connection is one `write` of the pre-built request
 //! and, usually, one `read` into the worker's buffer, read in place by the protocol's framing
-//! (see [`super::framing`]): no allocation, no `epoll_ctl`. Level-triggered epoll is what allows the single
+//! (see [`super::protocols`]): no allocation, no `epoll_ctl`. Level-triggered epoll is what allows the single
 //! read: edge-triggered would need a second read to see `EAGAIN` before waiting again.
 
-use super::config::ConnectionMode;
-use super::framing::{Reader, ResponseSpec, Verdict};
 use super::histogram::LatencyHistogram;
-use super::request::RequestBytes;
+use super::protocols::{ConnectionMode, Reader, RequestBytes, ResponseSpec, Verdict};
 use super::stats::{CallTimer, ErrorCounts, ErrorKind};
 use crate::sys;
 use anyhow::{Context, Result, anyhow};

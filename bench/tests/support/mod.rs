@@ -129,7 +129,7 @@ pub fn assert_silent(model: Model, stream: &mut TcpStream, quiet: Duration, duri
 /// Bytes of one request and of its response, for a line-protocol command (whose bytes do not
 /// depend on the target or the connection mode).
 pub fn exchange_len(command: &bench::load::Command) -> (u64, u64) {
-    use bench::load::framing::ResponseSpec;
+    use bench::load::ResponseSpec;
     let any = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
     let request = command.request(any, bench::load::ConnectionMode::Persistent);
     let ResponseSpec::Exact(expected) = command.response() else {
