@@ -3,9 +3,9 @@
 //! The runner ([`crate::runner`]) runs what this returns.
 use crate::fields::{self, Body};
 use bench::load::RequestFields;
-use profiler::plan::{Fields, Kind, Plan, Policy, ProfileFields};
 /// The machine's limits a plan is checked against (the library's).
 pub use profiler::plan::Limits;
+use profiler::plan::{Fields, Kind, Plan, Policy, ProfileFields};
 
 /// The most entries a list field may hold (CPUs, concurrency levels, headers): the library
 /// checks each list's own bound; this one only keeps a request's parse small.

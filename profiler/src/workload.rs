@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 
 /// The calls [`run`] makes itself, per class. The process's runtime may add a few more.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Expected {
+pub struct OwnCalls {
     pub accept: u64,
     pub read: u64,
     pub write: u64,
@@ -16,8 +16,8 @@ pub struct Expected {
 /// Message size of the workload's writes: small enough that each arrives in one read.
 pub const MESSAGE: usize = 64;
 
-pub fn expected(connections: u64, messages: u64) -> Expected {
-    Expected {
+pub fn own_calls(connections: u64, messages: u64) -> OwnCalls {
+    OwnCalls {
         accept: connections,
         // Per message: the server reads the request, the client reads the echo.
         read: 2 * connections * messages,

@@ -4,7 +4,7 @@ mod common;
 
 use common::{options, require_root, test_mode};
 use profiler::breakdown::Classes;
-use profiler::workload::{self, Expected};
+use profiler::workload::{self, OwnCalls};
 use profiler::{ProfileOptions, Session};
 use profiler_common::SyscallClass;
 use std::path::Path;
@@ -16,7 +16,7 @@ const PROFILER: &str = env!("CARGO_BIN_EXE_tcpprof");
 /// would add.
 const SLACK: u64 = 50;
 
-fn assert_counts(counted: &Classes, expected: Expected) {
+fn assert_counts(counted: &Classes, expected: OwnCalls) {
     for (class, want) in [
         (SyscallClass::Accept, expected.accept),
         (SyscallClass::Read, expected.read),
@@ -42,7 +42,7 @@ fn counts_a_known_workload() {
     let counted = &profile.breakdown.classes;
     eprintln!("mode {}: {counted:?}", profile.breakdown.mode);
     assert_eq!(profile.breakdown.mode, test_mode());
-    assert_counts(counted, workload::expected(connections, messages));
+    assert_counts(counted, workload::own_calls(connections, messages));
 
     let (read, write) = (&counted.read, &counted.write);
     let payload = connections * messages * 2 * workload::MESSAGE as u64;
@@ -92,7 +92,7 @@ fn ignores_another_busy_process() {
     let profile = session.finish(None).unwrap().profile.unwrap();
     bystander.finish().unwrap();
     target.finish().unwrap();
-    assert_counts(&profile.breakdown.classes, workload::expected(connections, messages));
+    assert_counts(&profile.breakdown.classes, workload::own_calls(connections, messages));
 }
 
 #[test]

@@ -14,11 +14,11 @@ use profiler::{ProfileOptions, Requested, printer, workload};
 #[command(version)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    action: Action,
 }
 
 #[derive(Subcommand)]
-enum Command {
+enum Action {
     /// Profile a built-in loopback workload with known syscall counts and print what was counted.
     Demo {
         #[arg(long, default_value_t = 100)]
@@ -64,8 +64,8 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Demo {
+    match Cli::parse().action {
+        Action::Demo {
             connections,
             messages,
             mode,
@@ -76,7 +76,7 @@ fn main() -> Result<()> {
                 ..ProfileOptions::default()
             };
             let report = workload::profile(&exe, connections, messages, &options)?;
-            let expected = workload::expected(connections, messages);
+            let expected = workload::own_calls(connections, messages);
             println!(
                 "workload: {connections} connections x {messages} messages of {} bytes, making {} accept, \
                  {} read and {} write calls itself",
@@ -87,9 +87,9 @@ fn main() -> Result<()> {
             );
             print!("{}", printer::report_table(&report));
         }
-        Command::Profile(args) => profile::run(*args)?,
-        Command::Bench(args) => bench::run(*args)?,
-        Command::Merge { logs, json, hgrm } => {
+        Action::Profile(args) => profile::run(*args)?,
+        Action::Bench(args) => bench::run(*args)?,
+        Action::Merge { logs, json, hgrm } => {
             let (union, intervals) = profiler::hlog::merge(&logs)?;
             print!(
                 "{}",
@@ -99,8 +99,8 @@ fn main() -> Result<()> {
                 std::fs::write(&path, printer::hgrm(&union)).with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        Command::ExecGated { command } => return Err(profiler::launch::exec_gated(&command)),
-        Command::Workload { connections, messages } => workload::run_as_child(connections, messages)?,
+        Action::ExecGated { command } => return Err(profiler::launch::exec_gated(&command)),
+        Action::Workload { connections, messages } => workload::run_as_child(connections, messages)?,
     }
     Ok(())
 }
