@@ -54,41 +54,40 @@ pub fn string<'a>(body: &'a Body, name: &str) -> Result<&'a str, String> {
 
 /// An optional list of at most `max_len` strings.
 pub fn string_list(body: &Body, name: &str, max_len: usize) -> Result<Option<Vec<String>>, String> {
-    let items = match body.get(name) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Array(items)) if items.len() <= max_len => items,
-        Some(value) => {
-            return Err(format!(
-                "{name}: must be a list of at most {max_len} strings, got {value}"
-            ));
-        }
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| match item {
-            Value::String(s) => Ok(s.clone()),
-            other => Err(format!("{name}[{i}]: must be a string, got {other}")),
-        })
-        .collect::<Result<_, _>>()
-        .map(Some)
+    list(body, name, max_len, "strings", |entry, value| {
+        value
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("{entry}: must be a string, got {value}"))
+    })
 }
 
 /// An optional list of at most `max_len` non-negative integers.
 pub fn unsigned_list(body: &Body, name: &str, max_len: usize) -> Result<Option<Vec<u64>>, String> {
+    list(body, name, max_len, "non-negative integers", unsigned)
+}
+
+/// An optional list of at most `max_len` `what`, each entry read by `entry` (named `name[i]`).
+fn list<T>(
+    body: &Body,
+    name: &str,
+    max_len: usize,
+    what: &str,
+    entry: impl Fn(&str, &Value) -> Result<T, String>,
+) -> Result<Option<Vec<T>>, String> {
     let items = match body.get(name) {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Array(items)) if items.len() <= max_len => items,
         Some(value) => {
             return Err(format!(
-                "{name}: must be a list of at most {max_len} non-negative integers, got {value}"
+                "{name}: must be a list of at most {max_len} {what}, got {value}"
             ));
         }
     };
     items
         .iter()
         .enumerate()
-        .map(|(i, item)| unsigned(&format!("{name}[{i}]"), item))
+        .map(|(i, item)| entry(&format!("{name}[{i}]"), item))
         .collect::<Result<_, _>>()
         .map(Some)
 }
