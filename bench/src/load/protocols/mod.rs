@@ -51,30 +51,31 @@ pub enum Protocol {
 impl Protocol {
     /// Every protocol.
     pub const ALL: [Protocol; 4] = [Protocol::Line, Protocol::Fixed, Protocol::Http, Protocol::Resp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Line => "line",
+            Protocol::Fixed => "fixed",
+            Protocol::Http => "http",
+            Protocol::Resp => "resp",
+        }
+    }
 }
 
 impl FromStr for Protocol {
     type Err = anyhow::Error;
 
     fn from_str(s: &str) -> Result<Protocol> {
-        Ok(match s {
-            "line" => Protocol::Line,
-            "fixed" => Protocol::Fixed,
-            "http" => Protocol::Http,
-            "resp" => Protocol::Resp,
-            _ => bail!("unknown protocol {s:?} (line, fixed, http or resp)"),
-        })
+        match Protocol::ALL.into_iter().find(|p| p.name() == s) {
+            Some(protocol) => Ok(protocol),
+            None => bail!("unknown protocol {s:?} (line, fixed, http or resp)"),
+        }
     }
 }
 
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Line => "line",
-            Protocol::Fixed => "fixed",
-            Protocol::Http => "http",
-            Protocol::Resp => "resp",
-        })
+        f.write_str(self.name())
     }
 }
 
