@@ -2,7 +2,7 @@
 //! process whose calls are known. Needs root; without it these tests fail, never pass silently.
 mod common;
 
-use common::{options, require_root, test_mode};
+use common::{attaching, counting, options, test_mode};
 use profiler::breakdown::Classes;
 use profiler::workload::{self, OwnCalls};
 use profiler::{ProfileOptions, Session};
@@ -33,7 +33,7 @@ fn assert_counts(counted: &Classes, expected: OwnCalls) {
 
 #[test]
 fn counts_a_known_workload() {
-    require_root();
+    let _turn = attaching();
     let (connections, messages) = (20, 50);
     let profile = workload::profile(Path::new(PROFILER), connections, messages, &options())
         .unwrap()
@@ -75,7 +75,7 @@ fn counts_a_known_workload() {
 
 #[test]
 fn ignores_another_busy_process() {
-    require_root();
+    let _turn = attaching();
     let exe = Path::new(PROFILER);
     let (connections, messages) = (5, 20);
     // A bystander making 20x the target's calls at the same time.
@@ -97,7 +97,7 @@ fn ignores_another_busy_process() {
 
 #[test]
 fn programs_are_gone_after_the_session() {
-    require_root();
+    let _alone = counting();
     let before = bpf_objects();
     let target = workload::Child::spawn(Path::new(PROFILER), 1, 1).unwrap();
     let session = Session::attach(&[target.pid()], &options()).unwrap();

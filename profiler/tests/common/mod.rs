@@ -26,6 +26,26 @@ pub fn options() -> ProfileOptions {
     }
 }
 
+/// Tests that attach programs hold this shared, and a test that counts this process's eBPF and
+/// perf descriptors holds it alone: a session attaching in another test (whose first exact-mode
+/// attach also measures the tracing cost with programs of its own, loaded and closed) would move
+/// the count under it.
+static SESSIONS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// For a test that attaches (needs root).
+#[allow(dead_code)]
+pub fn attaching() -> std::sync::RwLockReadGuard<'static, ()> {
+    require_root();
+    SESSIONS.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// For a test that counts this process's descriptors (needs root).
+#[allow(dead_code)]
+pub fn counting() -> std::sync::RwLockWriteGuard<'static, ()> {
+    require_root();
+    SESSIONS.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
