@@ -2,11 +2,15 @@
 //! checked for the signals that show it and for the verdict. Needs root (eBPF).
 mod common;
 
-use bench::load::{Command, ConnectionMode, LineCommand};
+use bench::load::{Command, ConnectionMode, FixedRequest, LineCommand, LoadConfig};
 use bench::server::Model;
-use common::require_root;
+use common::{Peer, free_port, require_root, wait_for_port};
 use profiler::benchmark::{Benchmark, Target};
 use profiler::{LimitKind, Report, printer};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 fn benchmark(model: Model, command: Command, concurrency: usize, requests: u64) -> Benchmark {
@@ -89,6 +93,35 @@ fn a_busy_server_is_named() {
 }
 
 #[test]
+fn a_server_sharing_its_core_is_named() {
+    require_root();
+    // A thread of ours spinning on the server's core for the whole run: the server gets half of
+    // it, and waits the other half of the time it is runnable.
+    let mut b = benchmark(Model::Epoll, Command::Line(LineCommand::Burn(200)), 4, 0);
+    b.load.requests = None;
+    b.load.duration = Some(Duration::from_secs(2));
+    let spin = AtomicBool::new(true);
+    let r = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            bench::sys::pin_current_thread(&[0]).unwrap();
+            while spin.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        let r = run(&b);
+        spin.store(false, Ordering::Relaxed);
+        r
+    });
+    let s = &r.signals;
+    let share = s.runq_share_pct().unwrap();
+    assert!(share >= profiler::limit::RUNQ_SHARE_PCT, "{share}% {s:?}");
+    assert!(s.loaded_server_cpu_pct.unwrap() < 90.0, "{s:?}");
+    assert!(s.runq_long_waits.unwrap() >= profiler::limit::RUNQ_MIN_WAITS, "{s:?}");
+    assert_eq!(r.limit.kind, LimitKind::RunQueue, "{:?}", r.limit);
+    assert!(r.limit.reason.contains("in long waits for a CPU"), "{}", r.limit.reason);
+}
+
+#[test]
 fn a_busy_load_generator_is_named() {
     require_root();
     // A connection per request costs the client more than the server (a socket, an ephemeral
@@ -147,9 +180,74 @@ fn userspace_mode_reports_what_proc_gives() {
     let why = &s.signal_errors["runq_p99_us"];
     assert!(why.contains("userspace") && why.contains("/proc"), "{why}");
     assert!(s.runq_mean_us.is_some(), "{s:?}");
+    // The total wait is in /proc; which waits were long is not.
+    assert!(s.runq_wait_ms.is_some() && s.runq_waits.is_some(), "{s:?}");
+    assert!(s.runq_long_wait_ms.is_none() && s.runq_share_pct().is_none(), "{s:?}");
+    assert_eq!(s.loaded_part, profiler::signals::LoadedPart::Load, "{s:?}");
     assert!(
         s.server_cpu_pct.is_some() && s.accept_queue_limit == Some(4096),
         "{s:?}"
     );
     assert!(s.retransmits.is_none() && s.signal_errors.contains_key("retransmits"));
+}
+
+#[test]
+fn a_profiled_server_is_judged_over_the_part_it_was_busy() {
+    require_root();
+    // Issue 20's case: a single-threaded Python server on CPU 0, loaded for 3 s from CPU 1 inside
+    // a 4 s `tcpprof profile` window. Out of CPU throughout its load, it used some 75% of its
+    // core over the window; a few waits for a CPU (116 there, 8.6 ms in all) once read
+    // run-queue.
+    let python = common::python_with_perf();
+    let script = common::server_script("checksum_server.py");
+    let port = free_port();
+    let server = Peer::start(
+        "taskset",
+        &["-c", "0", &python.to_string_lossy(), &script, &port.to_string()],
+    );
+    wait_for_port(port);
+    let mut profile = common::profile_json(&server.pid().to_string(), "4")
+        .args(["--mode", &common::test_mode().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The window opens once the programs are attached, which it says on stderr.
+    let mut stderr = BufReader::new(profile.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("profiling pids") {
+        line.clear();
+        let read = stderr.read_line(&mut line).unwrap();
+        assert!(read > 0, "tcpprof profile ended before attaching");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let load = LoadConfig {
+        concurrency: 4,
+        duration: Some(Duration::from_secs(3)),
+        client_cpus: Some(vec![1]),
+        ..LoadConfig::new(Command::Fixed(FixedRequest {
+            request: b"abcdefghij 30\n".to_vec(),
+            response: common::checksum_answer(b"abcdefghij", 30),
+        }))
+    };
+    let load = bench::load::run(SocketAddr::from(([127, 0, 0, 1], port)), &load).unwrap();
+    assert!(load.requests > 1000 && load.errors == 0, "{load:?}");
+    let out = profile.wait_with_output().unwrap();
+    assert!(out.status.success(), "tcpprof profile failed");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the profile, as JSON");
+    let (s, limit) = (&report["signals"], &report["limit"]);
+    eprintln!("signals: {s}\nlimit: {limit}");
+    let f = |field: &str| s[field].as_f64().unwrap_or_else(|| panic!("{field} in {s}"));
+    // Busy for the load's 3 s (and a slice either side) of the 4 s window, and judged over them.
+    assert_eq!(s["loaded_part"], "busy", "{s}");
+    assert!((2900.0..=3300.0).contains(&f("busy_ms")), "{s}");
+    assert_eq!(f("loaded_ms"), f("busy_ms"), "{s}");
+    assert!(
+        f("server_cpu_pct") < 90.0,
+        "over the whole window the server was not out of CPU: {s}"
+    );
+    assert!(f("loaded_busiest_thread_pct") >= 90.0, "{s}");
+    assert_eq!(limit["kind"], "server-cpu", "{limit}");
+    let reason = limit["reason"].as_str().unwrap();
+    assert!(reason.contains("it was busy (of a 4.0 s window)"), "{reason}");
 }

@@ -435,19 +435,31 @@ pub fn signals_table(s: &Signals, limit: &Limit) -> String {
     let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}%"));
     let num = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
     let us = |v: Option<f64>| v.map_or("-".into(), crate::limit::us);
+    let spent = |v: Option<f64>| v.map_or("-".into(), crate::limit::duration);
     let cores = |v: Option<usize>| match v {
         Some(1) => "1 core".to_string(),
         Some(n) => format!("{n} cores"),
         None => "- cores".into(),
     };
-    let _ = writeln!(out, "signals over {:.0} ms:", s.window_ms);
+    let busy = match (s.busy_ms, s.busy_pct()) {
+        (Some(busy), Some(share)) => format!("server busy {busy:.0} ms of it, {share:.0}%"),
+        _ => "server busy -".into(),
+    };
     let _ = writeln!(
         out,
-        "  CPU        server {} of {} (busiest thread {}); load generator {} of {} (busiest worker {}, \
-         waiting for a CPU {})",
+        "signals over {:.0} ms ({busy}; CPU judged over the {}, {:.0} ms):",
+        s.window_ms, s.loaded_part, s.loaded_ms
+    );
+    let _ = writeln!(
+        out,
+        "  CPU        server {} of {} (busiest thread {}), over the {} {} (busiest thread {}); load generator {} \
+         of {} (busiest worker {}, waiting for a CPU {})",
         pct(s.server_cpu_pct),
         cores(s.server_cores),
         pct(s.server_busiest_thread_pct),
+        s.loaded_part,
+        pct(s.loaded_server_cpu_pct),
+        pct(s.loaded_busiest_thread_pct),
         pct(s.client_cpu_pct),
         cores(s.client_cores),
         pct(s.client_busiest_worker_pct),
@@ -455,12 +467,18 @@ pub fn signals_table(s: &Signals, limit: &Limit) -> String {
     );
     let _ = writeln!(
         out,
-        "  run queue  p50 {}  p99 {}  max {}  mean {}  ({} waits)",
+        "  run queue  p50 {}  p99 {}  max {}  mean {}  ({} waits, {}; {} of {} or more, {}: {} of the runnable \
+         time)",
         us(s.runq_p50_us),
         us(s.runq_p99_us),
         us(s.runq_max_us),
         us(s.runq_mean_us),
-        num(s.runq_waits)
+        num(s.runq_waits),
+        spent(s.runq_wait_ms),
+        num(s.runq_long_waits),
+        crate::limit::us(crate::signals::LONG_WAIT_NS as f64 / 1e3),
+        spent(s.runq_long_wait_ms),
+        s.runq_share_pct().map_or("-".into(), |p| format!("{p:.1}%"))
     );
     let _ = writeln!(
         out,

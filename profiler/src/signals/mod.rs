@@ -7,12 +7,17 @@
 //! eBPF programs (the scheduler programs every mode attaches, and the TCP tracepoints); the rest
 //! from /proc and sock_diag, which need no privilege. What could not be measured is `null`, with
 //! the reason in `signal_errors`.
+//!
+//! The verdict judges CPU over the loaded part of the window ([`LoadedPart`]): the load's run when
+//! our load generator ran one, else the part the server was busy ([`busy`]).
+pub mod busy;
 pub mod cpu;
 pub mod listen;
 
 use crate::attach::{self, Loaded};
 use crate::log2_hist::{bucket_bounds, quantile_ns};
 use bench::load::LoadReport;
+use busy::{Busy, BusyPoller};
 use listen::{Diag, ListenCounters};
 use profiler_common::{HIST_BUCKETS, RunqTotals, TcpTotals, names};
 use serde::Serialize;
@@ -21,6 +26,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// A run-queue wait this long or more (a bucket bound of the histogram, 65.5 us) is the CPU held
+/// by other work; shorter ones are mostly the way back onto an idle core. Measured with
+/// `tcpprof bench -d 2` (docs/saturation.md has the table): `--server iterative --command PING
+/// -c 1` alone on its core waited 54,267 times (p99 4 us), 7 of them this long; `--server epoll
+/// --command PING -c 10` sharing its core with a spinning process had 97% of its wait time in
+/// waits this long (946 of 971 ms), and with the load generator on its core (`--client-cpus 0`)
+/// 78% (674 of 863 ms).
+pub const LONG_WAIT_NS: u64 = 1 << 16;
 
 /// How often the accept queue is looked at: its deepest point is the deepest seen by these polls.
 /// A poll costs some 17 us here (two sock_diag dumps, IPv4 and IPv6), so 0.3% of a core.
@@ -50,6 +64,14 @@ pub struct Signals {
     pub runq_mean_us: Option<f64>,
     pub runq_waits: Option<u64>,
     pub runq_hist: Option<Vec<RunqBucket>>,
+    /// All those waits added up (without eBPF: each live thread's total wait from /proc, and
+    /// `runq_waits` the times they were given a CPU).
+    pub runq_wait_ms: Option<f64>,
+    /// The waits of [`LONG_WAIT_NS`] or more, their number and their time: the CPU held by other
+    /// work ([`Signals::runq_share_pct`]). The time is `runq_wait_ms` shared out over the
+    /// histogram's buckets in proportion to their midpoints.
+    pub runq_long_waits: Option<u64>,
+    pub runq_long_wait_ms: Option<f64>,
     /// Deepest accept queue seen on the server's listeners (polled every [`QUEUE_POLL`]) and
     /// the queue's limit (the kernel queues one past it before refusing).
     pub accept_queue_max: Option<u32>,
@@ -66,8 +88,54 @@ pub struct Signals {
     pub buffer_limit: Option<u64>,
     pub rcvqueue_full: Option<u64>,
     pub window_ms: f64,
+    /// The part of the window the server was busy: from the first to the last [`busy::SLICE`]
+    /// in which its threads used at least [`busy::BUSY_FLOOR_PCT`] of a core (0: never).
+    pub busy_ms: Option<f64>,
+    /// The loaded part of the window, which the verdict judges the CPU over, and what it is.
+    pub loaded_ms: f64,
+    pub loaded_part: LoadedPart,
+    /// The server's CPU time and its busiest thread's over the loaded part, same scale as
+    /// `server_cpu_pct`.
+    pub loaded_server_cpu_pct: Option<f64>,
+    pub loaded_busiest_thread_pct: Option<f64>,
     /// Why each `null` field could not be measured.
     pub signal_errors: BTreeMap<&'static str, String>,
+}
+
+/// What the loaded part of a window is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadedPart {
+    /// Our load generator's run, from its start to its last response (`bench`, a sweep's level).
+    Load,
+    /// No load of ours: the part the server was busy (`busy_ms`; `profile`).
+    Busy,
+    /// The whole window: the server was busy less than [`LoadedPart::MIN_BUSY`], or its CPU
+    /// could not be read.
+    #[default]
+    Window,
+}
+
+impl LoadedPart {
+    /// The shortest busy part judged on its own. Each end of the busy part is found within a
+    /// slice (10 ms: the slice the work began or ended in), so over 200 ms a server busy
+    /// throughout reads at least 90% (200 of 220 ms), and over a 3 s load 99%.
+    pub const MIN_BUSY: Duration = Duration::from_millis(200);
+
+    /// In words, as in "over the load's run".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadedPart::Load => "load's run",
+            LoadedPart::Busy => "busy part",
+            LoadedPart::Window => "whole window",
+        }
+    }
+}
+
+impl std::fmt::Display for LoadedPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One non-empty bucket of the run-queue histogram: waits in `[from_ns, to_ns)`.
@@ -88,7 +156,17 @@ const CLIENT_CPU: [&str; 4] = [
     "client_busiest_worker_pct",
     "client_busiest_worker_runq_pct",
 ];
-const RUNQ_KERNEL: [&str; 5] = ["runq_p50_us", "runq_p99_us", "runq_max_us", "runq_waits", "runq_hist"];
+const RUNQ_KERNEL: [&str; 6] = [
+    "runq_p50_us",
+    "runq_p99_us",
+    "runq_max_us",
+    "runq_hist",
+    "runq_long_waits",
+    "runq_long_wait_ms",
+];
+/// Measured by our programs, or from /proc without them.
+const RUNQ_TOTALS: [&str; 3] = ["runq_mean_us", "runq_waits", "runq_wait_ms"];
+const LOADED_CPU: [&str; 2] = ["loaded_server_cpu_pct", "loaded_busiest_thread_pct"];
 const ACCEPT_QUEUE: [&str; 2] = ["accept_queue_max", "accept_queue_limit"];
 const LISTEN_COUNTERS: [&str; 2] = ["listen_overflows", "listen_drops"];
 const TCP: [&str; 5] = [
@@ -100,14 +178,46 @@ const TCP: [&str; 5] = [
 ];
 
 impl Signals {
+    /// The server's CPU time over the window, in ms.
+    pub fn server_cpu_ms(&self) -> Option<f64> {
+        Some(self.server_cpu_pct? * self.window_ms / 100.0)
+    }
+
+    /// The server's long run-queue waits (the CPU held by other work) as a share of its runnable
+    /// time (on CPU plus every wait), in %: the time it lost to other work on its CPUs. Idle time
+    /// counts in neither, so the share is the same over the window and over its loaded part.
+    pub fn runq_share_pct(&self) -> Option<f64> {
+        let (long, wait, oncpu) = (self.runq_long_wait_ms?, self.runq_wait_ms?, self.server_cpu_ms()?);
+        let runnable = wait + oncpu;
+        (runnable > 0.0).then(|| long * 100.0 / runnable)
+    }
+
+    /// The busy part of the window as a share of it.
+    pub fn busy_pct(&self) -> Option<f64> {
+        let busy = self.busy_ms?;
+        (self.window_ms > 0.0).then(|| busy * 100.0 / self.window_ms)
+    }
+
     fn missing(&mut self, fields: &[&'static str], why: &str) {
         for &field in fields {
             self.signal_errors.insert(field, why.to_string());
         }
     }
 
-    /// Adds the load generator's own CPU use.
+    /// Adds the load generator's own CPU use, and makes its run the loaded part: the window is
+    /// the load's and a little more (it opens before the first request, closes after the last
+    /// response), so the server's CPU time in it is spread over the load's run alone, at most
+    /// what its cores and one thread allow.
     pub fn add_client(&mut self, load: &LoadReport) {
+        let loaded_ms = round1(load.elapsed.as_secs_f64() * 1e3).min(self.window_ms);
+        if loaded_ms > 0.0 {
+            let scale = self.window_ms / loaded_ms;
+            let cores = self.server_cores.map_or(f64::INFINITY, |n| n as f64);
+            self.loaded_ms = loaded_ms;
+            self.loaded_part = LoadedPart::Load;
+            self.loaded_server_cpu_pct = self.server_cpu_pct.map(|p| round1((p * scale).min(100.0 * cores)));
+            self.loaded_busiest_thread_pct = self.server_busiest_thread_pct.map(|p| round1((p * scale).min(100.0)));
+        }
         let client = load.client_cpu();
         self.client_cpu_pct = Some(round1(client.pct));
         self.client_cores = Some(client.cores);
@@ -121,6 +231,10 @@ impl Signals {
     fn set_runq(&mut self, r: &RunqTotals) {
         let us = |ns: f64| round1(ns / 1e3);
         self.runq_waits = Some(r.waits);
+        self.runq_wait_ms = Some(round1(r.wait_ns as f64 / 1e6));
+        let (long_waits, long_ns) = long_waits(r);
+        self.runq_long_waits = Some(long_waits);
+        self.runq_long_wait_ms = Some(round1(long_ns / 1e6));
         self.runq_hist = Some(
             (0..HIST_BUCKETS)
                 .filter(|&b| r.hist[b] > 0)
@@ -147,6 +261,38 @@ impl Signals {
         self.runq_mean_us = Some(us(r.wait_ns as f64 / r.waits as f64));
     }
 
+    /// The busy part of the window from `busy`, and the loaded part: the busy part when it is
+    /// long enough to judge, else the whole window. `server_ns` is the server's CPU time over
+    /// the window and its busiest thread's, when read.
+    fn set_loaded(&mut self, busy: Result<Option<Busy>, String>, server_ns: Option<(u64, Option<u64>)>) {
+        let ms = |d: Duration| round1(d.as_secs_f64() * 1e3);
+        self.loaded_ms = self.window_ms;
+        self.loaded_server_cpu_pct = self.server_cpu_pct;
+        self.loaded_busiest_thread_pct = self.server_busiest_thread_pct;
+        if let Some(why) = self.signal_errors.get("server_cpu_pct").cloned() {
+            self.missing(&LOADED_CPU, &why);
+        }
+        let busy = match busy {
+            Ok(busy) => busy,
+            Err(why) => return self.missing(&["busy_ms"], &why),
+        };
+        // The poller's last reading comes a little after the window's end.
+        self.busy_ms = Some(busy.map_or(0.0, |b| ms(b.span).min(self.window_ms)));
+        let (Some(busy), Some((server_ns, busiest_ns))) = (busy, server_ns) else {
+            return;
+        };
+        if busy.span < LoadedPart::MIN_BUSY {
+            return;
+        }
+        self.loaded_ms = ms(busy.span).min(self.window_ms);
+        self.loaded_part = LoadedPart::Busy;
+        // At most what its cores and one thread allow: a clock read between two ticks lags.
+        let cores = self.server_cores.map_or(f64::INFINITY, |n| n as f64);
+        self.loaded_server_cpu_pct = Some(round1(busy.cpu_pct().min(100.0 * cores)));
+        self.loaded_busiest_thread_pct =
+            busiest_ns.map(|b| round1(busy::busiest_in_span(b, server_ns, &busy).min(100.0)));
+    }
+
     fn set_tcp(&mut self, t: &TcpTotals) {
         self.retransmits = Some(t.retransmits);
         self.resets_sent = Some(t.resets_sent);
@@ -158,6 +304,26 @@ impl Signals {
 
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
+}
+
+/// The waits of [`LONG_WAIT_NS`] or more: how many, and their time in ns. The histogram gives
+/// each bucket's count, not its time: the exact total of all waits is shared out over the
+/// buckets in proportion to their midpoints (the longest bucket's at most the longest wait).
+fn long_waits(r: &RunqTotals) -> (u64, f64) {
+    let mut weights = [0.0; HIST_BUCKETS];
+    for (b, weight) in weights.iter_mut().enumerate() {
+        let (from, to) = bucket_bounds(b);
+        let mid = ((from + to) as f64 / 2.0).min(r.max_ns.max(from) as f64);
+        *weight = r.hist[b] as f64 * mid;
+    }
+    let all: f64 = weights.iter().sum();
+    let first = (0..HIST_BUCKETS)
+        .find(|&b| bucket_bounds(b).0 >= LONG_WAIT_NS)
+        .unwrap_or(HIST_BUCKETS);
+    let count = r.hist[first..].iter().sum();
+    let long: f64 = weights[first..].iter().sum();
+    let ns = if all > 0.0 { r.wait_ns as f64 * long / all } else { 0.0 };
+    (count, ns)
 }
 
 /// A quantile of the run-queue waits in us: interpolated in its log2 bucket, never above the
@@ -177,6 +343,7 @@ pub struct Window {
     server_cpus: Vec<usize>,
     listen_start: Result<ListenCounters, String>,
     queue: Result<QueuePoller, String>,
+    busy: Result<BusyPoller, String>,
     /// Why the kernel signals are missing: run-queue percentiles, TCP events.
     no_runq: Option<String>,
     no_tcp: Option<String>,
@@ -204,6 +371,10 @@ impl Window {
         let threads_start = pids.as_deref().map(cpu::thread_stats).unwrap_or_default();
         let server_cpus = pids.as_deref().map(server_cpus).unwrap_or_default();
         let queue = QueuePoller::start(ports, &server_cpus);
+        let busy = pids
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|pids| BusyPoller::start(pids, &server_cpus));
         let listen_start = ListenCounters::read().map_err(|e| format!("{e:#}"));
         // The CPU clocks and the window start together: reading 1,000 threads' schedstat above
         // takes milliseconds, which the server spends on CPU.
@@ -217,6 +388,7 @@ impl Window {
             threads_start,
             listen_start,
             queue,
+            busy,
             server_cpus,
             no_runq,
             no_tcp,
@@ -233,19 +405,28 @@ impl Window {
         };
         let pct = |ns: u64| round1(ns as f64 * 100.0 / window.as_nanos().max(1) as f64);
         s.missing(&CLIENT_CPU, "no load generator ran in this window");
+        let busy = self.busy.and_then(BusyPoller::finish);
 
+        // The server's CPU time over the window, and its busiest thread's, in ns.
+        let mut server_ns = None;
         match (&self.pids, &self.cpu_start) {
             (Ok(pids), Ok(start)) => match process_cpu_ns(pids) {
                 Ok(end) => {
-                    s.server_cpu_pct = Some(pct(end.saturating_sub(*start)));
+                    let ns = end.saturating_sub(*start);
+                    s.server_cpu_pct = Some(pct(ns));
                     s.server_cores = Some(self.server_cpus.len()).filter(|&n| n > 0);
                     let end_threads = cpu::thread_stats(pids);
                     let deltas = cpu::thread_deltas(&self.threads_start, &end_threads);
-                    s.server_busiest_thread_pct = deltas.iter().map(|t| t.oncpu_ns).max().map(pct);
+                    let busiest = deltas.iter().map(|t| t.oncpu_ns).max();
+                    s.server_busiest_thread_pct = busiest.map(pct);
+                    server_ns = Some((ns, busiest));
                     if self.no_runq.is_some() {
-                        // What /proc has: the total wait of the live threads, not each wait.
+                        // What /proc has: the total wait of the live threads, and how many times
+                        // they were given a CPU (each after a wait), not each wait.
                         let delay: u64 = deltas.iter().map(|t| t.run_delay_ns).sum();
                         let slices: u64 = deltas.iter().map(|t| t.timeslices).sum();
+                        s.runq_wait_ms = Some(round1(delay as f64 / 1e6));
+                        s.runq_waits = Some(slices);
                         if slices > 0 {
                             s.runq_mean_us = Some(round1(delay as f64 / slices as f64 / 1e3));
                         }
@@ -255,20 +436,34 @@ impl Window {
             },
             (Err(why), _) | (_, Err(why)) => s.missing(&SERVER_CPU, why),
         }
-        if s.runq_mean_us.is_none() && self.no_runq.is_some() {
-            s.missing(&["runq_mean_us"], "the server's threads could not be read from /proc");
+        if self.no_runq.is_some() {
+            if s.runq_waits.is_none() {
+                s.missing(&RUNQ_TOTALS, "the server's threads could not be read from /proc");
+            } else if s.runq_mean_us.is_none() {
+                s.missing(&["runq_mean_us"], "no thread of the server ran in the window");
+            }
         }
+        s.set_loaded(busy, server_ns);
 
         match (self.no_runq.as_deref(), kernel) {
             (None, Some(loaded)) => match loaded.sum_over_cpus::<RunqTotals>(names::RUNQ_TOTALS) {
                 Ok(r) => s.set_runq(&r),
-                Err(e) => s.missing(&RUNQ_KERNEL, &format!("{e:#}")),
+                Err(e) => {
+                    s.missing(&RUNQ_KERNEL, &format!("{e:#}"));
+                    s.missing(&RUNQ_TOTALS, &format!("{e:#}"));
+                }
             },
             (why, _) => {
+                if why.is_none() {
+                    s.missing(&RUNQ_TOTALS, "the eBPF programs went away");
+                }
                 let why = why.unwrap_or("the eBPF programs went away");
                 s.missing(
                     &RUNQ_KERNEL,
-                    &format!("{why}; without eBPF, /proc gives only each thread's total run-queue wait (runq_mean_us)"),
+                    &format!(
+                        "{why}; without eBPF, /proc gives only each thread's total run-queue wait (runq_wait_ms, \
+                         runq_mean_us)"
+                    ),
                 );
             }
         }
@@ -442,5 +637,23 @@ mod tests {
         assert_eq!(runq_quantile_us(&r, 0.5), 1.5);
         r.max_ns = 1500;
         assert_eq!(runq_quantile_us(&r, 0.99), 1.5);
+    }
+
+    #[test]
+    fn long_waits_share_out_the_exact_total() {
+        let mut r = RunqTotals::ZERO;
+        // 1,000 waits of about 1.5 us and 10 of at most 3 ms (in [2.1, 4.2) ms): 31.5 ms in all.
+        r.hist[10] = 1000;
+        r.hist[21] = 10;
+        r.wait_ns = 31_500_000;
+        r.max_ns = 3_000_000;
+        let (count, ns) = long_waits(&r);
+        assert_eq!(count, 10);
+        // Weighted 1,000 x 1.536 us short and 10 x 3 ms long (the longest wait caps the 3.1 ms
+        // midpoint).
+        let expected = 31.5e6 * 30e6 / (30e6 + 1.536e6);
+        assert!((ns - expected).abs() < 1.0, "{ns} vs {expected}");
+        assert!(ns <= r.wait_ns as f64);
+        assert_eq!(long_waits(&RunqTotals::ZERO), (0, 0.0));
     }
 }
