@@ -579,19 +579,28 @@ fn unwind_here(stack_bytes: usize) -> (Vec<u64>, StackEnd) {
         std::arch::asm!("lea {ip}, [rip]", "mov {sp}, rsp", "mov {bp}, rbp", ip = out(reg) ip, sp = out(reg) sp, bp = out(reg) bp);
     }
     let base = sp & !0xfff;
-    // The stack above sp is ours and mapped as far as the thread's stack goes; copy what is.
+    // The stack above sp is ours as far as the thread's stack goes; copy the pages that can be
+    // read as the kernel's copy would (process_vm_readv honours page protections: past the
+    // stack's top may lie another thread's guard page, which /proc/self/mem would read but a
+    // plain load faults on).
     let mut stack = Vec::new();
     for page in 0..stack_bytes / 4096 {
-        let at = (base + page as u64 * 4096) as *const u8;
-        let mut probe = [0u8; 1];
-        let readable = std::fs::File::open("/proc/self/mem")
-            .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut probe, at as u64))
-            .is_ok();
-        if !readable {
+        let mut copy = [0u8; 4096];
+        let local = libc::iovec {
+            iov_base: copy.as_mut_ptr().cast(),
+            iov_len: copy.len(),
+        };
+        let remote = libc::iovec {
+            iov_base: (base + page as u64 * 4096) as *mut libc::c_void,
+            iov_len: copy.len(),
+        };
+        // SAFETY: copies one page of this process into a live buffer of that size; the kernel
+        // checks the source.
+        let copied = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+        if copied != copy.len() as isize {
             break;
         }
-        // SAFETY: the page is mapped (just read); the copy is of our own stack.
-        stack.extend_from_slice(unsafe { std::slice::from_raw_parts(at, 4096) });
+        stack.extend_from_slice(&copy);
     }
     let regs = Regs {
         ip,
