@@ -218,11 +218,7 @@ impl Fields {
             rate => rate,
         };
         benchmark.load = LoadConfig {
-            concurrency: within(
-                "concurrency",
-                self.concurrency.unwrap_or(Benchmark::DEFAULT_CONCURRENCY as u64),
-                1..=most,
-            )? as usize,
+            concurrency: self.concurrency(most)?,
             requests,
             duration,
             connection: self.connection.unwrap_or(benchmark.load.connection),
@@ -312,6 +308,16 @@ impl Fields {
                 cpus: server_cpus,
             }),
         }
+    }
+
+    /// The plan's connections, when this load generator may open `most`: with a shard, it opens
+    /// only its share (the shares differ by one at most), so the whole plan may hold that many
+    /// per shard.
+    fn concurrency(&self, most: u64) -> Result<usize, FieldError> {
+        let shards = self.shard.map_or(1, |s| s.count as u64);
+        let most = most.saturating_mul(shards).min(bench::load::MAX_CONCURRENCY as u64);
+        let concurrency = self.concurrency.unwrap_or(Benchmark::DEFAULT_CONCURRENCY as u64);
+        Ok(within("concurrency", concurrency, 1..=most)? as usize)
     }
 
     /// A sweep's concurrency levels, each a run's connections.
@@ -630,6 +636,14 @@ mod tests {
             ..target(f())
         };
         assert_eq!(field(remote), "target");
+        // A shard opens its share: two of them hold twice what one process may.
+        let shard = |count: usize| Fields {
+            concurrency: Some(1500),
+            shard: Some(Shard { index: 0, count }),
+            ..target(f())
+        };
+        assert!(plan(shard(2), Kind::Run, &Policy::SHELL).is_ok());
+        assert_eq!(field(shard(1)), "concurrency");
         // An IPv6 target has one source address.
         let v6 = Fields {
             target: Some("[::1]:80".parse().unwrap()),
