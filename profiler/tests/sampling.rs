@@ -150,10 +150,13 @@ fn small_echo_shares_agree_with_tracepoint_mode() {
         sampled_ns(c.other.samples, Part::Overhead) + e.runq_ns as f64,
     ];
     let same_run_total: f64 = same_run_parts.iter().sum();
-    // Across the two runs, on-CPU shares: run-queue wait is the host's doing and differs from
-    // one run to the next (CI once saw 131 ms of it in one run and 9 ms in the other).
+    // Across the two runs, on-CPU shares of the per-request parts: run-queue wait is the host's
+    // doing and differs from one run to the next (CI once saw 131 ms of it in one run and 9 ms
+    // in the other), and so does the `other` class, epoll_wait here, whose calls depend on how
+    // many requests each wait finds ready: a server slowed by tracing finds fewer (CI once saw
+    // 12.8% of on-CPU traced, 5.3% sampled, from 40,000 waits for 200,000 requests).
     let oncpu_shares = |ns: [u64; 5]| {
-        let total: u64 = ns.iter().sum();
+        let total: u64 = ns[..4].iter().sum();
         ns.map(|n| n as f64 * 100.0 / total.max(1) as f64)
     };
     let exact_oncpu = oncpu_shares([c.accept, c.read, c.user, c.write, c.other].map(|k| k.oncpu_ns));
@@ -165,8 +168,8 @@ fn small_echo_shares_agree_with_tracepoint_mode() {
         let same_run = same_run_parts[i] / same_run_total * 100.0;
         let sampling = sampled_oncpu[i];
         eprintln!(
-            "{part}: tracepoint {exact_pct:.1}% (its samples outside the tracing path {same_run:.1}%; of on-CPU \
-             {:.1}%), sampling mode {:.1}% (of on-CPU {sampling:.1}%) +- {:.1}",
+            "{part}: tracepoint {exact_pct:.1}% (its samples outside the tracing path {same_run:.1}%; of the \
+             per-request on-CPU {:.1}%), sampling mode {:.1}% (of the per-request on-CPU {sampling:.1}%) +- {:.1}",
             exact_oncpu[i],
             sampled.percent(part),
             margin.get(part)
@@ -176,7 +179,7 @@ fn small_echo_shares_agree_with_tracepoint_mode() {
             "{part}: exact {exact_pct}% vs the same run's samples {same_run:.1}%"
         );
         assert!(
-            (exact_oncpu[i] - sampling).abs() <= 5.0,
+            part == Part::Overhead || (exact_oncpu[i] - sampling).abs() <= 5.0,
             "{part}: tracepoint, its tracing cost taken out, {:.1}% of on-CPU vs sampling mode {sampling:.1}%",
             exact_oncpu[i]
         );
