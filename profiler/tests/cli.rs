@@ -542,3 +542,40 @@ fn http_get(port: u16, path: &str) -> String {
         .map(|(_, body)| body.to_string())
         .unwrap_or_default()
 }
+
+/// The completion scripts and man pages a package installs come from the CLI's own definition.
+#[test]
+fn completions_and_man_pages_come_from_the_cli() {
+    let run = |args: &[&str]| {
+        let out = Command::new(PROFILER).args(args).output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, bash, _) = run(&["completions", "bash"]);
+    assert!(
+        ok && bash.contains("_tcpprof()") && bash.contains("--profile"),
+        "{bash}"
+    );
+    assert!(bash.contains("complete -F _tcpprof"), "{bash}");
+    let (ok, zsh, _) = run(&["completions", "zsh"]);
+    assert!(ok && zsh.starts_with("#compdef tcpprof"), "{zsh}");
+    let (ok, fish, _) = run(&["completions", "fish"]);
+    assert!(ok && fish.contains("complete -c tcpprof"), "{fish}");
+    let (ok, _, why) = run(&["completions", "tcsh"]);
+    assert!(!ok && why.contains("tcsh"), "{why}");
+
+    let (ok, page, _) = run(&["man"]);
+    assert!(ok && page.contains(".TH tcpprof 1"), "{page}");
+    // Each command is listed by its own page's name.
+    assert!(
+        page.contains("tcpprof\\-bench(1)") && page.contains("tcpprof\\-profile(1)"),
+        "{page}"
+    );
+    let (ok, page, _) = run(&["man", "bench"]);
+    assert!(
+        ok && page.contains(".TH tcpprof-bench 1") && page.contains("\\-\\-profile"),
+        "{page}"
+    );
+    let (ok, _, why) = run(&["man", "nope"]);
+    assert!(!ok && why.contains("no command \"nope\""), "{why}");
+}

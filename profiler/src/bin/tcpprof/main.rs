@@ -5,13 +5,13 @@ mod profile;
 mod profiling;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use profiler::{ProfileOptions, Requested, printer, workload};
 
-/// tcpprof: loads a TCP server and shows, from inside the kernel, where its time goes and why it
-/// stops scaling.
+/// Loads a TCP server and shows, from inside the kernel, where its time goes and why it stops
+/// scaling.
 #[derive(Parser)]
-#[command(version)]
+#[command(name = "tcpprof", version)]
 struct Cli {
     #[command(subcommand)]
     action: Action,
@@ -47,6 +47,12 @@ enum Action {
         #[arg(long, value_name = "FILE")]
         hgrm: Option<std::path::PathBuf>,
     },
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish or powershell), e.g.
+    /// `tcpprof completions bash > /usr/share/bash-completion/completions/tcpprof`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), e.g. `tcpprof man > tcpprof.1; man -l tcpprof.1`; with a
+    /// command, its own page (tcpprof-bench(1)).
+    Man { command: Option<String> },
     /// A command `profile -- CMD` starts: waits until the profiler has attached, then runs it.
     #[command(hide = true)]
     ExecGated {
@@ -98,6 +104,28 @@ fn main() -> Result<()> {
             if let Some(path) = hgrm {
                 std::fs::write(&path, printer::hgrm(&union)).with_context(|| format!("writing {}", path.display()))?;
             }
+        }
+        Action::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "tcpprof", &mut std::io::stdout());
+        }
+        Action::Man { command } => {
+            let cli = Cli::command();
+            let page = match command {
+                None => cli,
+                Some(name) => {
+                    let found = cli.get_subcommands().find(|c| c.get_name() == name && !c.is_hide_set());
+                    let command = found.with_context(|| format!("no command {name:?}: see tcpprof --help"))?;
+                    command
+                        .clone()
+                        .name(format!("tcpprof-{name}"))
+                        .version(env!("CARGO_PKG_VERSION"))
+                }
+            };
+            let mut roff = Vec::new();
+            clap_mangen::Man::new(page)
+                .render(&mut roff)
+                .context("writing the man page")?;
+            std::io::Write::write_all(&mut std::io::stdout(), &roff).context("printing the man page")?;
         }
         Action::ExecGated { command } => return Err(profiler::launch::exec_gated(&command)),
         Action::Workload { connections, messages } => workload::run_as_child(connections, messages)?,
