@@ -79,8 +79,10 @@ fn the_exact_modes_take_their_tracing_cost_out() {
     assert_eq!(b.tracing_error, None);
     let t = b.tracing.expect("an exact mode measures its tracing cost");
     let per_call = t.per_call.process_ns + t.per_call.syscall_ns;
-    // Some 150 to 450 ns on the machines here; a wrong sign or unit would fall far outside.
-    assert!((20.0..5000.0).contains(&per_call), "{t:?}");
+    // Some 150 to 450 ns on the machines here, some 6 us under the VM test's emulated CPU: a
+    // wrong sign or unit would fall below the floor, and a cost larger than the server's own work
+    // fails the share below.
+    assert!(per_call >= 20.0, "{t:?}");
     let calls = b.classes.accept.calls + b.classes.read.calls + b.classes.write.calls + b.classes.other.calls;
     assert!(calls >= 40_000, "{calls} calls");
     // Every call was charged it (less only where a part had less to give).
