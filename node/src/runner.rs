@@ -76,15 +76,12 @@ fn run(plan: Plan) -> Result<Value, ProfileError> {
     let Plan { benchmark, work } = plan;
     let ran = Ran::of(&benchmark);
     let (kind, mut body) = match work {
-        Work::Run => ("bench_run_ok", reply(&RunResult::new(&benchmark, &benchmark.run()?))?),
-        Work::Profile => (
-            "bench_profile_ok",
-            reply(&RunResult::new(&benchmark, &benchmark.profile()?))?,
-        ),
         Work::Sweep(levels) => {
             let sweep = benchmark.sweep(&levels, |_, _| {})?;
             ("bench_sweep_ok", reply(&SweepResult::new(ran, &sweep))?)
         }
+        Work::Run => ("bench_run_ok", reply(&RunResult::of(ran, &benchmark.run()?))?),
+        Work::Profile => ("bench_profile_ok", reply(&RunResult::of(ran, &benchmark.profile()?))?),
     };
     body["type"] = json!(kind);
     Ok(body)

@@ -130,8 +130,13 @@ pub struct RunResult<'a> {
 
 impl<'a> RunResult<'a> {
     pub fn new(benchmark: &Benchmark, report: &'a Report) -> RunResult<'a> {
+        RunResult::of(Ran::of(benchmark), report)
+    }
+
+    /// What `ran` measured, without server statistics.
+    pub fn of(ran: Ran, report: &'a Report) -> RunResult<'a> {
         RunResult {
-            ran: Ran::of(benchmark),
+            ran,
             report,
             server_stats: None,
         }
