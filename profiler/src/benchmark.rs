@@ -111,7 +111,11 @@ impl Benchmark {
     /// [`Self::run`], its intervals handed to `live`'s sinks as they end.
     pub fn run_live(&self, live: &mut Live) -> Result<Report> {
         let (mut server, addr, load) = self.start_server()?;
-        let mut watch = Watch::attach(self.watched_pids(&server, addr), vec![addr.port()]);
+        let pids = self.watched_pids(&server, addr);
+        if let Ok(pids) = &pids {
+            live.watching(pids);
+        }
+        let mut watch = Watch::attach(pids, vec![addr.port()]);
         watched_run(&mut watch, &mut server, addr, &load, live)
     }
 
@@ -147,6 +151,7 @@ impl Benchmark {
         };
         let pids = self.server_processes(ours)?;
         let sampler = Sampler::start(pids.clone());
+        live.watching(&pids);
         let mut watch = Watch::attach(Ok(pids), vec![addr.port()]);
         let run = watched_run(&mut watch, &mut server, addr, &load, live);
         let stats = sampler.finish();
@@ -170,8 +175,10 @@ impl Benchmark {
         }
         let (mut server, addr, load) = self.start(target, load, true)?;
         let pids = listen::processes_listening_on(addr.port()).with_context(|| format!("profiling {addr}"))?;
-        let session = Session::attach(&self.profiling.targets(&pids), &self.profiling)
-            .map_err(|e| ProfileError::Unavailable(e.to_string()))?;
+        let targets = self.profiling.targets(&pids);
+        let session =
+            Session::attach(&targets, &self.profiling).map_err(|e| ProfileError::Unavailable(e.to_string()))?;
+        live.watching(&targets);
         let mut report = profiled_run(session, addr, &load, live)?;
         report.server_exited = server.exit();
         Ok(report)
@@ -183,7 +190,8 @@ impl Benchmark {
         let model = spec.model;
         let mut server = bench::server::spawn_child(&exe, spec)?;
         let can_time_itself = !model.forks_workers();
-        let (session, addr) = match Session::attach(&self.server_processes(&server)?, &self.profiling) {
+        let mut pids = self.server_processes(&server)?;
+        let (session, addr) = match Session::attach(&pids, &self.profiling) {
             Ok(session) => (session, server.addr()),
             Err(AttachError::NoMode { reasons }) if can_time_itself && self.profiling.mode.allows_userspace() => {
                 // A server started with self-timing has a control thread: started only now, so
@@ -191,6 +199,7 @@ impl Benchmark {
                 // keep a cancel flag in rbp in threaded processes, cutting sampled user stacks).
                 server = bench::server::spawn_self_timed(&exe, spec)?;
                 let addr = server.addr();
+                pids = vec![server.pid()];
                 (Session::self_timed(&mut server, reasons)?, addr)
             }
             Err(e @ AttachError::NoMode { .. }) if !can_time_itself => {
@@ -198,6 +207,7 @@ impl Benchmark {
             }
             Err(e) => return Err(ProfileError::Unavailable(e.to_string())),
         };
+        live.watching(&pids);
         let mut report = profiled_run(session, addr, load, live)?;
         report.server_exited = server.exit();
         Ok(report)
@@ -351,7 +361,7 @@ fn loaded(
         load.intervals = Some(Intervals {
             length: live.interval,
             sink: Arc::new(move |i| {
-                let _ = events.send(Event::Interval(i.clone()));
+                let _ = events.send(Event::Interval(Box::new(i.clone())));
             }),
         });
     }

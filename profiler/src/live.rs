@@ -25,12 +25,15 @@ pub enum Interval<'a> {
 /// Where intervals go as the window runs.
 pub trait Sink {
     fn take(&mut self, interval: &Interval);
+
+    /// The server's processes, once they are known (before the first interval).
+    fn watch(&mut self, _pids: &[u32]) {}
 }
 
 /// What a load generator's thread tells the loop.
 pub enum Event {
     /// One of its intervals ended.
-    Interval(bench::load::Interval),
+    Interval(Box<bench::load::Interval>),
     /// Every connection is open and the measured load starts: the session's signals start over,
     /// then the loop answers.
     Opened(Sender<()>),
@@ -69,6 +72,13 @@ impl<'a> Live<'a> {
 
     pub fn add(&mut self, sink: &'a mut dyn Sink) {
         self.sinks.push(sink);
+    }
+
+    /// Tells the sinks which processes serve (the run's server, the profiled targets).
+    pub fn watching(&mut self, pids: &[u32]) {
+        for sink in &mut self.sinks {
+            sink.watch(pids);
+        }
     }
 
     /// Whether any sink takes intervals (a load then cuts its run into them).

@@ -2,6 +2,7 @@
 //! `/metrics` in the text exposition format (prometheus-client's encoder), names in a `tcpprof_`
 //! namespace and base units. The caller updates a snapshot (a profile's totals every second, a
 //! load's counts at each interval); a scrape encodes the latest one.
+use crate::http;
 use crate::live::{Interval, Sink};
 use crate::{Totals, log2_hist};
 use anyhow::{Context, Result};
@@ -12,10 +13,8 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::registry::Registry;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 /// Upper bounds of the latency histogram's buckets, in seconds: 50 us to about 13 s, doubling.
 const LATENCY_BUCKETS: usize = 19;
@@ -38,37 +37,80 @@ pub struct LoadCounts {
     pub latency: LatencyHistogram,
 }
 
-/// The `/metrics` endpoint, served from a thread of its own until dropped with the process.
+/// The metrics of a run: the snapshot and the registry that encodes it. [`Exporter::serve`]
+/// answers `/metrics` on a port of its own; the dashboard answers it beside its page.
+#[derive(Clone)]
 pub struct Exporter {
     snapshot: Arc<Mutex<Snapshot>>,
-    addr: SocketAddr,
+    registry: Arc<Registry>,
+    addr: Option<SocketAddr>,
 }
 
 impl Exporter {
-    pub fn serve(addr: SocketAddr) -> Result<Exporter> {
-        let listener = TcpListener::bind(addr).with_context(|| format!("listening on {addr} for /metrics"))?;
-        let addr = listener.local_addr()?;
+    pub fn new() -> Exporter {
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         let mut registry = Registry::with_prefix("tcpprof");
         registry.register_collector(Box::new(SnapshotCollector(snapshot.clone())));
+        Exporter {
+            snapshot,
+            registry: Arc::new(registry),
+            addr: None,
+        }
+    }
+
+    /// Serves `/metrics` at `addr` from a thread of its own until the process ends.
+    pub fn serve(addr: SocketAddr) -> Result<Exporter> {
+        let listener = TcpListener::bind(addr).with_context(|| format!("listening on {addr} for /metrics"))?;
+        let exporter = Exporter {
+            addr: Some(listener.local_addr()?),
+            ..Exporter::new()
+        };
+        let served = exporter.clone();
         std::thread::Builder::new()
             .name("metrics".into())
             .spawn(move || {
-                for stream in listener.incoming().flatten() {
+                for mut stream in listener.incoming().flatten() {
                     // One scrape at a time: they come every few seconds.
-                    let _ = answer(stream, &registry);
+                    let _ = match http::read_request(&mut stream) {
+                        Ok(Some(r)) if r.path == "/metrics" => served.answer(&mut stream),
+                        _ => http::respond(
+                            &mut stream,
+                            "404 Not Found",
+                            "text/plain",
+                            b"only /metrics is served here\n",
+                        ),
+                    };
                 }
             })
             .context("starting the /metrics thread")?;
-        Ok(Exporter { snapshot, addr })
+        Ok(exporter)
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    /// Where [`Exporter::serve`] listens.
+    pub fn addr(&self) -> Option<SocketAddr> {
         self.addr
     }
 
     pub fn update(&self, change: impl FnOnce(&mut Snapshot)) {
         change(&mut self.snapshot.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Answers a `GET /metrics` with the latest snapshot.
+    pub fn answer(&self, stream: &mut TcpStream) -> std::io::Result<()> {
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &self.registry).map_err(std::io::Error::other)?;
+        http::respond(
+            stream,
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body.as_bytes(),
+        )
+    }
+}
+
+impl Default for Exporter {
+    fn default() -> Self {
+        Exporter::new()
     }
 }
 
@@ -86,40 +128,6 @@ impl Sink for Exporter {
             Interval::Profile { totals, .. } => s.totals = Some((*totals).clone()),
         });
     }
-}
-
-/// Answers one HTTP request: the metrics for `GET /metrics`, 404 for anything else.
-fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut request = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 64 * 1024 {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        request.extend_from_slice(&buf[..n]);
-    }
-    let (status, content_type, body) = if request.starts_with(b"GET /metrics ") {
-        let mut body = String::new();
-        prometheus_client::encoding::text::encode(&mut body, registry).map_err(std::io::Error::other)?;
-        (
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            body,
-        )
-    } else {
-        (
-            "404 Not Found",
-            "text/plain",
-            "only /metrics is served here\n".to_string(),
-        )
-    };
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
 }
 
 #[derive(Debug)]
@@ -243,6 +251,8 @@ impl Collector for SnapshotCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::time::Duration;
 
     fn scrape(addr: SocketAddr, path: &str) -> String {
         let mut stream = TcpStream::connect(addr).unwrap();
@@ -275,7 +285,7 @@ mod tests {
         totals.runq.wait_ns = 3000;
         totals.runq.hist[10] = 2;
         exporter.update(|s| s.totals = Some(totals));
-        let page = scrape(exporter.addr(), "/metrics");
+        let page = scrape(exporter.addr().unwrap(), "/metrics");
         assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
         assert!(page.contains("tcpprof_runq_wait_seconds_count 2\n"), "{page}");
         assert!(
@@ -302,6 +312,6 @@ mod tests {
         );
         assert!(page.contains("tcpprof_request_latency_seconds_count 3\n"), "{page}");
         assert!(page.trim_end().ends_with("# EOF"), "{page}");
-        assert!(scrape(exporter.addr(), "/").starts_with("HTTP/1.1 404"));
+        assert!(scrape(exporter.addr().unwrap(), "/").starts_with("HTTP/1.1 404"));
     }
 }

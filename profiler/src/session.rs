@@ -185,6 +185,11 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// The processes profiled.
+    pub fn pids(&self) -> &[u32] {
+        &self.pids
+    }
+
     pub fn mode(&self) -> Mode {
         match &self.source {
             Source::Kernel { programs, .. } => programs.mode,

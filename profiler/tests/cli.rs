@@ -578,4 +578,25 @@ fn completions_and_man_pages_come_from_the_cli() {
     );
     let (ok, _, why) = run(&["man", "nope"]);
     assert!(!ok && why.contains("no command \"nope\""), "{why}");
+    // Every page into a directory, as the package build writes them; the hidden commands have none.
+    let dir = TempDir::new("man");
+    let (ok, _, why) = run(&["man", "--dir", dir.0.to_str().unwrap()]);
+    assert!(ok, "{why}");
+    let mut pages: Vec<String> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    pages.sort();
+    let commands = ["bench", "completions", "demo", "man", "merge", "profile"];
+    let expected: Vec<String> = commands
+        .iter()
+        .map(|c| format!("tcpprof-{c}.1"))
+        .chain(["tcpprof.1".into()])
+        .collect();
+    assert_eq!(pages, expected);
+    let bench = std::fs::read_to_string(dir.0.join("tcpprof-bench.1")).unwrap();
+    assert!(
+        bench.contains("\\-\\-live") && bench.contains("\\-\\-linger"),
+        "{bench}"
+    );
 }

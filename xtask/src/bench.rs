@@ -613,3 +613,78 @@ fn start_server(cmd: &mut Command, port: u16) -> Result<OwnedChild> {
     wait_listening(port).with_context(|| format!("{cmd:?}"))?;
     Ok(child)
 }
+
+/// `--live` with no viewer and with fifty, alternating: the load generator's throughput and
+/// p99 (the viewers' threads run in its process), median of five runs each. Fifty viewers
+/// follow the event stream from the start, each over its own connection.
+pub fn live(root: &Path) -> Result<()> {
+    const RUNS: usize = 5;
+    const VIEWERS: usize = 50;
+    let profiler = root.join("target/release/tcpprof");
+    let run = |viewers: usize| -> Result<(f64, f64)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(&profiler)
+            .args(["bench", "-c", "20", "-d", "5", "--json", "--live", &addr])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting tcpprof")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(&addr).is_err() {
+            if Instant::now() > deadline {
+                bail!("tcpprof's dashboard never listened on {addr}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let readers: Vec<_> = (0..viewers)
+            .map(|_| {
+                let addr = addr.clone();
+                std::thread::spawn(move || -> std::io::Result<usize> {
+                    use std::io::{Read, Write};
+                    let mut s = TcpStream::connect(&addr)?;
+                    s.write_all(b"GET /events HTTP/1.1\r\n\r\n")?;
+                    let mut all = Vec::new();
+                    s.read_to_end(&mut all)?;
+                    Ok(all.len())
+                })
+            })
+            .collect();
+        let out = child.wait_with_output()?;
+        let got: Vec<usize> = readers.into_iter().filter_map(|r| r.join().ok()?.ok()).collect();
+        if got.len() != viewers || got.contains(&0) {
+            bail!(
+                "{} of {viewers} viewers read the stream",
+                got.iter().filter(|&&n| n > 0).count()
+            );
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing tcpprof bench --json")?;
+        Ok((
+            v["throughput_rps"].as_f64().unwrap_or(f64::NAN),
+            v["latency_p99_us"].as_f64().unwrap_or(f64::NAN),
+        ))
+    };
+    let (mut alone, mut watched) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        alone.push(run(0)?);
+        watched.push(run(VIEWERS)?);
+    }
+    let median = |runs: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("tcpprof bench -c 20 -d 5 --live ADDR (epoll server, 64-byte ECHO); {RUNS} runs each, alternating\n");
+    println!(
+        "{:<8} {:>12} {:>8}   requests/s of each run",
+        "viewers", "requests/s", "p99 us"
+    );
+    for (name, runs) in [("0", &alone), (&*VIEWERS.to_string(), &watched)] {
+        let each: Vec<String> = runs.iter().map(|r| format!("{:.0}", r.0)).collect();
+        let (rps, p99) = (median(runs, |r| r.0), median(runs, |r| r.1));
+        println!("{name:<8} {rps:>12.0} {p99:>8.0}   {}", each.join(" "));
+    }
+    let ratio = median(&watched, |r| r.0) / median(&alone, |r| r.0);
+    println!("\nthroughput with {VIEWERS} viewers / without: {ratio:.3}");
+    Ok(())
+}

@@ -1,5 +1,6 @@
 //! `cargo xtask`: the only place that knows how to build eBPF and where toolchains come from.
 mod bench;
+mod deb;
 mod fuzz;
 mod setup;
 mod soak;
@@ -29,8 +30,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Formatting, lints, every test (the eBPF tests need root) and a short fuzz run.
+    /// Formatting, lints, every test (the eBPF tests need root), a short fuzz run, and the
+    /// Debian package installed, tried and removed.
     Test,
+    /// The Debian package: target/debian/tcpprof_VERSION_ARCH.deb (tcpprof, bench-server, man
+    /// pages, bash, zsh and fish completions).
+    Deb,
     /// The eBPF tests in kprobe and tracepoint mode on a Debian kernel with kprobes, under QEMU.
     VmTest,
     /// Benchmarks printed as tables beside a peer tool.
@@ -64,6 +69,8 @@ enum BenchName {
     Models,
     /// 100,000 connections held for 10 s: errors, server and client memory.
     C100k,
+    /// A run's throughput and p99 with fifty dashboard viewers (--live) and with none.
+    Live,
     /// The 64-byte ECHO load's breakdown in tracepoint mode (its tracing cost taken out) beside
     /// sampling mode's, runs alternating.
     Tracing,
@@ -80,6 +87,11 @@ fn main() -> Result<()> {
             setup()?;
             test()
         }
+        Task::Deb => {
+            setup()?;
+            build_release()?;
+            deb::build(&workspace_root()).map(drop)
+        }
         Task::VmTest => {
             setup()?;
             vm::vm_test(&workspace_root())
@@ -93,6 +105,7 @@ fn main() -> Result<()> {
                 BenchName::Models => bench::models(&workspace_root()),
                 BenchName::C100k => bench::c100k(&workspace_root()),
                 BenchName::Tracing => bench::tracing(&workspace_root()),
+                BenchName::Live => bench::live(&workspace_root()),
             }
         }
         Task::Fuzz { seconds } => {
@@ -141,7 +154,8 @@ fn run_profiler(mut args: Vec<String>) -> Result<()> {
 }
 
 /// Debian packages the tests start: redis-server under redis-benchmark, nginx under wrk,
-/// Node.js and a JVM with their perf maps, Chromium to render the HTML report, Prometheus to
+/// Node.js and a JVM with their perf maps, Chromium to render the HTML report and (driven by
+/// chromedriver) the live dashboard, Prometheus to
 /// scrape our metrics, bpftool to count what our programs leave in the kernel. (CPython 3.12+ for the Python
 /// tests is not in Debian 12: this machine image has it under pyenv, where the tests find it.)
 const TEST_PEERS: &[&str] = &[
@@ -152,6 +166,7 @@ const TEST_PEERS: &[&str] = &[
     "nodejs",
     "openjdk-17-jdk-headless",
     "chromium",
+    "chromium-driver",
     "prometheus",
     "bpftool",
 ];
@@ -185,6 +200,10 @@ fn test() -> Result<()> {
         .args(["test", "--", "--test-threads=1"])
         .env("TCPPROF_SOURCE_NGINX", &nginx))?;
     fuzz::fuzz(&workspace_root(), 10)?;
+    eprintln!("xtask: the Debian package");
+    build_release()?;
+    let package = deb::build(&workspace_root())?;
+    deb::install_and_try(&package)?;
     // The tests assert the counts; this shows them, and the attach mode, in the log.
     eprintln!("xtask: tcpprof demo");
     run(Command::new(workspace_root().join("target/debug/tcpprof")).args([

@@ -139,6 +139,8 @@ pub struct Interval {
     pub errors: ErrorCounts,
     /// Latencies of the requests answered in it (corrected in open loop).
     pub latency: LatencyHistogram,
+    /// Connections open at its end (at the last worker's stop, for the last).
+    pub connections: u64,
 }
 
 impl Interval {

@@ -142,8 +142,10 @@ fn collect_intervals(samples: mpsc::Receiver<IntervalSample>, workers: usize, in
             requests: 0,
             errors: ErrorCounts::default(),
             latency: LatencyHistogram::new(),
+            connections: 0,
         });
         interval.requests += sample.requests;
+        interval.connections += sample.connections;
         interval.errors.add(&sample.errors);
         interval.length = interval.length.max(sample.length);
         interval.latency.merge(&sample.latency);

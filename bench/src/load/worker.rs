@@ -116,6 +116,8 @@ pub(crate) struct IntervalSample {
     pub latency: LatencyHistogram,
     pub requests: u64,
     pub errors: ErrorCounts,
+    /// The worker's connections open at the interval's end.
+    pub connections: u64,
     /// How much of the interval the worker ran: all of it, but for its last.
     pub length: Duration,
     /// The worker's last interval (it stopped within it).
@@ -855,7 +857,7 @@ impl<'a> Worker<'a> {
 
     /// Sends the current interval's figures and starts the next interval.
     fn send_interval(&mut self, last: bool) {
-        let (ok, errors) = (self.ok, self.errors);
+        let (ok, errors, connections) = (self.ok, self.errors, self.open_count() as u64);
         let Some(interval) = &mut self.report_interval else {
             return;
         };
@@ -873,6 +875,7 @@ impl<'a> Worker<'a> {
             latency: self.latency.clone(),
             requests: ok - interval.requests_at,
             errors: errors.since(&interval.errors_at),
+            connections,
             last,
         };
         // The collector outlives the workers; a send can only fail once it is gone.

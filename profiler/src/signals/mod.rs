@@ -228,7 +228,7 @@ impl Signals {
         }
     }
 
-    fn set_runq(&mut self, r: &RunqTotals) {
+    pub(crate) fn set_runq(&mut self, r: &RunqTotals) {
         let us = |ns: f64| round1(ns / 1e3);
         self.runq_waits = Some(r.waits);
         self.runq_wait_ms = Some(round1(r.wait_ns as f64 / 1e6));
@@ -302,7 +302,7 @@ impl Signals {
     }
 }
 
-fn round1(x: f64) -> f64 {
+pub(crate) fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
@@ -328,7 +328,7 @@ fn long_waits(r: &RunqTotals) -> (u64, f64) {
 
 /// A quantile of the run-queue waits in us: interpolated in its log2 bucket, never above the
 /// longest wait seen.
-fn runq_quantile_us(r: &RunqTotals, q: f64) -> f64 {
+pub(crate) fn runq_quantile_us(r: &RunqTotals, q: f64) -> f64 {
     round1(quantile_ns(&r.hist, q).min(r.max_ns as f64) / 1e3)
 }
 
@@ -499,7 +499,7 @@ impl Window {
 }
 
 /// The CPUs the server's processes may run on.
-fn server_cpus(pids: &[u32]) -> Vec<usize> {
+pub(crate) fn server_cpus(pids: &[u32]) -> Vec<usize> {
     let mut cpus: Vec<usize> = pids
         .iter()
         .filter_map(|&p| cpu::allowed_cpus(p).ok())

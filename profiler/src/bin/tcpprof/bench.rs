@@ -1,5 +1,6 @@
 //! `tcpprof bench`: the node's bench_run / bench_sweep / bench_profile from the shell, printed
 //! as tables (or JSON), with a progress bar on runs longer than a second.
+use crate::dashboard::{LiveArgs, LiveDashboard};
 use crate::profiling::{ProfileArgs, wrong_flag};
 use crate::{interrupt, outputs};
 use anyhow::{Context, Result};
@@ -8,6 +9,7 @@ use bench::server::Model;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use profiler::benchmark::{Benchmark, ProfileError};
+use profiler::dashboard::Pace;
 use profiler::hlog::{HlogSink, HlogWriter};
 use profiler::live::{Live, Sink};
 use profiler::metrics::Exporter;
@@ -148,6 +150,8 @@ pub struct BenchArgs {
     /// --profile also the server's time by class, syscalls and run-queue waits.
     #[arg(long, value_name = "ADDR", conflicts_with = "sweep")]
     listen: Option<SocketAddr>,
+    #[command(flatten)]
+    live: LiveArgs,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -183,6 +187,8 @@ struct Sinks {
     exporter: Option<Exporter>,
     /// The timeline plot's points (`--plots`, `--report`).
     timeline: Option<Timeline>,
+    /// `--live`.
+    live: Option<LiveDashboard>,
 }
 
 impl Sinks {
@@ -196,12 +202,20 @@ impl Sinks {
             None => None,
         };
         let plotted = args.sweep.is_none() && (args.plots.is_some() || args.report.is_some());
+        if args.sweep.is_some() && args.live.asked() {
+            anyhow::bail!("--live shows one run, not a sweep");
+        }
+        let mut exporter = crate::serve_metrics(args.listen)?;
+        let live = args
+            .live
+            .open(Pace::Load, || exporter.get_or_insert_with(Exporter::new).clone())?;
         Ok(Sinks {
             interval,
             lines: args.interval.map(|_| printer::Lines(Format::json_if(args.json))),
             hlog,
-            exporter: crate::serve_metrics(args.listen)?,
+            exporter,
             timeline: plotted.then(|| Timeline::new(interval)),
+            live,
         })
     }
 
@@ -209,11 +223,12 @@ impl Sinks {
     fn live(&mut self) -> Live<'_> {
         let mut live = Live::new();
         live.interval = self.interval;
-        let sinks: [Option<&mut dyn Sink>; 4] = [
+        let sinks: [Option<&mut dyn Sink>; 5] = [
             self.lines.as_mut().map(|s| s as _),
             self.hlog.as_mut().map(|s| s as _),
             self.exporter.as_mut().map(|s| s as _),
             self.timeline.as_mut().map(|s| s as _),
+            self.live.as_mut().map(|l| &mut l.dashboard as _),
         ];
         sinks.into_iter().flatten().for_each(|s| live.add(s));
         live
@@ -260,13 +275,17 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, work: &Work, sinks: &m
     };
     print!("{}", printer::run(&result, format));
     write_files(args, &report, sinks.points())?;
-    match &report.profile {
+    let written = match &report.profile {
         Some(profile) => {
             let what = format!("{}, {}", benchmark.target, benchmark.load.command);
             args.profiling.write_stacks(profile, &what)
         }
         None => Ok(()),
+    };
+    if let Some(live) = &sinks.live {
+        live.finish(&result);
     }
+    written
 }
 
 /// The files a run was asked for: --hgrm, --plots, --report.

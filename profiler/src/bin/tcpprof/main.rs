@@ -1,4 +1,5 @@
 mod bench;
+mod dashboard;
 mod interrupt;
 mod outputs;
 mod profile;
@@ -52,7 +53,12 @@ enum Action {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff), e.g. `tcpprof man > tcpprof.1; man -l tcpprof.1`; with a
     /// command, its own page (tcpprof-bench(1)).
-    Man { command: Option<String> },
+    Man {
+        command: Option<String>,
+        /// Write every page into DIR instead (tcpprof.1 and a tcpprof-COMMAND.1 per command).
+        #[arg(long, value_name = "DIR", conflicts_with = "command")]
+        dir: Option<std::path::PathBuf>,
+    },
     /// A command `profile -- CMD` starts: waits until the profiler has attached, then runs it.
     #[command(hide = true)]
     ExecGated {
@@ -108,36 +114,51 @@ fn main() -> Result<()> {
         Action::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "tcpprof", &mut std::io::stdout());
         }
-        Action::Man { command } => {
-            let cli = Cli::command();
-            let page = match command {
-                None => cli,
-                Some(name) => {
-                    let found = cli.get_subcommands().find(|c| c.get_name() == name && !c.is_hide_set());
-                    let command = found.with_context(|| format!("no command {name:?}: see tcpprof --help"))?;
-                    command
-                        .clone()
-                        .name(format!("tcpprof-{name}"))
-                        .version(env!("CARGO_PKG_VERSION"))
+        Action::Man { command, dir } => match dir {
+            Some(dir) => {
+                for (name, page) in man_pages() {
+                    let path = dir.join(format!("{name}.1"));
+                    std::fs::write(&path, render(page)?).with_context(|| format!("writing {}", path.display()))?;
                 }
-            };
-            let mut roff = Vec::new();
-            clap_mangen::Man::new(page)
-                .render(&mut roff)
-                .context("writing the man page")?;
-            std::io::Write::write_all(&mut std::io::stdout(), &roff).context("printing the man page")?;
-        }
+            }
+            None => {
+                let (_, page) = man_pages()
+                    .into_iter()
+                    .find(|(name, _)| command.as_ref().is_none_or(|c| *name == format!("tcpprof-{c}")))
+                    .with_context(|| format!("no command {:?}: see tcpprof --help", command.unwrap_or_default()))?;
+                std::io::Write::write_all(&mut std::io::stdout(), &render(page)?).context("printing the man page")?;
+            }
+        },
         Action::ExecGated { command } => return Err(profiler::launch::exec_gated(&command)),
         Action::Workload { connections, messages } => workload::run_as_child(connections, messages)?,
     }
     Ok(())
 }
 
+/// The man pages: tcpprof(1), then tcpprof-COMMAND(1) for each command a user types.
+fn man_pages() -> Vec<(String, clap::Command)> {
+    let cli = Cli::command();
+    let commands = cli.get_subcommands().filter(|c| !c.is_hide_set()).map(|c| {
+        let name = format!("tcpprof-{}", c.get_name());
+        (name.clone(), c.clone().name(name).version(env!("CARGO_PKG_VERSION")))
+    });
+    let commands: Vec<_> = commands.collect();
+    std::iter::once(("tcpprof".to_string(), cli)).chain(commands).collect()
+}
+
+fn render(page: clap::Command) -> Result<Vec<u8>> {
+    let mut roff = Vec::new();
+    clap_mangen::Man::new(page)
+        .render(&mut roff)
+        .context("writing the man page")?;
+    Ok(roff)
+}
+
 /// The /metrics endpoint of `--listen ADDR`, if asked for, and where it is.
 fn serve_metrics(listen: Option<std::net::SocketAddr>) -> Result<Option<profiler::metrics::Exporter>> {
     let exporter = listen.map(profiler::metrics::Exporter::serve).transpose()?;
-    if let Some(e) = &exporter {
-        eprintln!("metrics: http://{}/metrics", e.addr());
+    if let Some(addr) = exporter.as_ref().and_then(|e| e.addr()) {
+        eprintln!("metrics: http://{addr}/metrics");
     }
     Ok(exporter)
 }

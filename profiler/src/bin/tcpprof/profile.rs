@@ -1,11 +1,14 @@
 //! `tcpprof profile`: a running process (`-p PID`) for a while, or a command it starts
 //! (`-- CMD ARGS`) until it exits, and where its time went.
+use crate::dashboard::LiveArgs;
 use crate::interrupt;
 use crate::profiling::{ProfileArgs, wrong_flag};
 use anyhow::{Context, Result, ensure};
 use clap::Args;
+use profiler::dashboard::Pace;
 use profiler::launch::{Gated, shell_words};
 use profiler::live::{End, Live};
+use profiler::metrics::Exporter;
 use profiler::printer::Format;
 use profiler::{Mode, ProfileOptions, Requested, Session, plan, printer};
 use std::sync::mpsc;
@@ -32,6 +35,8 @@ pub struct ProfileCmd {
     /// attach, updated each interval: 1 s unless --interval).
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    live: LiveArgs,
     /// A command to start and profile from its first instruction until it exits (or --duration
     /// ends, when it is stopped); after `--`.
     #[arg(last = true, value_name = "CMD")]
@@ -103,6 +108,9 @@ pub fn run(args: ProfileCmd) -> Result<()> {
         }
     };
     let mut exporter = crate::serve_metrics(args.listen)?;
+    let mut dashboard = args
+        .live
+        .open(Pace::Profile, || exporter.get_or_insert_with(Exporter::new).clone())?;
     let mut lines = interval.map(|_| printer::Lines(format));
     let mut live = Live::new();
     live.interval = interval.unwrap_or(live.interval);
@@ -112,6 +120,10 @@ pub fn run(args: ProfileCmd) -> Result<()> {
     if let Some(exporter) = &mut exporter {
         live.add(exporter);
     }
+    if let Some(d) = &mut dashboard {
+        live.add(&mut d.dashboard);
+    }
+    live.watching(session.pids());
     // No load here: nothing comes on the channel, and it never hangs up.
     let (_no_load, events) = mpsc::channel();
     interrupt::catch();
@@ -138,6 +150,9 @@ pub fn run(args: ProfileCmd) -> Result<()> {
     profile.partial = interrupted.is_some();
     let written = args.profiling.write_stacks(profile, &title);
     print!("{}", printer::profile(&report, format));
+    if let Some(d) = &dashboard {
+        d.finish(&report);
+    }
     if let Some(status) = status {
         match status {
             Some(status) => eprintln!("the command exited ({status})"),
