@@ -94,17 +94,19 @@ fn handle(outbox: &Outbox, jobs: &Runner, limits: &Limits, request: Request, kin
             outbox.reply(&request, body);
         }
         "bench_stats" => outbox.reply(&request, outbox.stats()),
-        "bench_run" | "bench_sweep" | "bench_profile" => match node::plan::parse(kind, &request.body, limits) {
-            Ok(job) => {
-                if let Err(Full(request)) = jobs.submit(request, job) {
-                    let text = format!(
-                        "the benchmark queue holds {MAX_JOBS} jobs and is full; send it again when one has been answered"
-                    );
-                    outbox.error(&request, code::TEMPORARILY_UNAVAILABLE, &text);
+        "bench_run" | "bench_sweep" | "bench_profile" | "bench_find_max" => {
+            match node::plan::parse(kind, &request.body, limits) {
+                Ok(job) => {
+                    if let Err(Full(request)) = jobs.submit(request, job) {
+                        let text = format!(
+                            "the benchmark queue holds {MAX_JOBS} jobs and is full; send it again when one has been answered"
+                        );
+                        outbox.error(&request, code::TEMPORARILY_UNAVAILABLE, &text);
+                    }
                 }
+                Err(text) => outbox.error(&request, code::MALFORMED_REQUEST, &text),
             }
-            Err(text) => outbox.error(&request, code::MALFORMED_REQUEST, &text),
-        },
+        }
         other => outbox.error(
             &request,
             code::NOT_SUPPORTED,

@@ -11,11 +11,12 @@ use profiler::plan::{Fields, Kind, Plan, Policy, ProfileFields};
 /// checks each list's own bound; this one only keeps a request's parse small.
 const MAX_LIST: usize = 1024;
 
-/// The plan of a `bench_run`, `bench_sweep` or `bench_profile` request, or what is wrong with it.
+/// The plan of a `bench_run`, `bench_sweep`, `bench_profile` or `bench_find_max` request, or what is wrong with it.
 pub fn parse(kind: &str, body: &Body, limits: &Limits) -> Result<Plan, String> {
     let kind = match kind {
         "bench_sweep" => Kind::Sweep,
         "bench_profile" => Kind::Profile,
+        "bench_find_max" => Kind::FindMax,
         _ => Kind::Run,
     };
     fields(body)?
@@ -64,6 +65,8 @@ fn fields(body: &Body) -> Result<Fields, String> {
         rate: fields::number_opt(body, "rate")?,
         shard: None,
         concurrency_levels: list("concurrency_levels")?,
+        slo: text("slo")?,
+        max_time: fields::unsigned_opt(body, "max_time_ms")?.map(|ms| ms as f64 / 1000.0),
         profile: ProfileFields {
             mode: parsed(body, "mode")?,
             frequency_hz: fields::unsigned_opt(body, "frequency_hz")?,

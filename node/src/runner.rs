@@ -6,7 +6,7 @@ use crate::message::{Outbox, Request, code};
 use anyhow::Context;
 use profiler::benchmark::ProfileError;
 use profiler::plan::{Plan, Work};
-use profiler::report::{Ran, RunResult, SweepResult};
+use profiler::report::{FindMaxResult, Ran, RunResult, SweepResult};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
@@ -82,6 +82,10 @@ fn run(plan: Plan) -> Result<Value, ProfileError> {
         }
         Work::Run => ("bench_run_ok", reply(&RunResult::of(ran, &benchmark.run()?))?),
         Work::Profile => ("bench_profile_ok", reply(&RunResult::of(ran, &benchmark.profile()?))?),
+        Work::FindMax(search) => {
+            let found = benchmark.find_max(&search, |_| {})?;
+            ("bench_find_max_ok", reply(&FindMaxResult { ran, find_max: found })?)
+        }
     };
     body["type"] = json!(kind);
     Ok(body)

@@ -401,3 +401,32 @@ fn a_reply_is_the_result_tcpprof_bench_json_prints_plus_the_envelope() {
         }
     }
 }
+
+/// bench_find_max: `bench --find-max` as a message; a bad SLO is error 12 naming `slo`.
+#[test]
+fn bench_find_max_finds_a_rate_and_refuses_a_bad_slo() {
+    let mut node = Node::start();
+    let reply = node.call(
+        json!({"type": "bench_find_max", "command": "BURN 20000", "concurrency": 4, "slo": "p99<100ms",
+               "duration_ms": 1000, "max_time_ms": 12000}),
+        ms(60_000),
+    );
+    assert_eq!(reply["type"], "bench_find_max_ok", "{reply}");
+    assert_eq!(reply["command"], "BURN 20000", "{reply}");
+    let f = &reply["find_max"];
+    assert_eq!(f["slo"], "p99<100ms", "{f}");
+    assert!(f["rate"].as_f64().is_some_and(|r| r > 0.0), "{f}");
+    assert!(f["steps"].as_array().unwrap().len() >= 2, "{f}");
+    let reply = node.call(json!({"type": "bench_find_max", "slo": "p99<5parsecs"}), ms(5000));
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["code"], 12, "{reply}");
+    assert!(reply["text"].as_str().unwrap().starts_with("slo: "), "{reply}");
+    let reply = node.call(json!({"type": "bench_run", "slo": "p99<5ms"}), ms(5000));
+    assert!(
+        reply["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("slo: belongs to a find_max search"),
+        "{reply}"
+    );
+}

@@ -121,25 +121,38 @@ impl Benchmark {
 
     /// One run per concurrency level, in order, against the same server, and the knee.
     pub fn sweep(&self, levels: &[usize], mut progress: impl FnMut(usize, &LoadReport)) -> Result<Sweep> {
-        let (mut server, addr, load) = self.start_server()?;
-        let mut watch = Watch::attach(self.watched_pids(&server, addr), vec![addr.port()]);
-        let mut reports = Vec::with_capacity(levels.len());
-        for &level in levels {
-            let at_level = LoadConfig {
-                concurrency: level,
-                ..load.clone()
-            };
-            let report = watched_run(&mut watch, &mut server, addr, &at_level, &mut Live::new())
-                .with_context(|| format!("at concurrency {level}"))?;
-            let load = report.load.as_ref().expect("a load run reports its load");
-            progress(level, load);
-            let stop = load.interrupted || report.server_exited.is_some();
-            reports.push(report);
-            if stop {
-                break;
+        self.on_one_server(|runner| {
+            let mut reports = Vec::with_capacity(levels.len());
+            for &level in levels {
+                let at_level = LoadConfig {
+                    concurrency: level,
+                    ..runner.load.clone()
+                };
+                let report = runner
+                    .run(&at_level, &mut Live::new())
+                    .with_context(|| format!("at concurrency {level}"))?;
+                let load = report.load.as_ref().expect("a load run reports its load");
+                progress(level, load);
+                let stop = load.interrupted || report.server_exited.is_some();
+                reports.push(report);
+                if stop {
+                    break;
+                }
             }
-        }
-        Ok(Sweep::new(reports))
+            Ok(Sweep::new(reports))
+        })
+    }
+
+    /// Starts the server once and hands `work` a [`Runner`] of loads against it.
+    pub fn on_one_server<T>(&self, work: impl FnOnce(&mut Runner) -> Result<T>) -> Result<T> {
+        let (server, addr, load) = self.start_server()?;
+        let watch = Watch::attach(self.watched_pids(&server, addr), vec![addr.port()]);
+        work(&mut Runner {
+            server,
+            addr,
+            load,
+            watch,
+        })
     }
 
     /// One load run on a fresh server, with the server's memory and context switches sampled
@@ -304,6 +317,24 @@ impl Running {
             Running::Theirs(server) => server.exit(),
             Running::Already => None,
         }
+    }
+}
+
+/// Loads, one after another, against one server ([`Benchmark::on_one_server`]), each with the
+/// signals measured over it.
+pub struct Runner {
+    server: Running,
+    addr: SocketAddr,
+    watch: Watch,
+    /// The benchmark's load, placed on its CPUs: what each run varies.
+    pub load: LoadConfig,
+}
+
+impl Runner {
+    /// One run of `load`, its intervals handed to `live`'s sinks; a server that died during it
+    /// is in the report's `server_exited`.
+    pub fn run(&mut self, load: &LoadConfig, live: &mut Live) -> Result<Report> {
+        watched_run(&mut self.watch, &mut self.server, self.addr, load, live)
     }
 }
 

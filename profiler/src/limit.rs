@@ -323,7 +323,7 @@ pub(crate) fn us(us: f64) -> String {
 }
 
 /// 3412 as "3,412".
-fn count(n: u64) -> String {
+pub(crate) fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

@@ -3,6 +3,7 @@
 //! error naming the field at fault by the node's name (the CLI turns it into its flag). The front
 //! ends only translate names; where they must differ, [`Policy`] says how and why.
 use crate::benchmark::{Benchmark, Target};
+use crate::find_max::{self, Search, Slo};
 use crate::session::ProfileOptions;
 use crate::{Requested, Unwind};
 use bench::load::{ConnectionMode, FieldError, LoadConfig, RequestFields, Shard};
@@ -49,6 +50,9 @@ pub struct Fields {
     pub rate: Option<f64>,
     pub shard: Option<Shard>,
     pub concurrency_levels: Option<Vec<u64>>,
+    /// find_max: the objectives (`p99<5ms,errors<0.1%`) and the search's time bound, seconds.
+    pub slo: Option<String>,
+    pub max_time: Option<f64>,
     pub profile: ProfileFields,
 }
 
@@ -99,16 +103,19 @@ pub enum Kind {
     Run,
     Sweep,
     Profile,
+    FindMax,
 }
 
 /// What the plan runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Work {
     Run,
     /// One run per concurrency level, in order.
     Sweep(Vec<usize>),
     /// One run with the server profiled.
     Profile,
+    /// The highest open-loop rate that holds an SLO.
+    FindMax(Search),
 }
 
 /// A checked benchmark and what to do with it.
@@ -199,7 +206,11 @@ impl Fields {
         let command = self.request.command(!matches!(target, Target::Server(_)))?;
         let mut benchmark = Benchmark::new(target, command);
         let most = limits.connections_to(&benchmark.target);
-        let duration = self.duration.map(|s| seconds("duration_ms", s)).transpose()?;
+        let mut duration = self.duration.map(|s| seconds("duration_ms", s)).transpose()?;
+        let search = self.search(kind, duration)?;
+        if let Some(search) = &search {
+            duration = Some(search.step);
+        }
         let requests = match (self.num_requests, duration) {
             (Some(n), _) => Some(within("num_requests", n, 1..=MAX_REQUESTS)?),
             // A duration alone bounds the run by time.
@@ -240,10 +251,12 @@ impl Fields {
                 ));
             }
         }
-        let work = match kind {
-            Kind::Run => Work::Run,
-            Kind::Profile => Work::Profile,
-            Kind::Sweep => Work::Sweep(self.levels(most)?),
+        let work = match (kind, search) {
+            (Kind::Run, _) => Work::Run,
+            (Kind::Profile, _) => Work::Profile,
+            (Kind::Sweep, _) => Work::Sweep(self.levels(most)?),
+            (Kind::FindMax, Some(search)) => Work::FindMax(search),
+            (Kind::FindMax, None) => unreachable!("a find_max plan has its search"),
         };
         if kind == Kind::Profile {
             benchmark.profiling = self.profile.options(Benchmark::PROFILE_FREQUENCY_HZ)?;
@@ -258,6 +271,39 @@ impl Fields {
             plan.fit(budget)?;
         }
         Ok(plan)
+    }
+
+    /// find_max's search: the SLO (required), the steps' length and the time bound; the fields
+    /// only it takes are refused elsewhere.
+    fn search(&self, kind: Kind, duration: Option<Duration>) -> Result<Option<Search>, FieldError> {
+        if kind != Kind::FindMax {
+            let given = [("slo", self.slo.is_some()), ("max_time", self.max_time.is_some())];
+            return match given.into_iter().find(|(_, given)| *given) {
+                Some((field, _)) => Err(wrong(field, "belongs to a find_max search".into())),
+                None => Ok(None),
+            };
+        }
+        if self.num_requests.is_some() {
+            return Err(wrong(
+                "num_requests",
+                "find_max runs each step for a duration (duration_ms), not a count".into(),
+            ));
+        }
+        let slo = self
+            .slo
+            .as_deref()
+            .ok_or_else(|| wrong("slo", "find_max needs one, e.g. p99<5ms".into()))?;
+        let slo = Slo::parse(slo).map_err(|why| wrong("slo", why))?;
+        let max_time = match self.max_time {
+            Some(s) => seconds("max_time", s)?,
+            None => find_max::DEFAULT_MAX_TIME,
+        };
+        Ok(Some(Search {
+            slo,
+            step: duration.unwrap_or(find_max::DEFAULT_STEP),
+            max_time,
+            start_rate: self.rate,
+        }))
     }
 
     /// What the run loads: a running server, one `exec` starts, or our bench-server.
@@ -341,13 +387,18 @@ impl Plan {
     pub fn runs(&self) -> u32 {
         match &self.work {
             Work::Sweep(levels) => levels.len() as u32,
-            Work::Run | Work::Profile => 1,
+            Work::Run | Work::Profile | Work::FindMax(_) => 1,
         }
     }
 
-    /// The longest this plan can take: every run stops by its hard time limit.
+    /// The longest this plan can take: every run stops by its hard time limit; a search starts
+    /// no step past its own.
     pub fn time_bound(&self) -> Duration {
-        self.benchmark.load.effective_max_time() * self.runs()
+        let each = self.benchmark.load.effective_max_time();
+        match &self.work {
+            Work::FindMax(search) => search.max_time + each,
+            _ => each * self.runs(),
+        }
     }
 
     /// Bounds the plan by `budget`: a count-bounded run stops at its share of it (what it had

@@ -2,6 +2,7 @@
 //! taken, the saturation signals and the verdict. [`crate::printer`] writes it out.
 use crate::Profile;
 use crate::benchmark::{Benchmark, Target};
+use crate::find_max::FindMax;
 use crate::limit::{Limit, LimitKind};
 use crate::server_stats::ServerStats;
 use crate::signals::Signals;
@@ -141,6 +142,14 @@ impl<'a> RunResult<'a> {
             server_stats: None,
         }
     }
+}
+
+/// A find-max search's result, for both front ends: what ran, and what the search found.
+#[derive(Clone, Debug, Serialize)]
+pub struct FindMaxResult {
+    #[serde(flatten)]
+    pub ran: Ran,
+    pub find_max: FindMax,
 }
 
 /// A sweep's result, for both front ends: what ran, the knee, and a row per level (DESIGN.md's

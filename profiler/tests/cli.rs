@@ -587,7 +587,7 @@ fn completions_and_man_pages_come_from_the_cli() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     pages.sort();
-    let commands = ["bench", "completions", "demo", "man", "merge", "profile"];
+    let commands = ["bench", "compare", "completions", "demo", "man", "merge", "profile"];
     let expected: Vec<String> = commands
         .iter()
         .map(|c| format!("tcpprof-{c}.1"))

@@ -688,3 +688,62 @@ pub fn live(root: &Path) -> Result<()> {
     println!("\nthroughput with {VIEWERS} viewers / without: {ratio:.3}");
     Ok(())
 }
+
+/// `tcpprof compare`'s false positives: 20 A/A pairs (the same configuration run twice,
+/// one after the other), how often each figure came out significant, beside the level the test
+/// states ([`ALPHA`] per figure) and how often the test alone (without the noise floor) would
+/// have said so.
+pub fn compare_false_positives(root: &Path) -> Result<()> {
+    const PAIRS: usize = 20;
+    const ALPHA: f64 = 0.01;
+    let profiler = root.join("target/release/tcpprof");
+    let dir = std::env::temp_dir().join(format!("tcpprof-bench-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let save = |path: &Path| -> Result<()> {
+        output(
+            Command::new(&profiler)
+                .args(["bench", "--command", "BURN 2000", "-c", "4", "-d", "6", "--save"])
+                .arg(path),
+        )
+        .map(drop)
+    };
+    // Per figure: pairs marked significant, pairs with p < ALPHA, and each pair's |change| in %.
+    let mut significant: std::collections::BTreeMap<String, (usize, usize, Vec<f64>)> = Default::default();
+    for pair in 0..PAIRS {
+        let (a, b) = (dir.join(format!("{pair}a.json")), dir.join(format!("{pair}b.json")));
+        save(&a)?;
+        save(&b)?;
+        let out = Command::new(&profiler)
+            .arg("compare")
+            .args([&a, &b])
+            .arg("--json")
+            .output()?;
+        let c: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing tcpprof compare --json")?;
+        for m in c["load"].as_array().into_iter().flatten() {
+            let entry = significant
+                .entry(m["name"].as_str().unwrap_or("?").to_string())
+                .or_default();
+            entry.0 += usize::from(m["significant"] == true);
+            entry.1 += usize::from(m["p_value"].as_f64().is_some_and(|p| p < ALPHA));
+            entry.2.push(m["change"].as_f64().map_or(0.0, f64::abs));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("tcpprof bench --command 'BURN 2000' -c 4 -d 6 --save, {PAIRS} A/A pairs, tcpprof compare each\n");
+    println!(
+        "{:<16} {:>12} {:>16} {:>14} {:>12} {:>12}",
+        "figure", "significant", "p < 0.01 alone", "stated level", "|change| p90", "|change| max"
+    );
+    for (name, (marked, by_p, changes)) in &mut significant {
+        changes.sort_by(f64::total_cmp);
+        let p90 = changes.get(changes.len() * 9 / 10).copied().unwrap_or(f64::NAN);
+        println!(
+            "{name:<16} {:>11.0}% {:>15.0}% {:>13.0}% {p90:>11.1}% {:>11.1}%",
+            *marked as f64 * 100.0 / PAIRS as f64,
+            *by_p as f64 * 100.0 / PAIRS as f64,
+            ALPHA * 100.0,
+            changes.last().copied().unwrap_or(f64::NAN)
+        );
+    }
+    Ok(())
+}

@@ -69,6 +69,8 @@ enum BenchName {
     Models,
     /// 100,000 connections held for 10 s: errors, server and client memory.
     C100k,
+    /// `tcpprof compare`'s false positives over 20 A/A pairs, beside the level it states.
+    Compare,
     /// A run's throughput and p99 with fifty dashboard viewers (--live) and with none.
     Live,
     /// The 64-byte ECHO load's breakdown in tracepoint mode (its tracing cost taken out) beside
@@ -106,6 +108,7 @@ fn main() -> Result<()> {
                 BenchName::C100k => bench::c100k(&workspace_root()),
                 BenchName::Tracing => bench::tracing(&workspace_root()),
                 BenchName::Live => bench::live(&workspace_root()),
+                BenchName::Compare => bench::compare_false_positives(&workspace_root()),
             }
         }
         Task::Fuzz { seconds } => {

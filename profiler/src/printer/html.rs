@@ -2,6 +2,8 @@
 //! and its signals, the plots, the breakdown as a bar and the flame graph, when measured. No
 //! external URL, script or font: the plots and the flame graph are inline SVG.
 use super::plots::{self, IntervalPoint};
+use crate::compare::{Comparison, Run};
+use crate::find_max::FindMax;
 use crate::report::{Report, Sweep};
 use crate::{Part, printer};
 use anyhow::Result;
@@ -82,6 +84,43 @@ pub fn sweep_report(what: &str, sweep: &Sweep) -> Result<String> {
         "Throughput and latency by concurrency",
         &plot(&plots::sweep(sweep)?),
     );
+    out.push_str("</body></html>\n");
+    Ok(out)
+}
+
+/// A find-max search's report: the answer, each step, and p99 by offered rate.
+pub fn find_max_report(what: &str, found: &FindMax, slo_p99_us: Option<f64>) -> Result<String> {
+    let mut steps = printer::FIND_MAX_HEADER.to_string();
+    found
+        .steps
+        .iter()
+        .for_each(|s| steps.push_str(&printer::find_max_step(s)));
+    let mut out = page_start(what);
+    section(
+        &mut out,
+        "summary",
+        "Find-max",
+        &format!("<p>{}</p>{}", escape(&found.sentence()), pre(&steps)),
+    );
+    section(
+        &mut out,
+        "plots",
+        "p99 by offered rate",
+        &plot(&plots::find_max(found, slo_p99_us)?),
+    );
+    out.push_str("</body></html>\n");
+    Ok(out)
+}
+
+/// Two runs compared: the tables, and both percentile spectra overlaid.
+pub fn compare_report(what: &str, c: &Comparison, a: &Run, b: &Run) -> Result<String> {
+    let mut out = page_start(what);
+    let table = printer::comparison(c, printer::Format::Table);
+    section(&mut out, "summary", "Comparison", &pre(&table));
+    if !a.spectrum.is_empty() && !b.spectrum.is_empty() {
+        let svg = plots::compared_spectra(("A", &a.spectrum), ("B", &b.spectrum))?;
+        section(&mut out, "plots", "Latency by percentile, A and B", &plot(&svg));
+    }
     out.push_str("</body></html>\n");
     Ok(out)
 }

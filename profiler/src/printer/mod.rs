@@ -4,9 +4,11 @@ use crate::breakdown::{Breakdown, ClassReport};
 pub mod html;
 pub mod plots;
 
+use crate::compare::Comparison;
+use crate::find_max::Step;
 use crate::limit::Limit;
 use crate::live::{self, Sink};
-use crate::report::{Ran, Report, RunResult, Sweep, SweepResult};
+use crate::report::{FindMaxResult, Ran, Report, RunResult, Sweep, SweepResult};
 use crate::signals::Signals;
 use crate::stacks::{Stacks, TOP_FUNCTIONS};
 use crate::{Part, Profile};
@@ -404,6 +406,102 @@ pub fn run(r: &RunResult, format: Format) -> String {
 /// A sweep's result: a row per level and the knee.
 pub fn sweep(ran: Ran, sweep: &Sweep, format: Format) -> String {
     format.write(&SweepResult::new(ran, sweep), || sweep_table(sweep))
+}
+
+/// A find-max search's result: the answer and its reason (its steps were printed as they ran,
+/// [`find_max_step`]), or the whole result as JSON.
+pub fn find_max(result: &FindMaxResult, format: Format) -> String {
+    format.write(result, || format!("{}\n", result.find_max.sentence()))
+}
+
+/// One step of a find-max search, as a line of its table ([`FIND_MAX_HEADER`] above them).
+pub fn find_max_step(step: &Step) -> String {
+    let offered = step.offered_rps.map_or("probe".to_string(), |r| format!("{r:.0}"));
+    let verdict = match (step.offered_rps, step.holds) {
+        (None, _) => "closed loop: where to start".to_string(),
+        (Some(_), true) => "holds".to_string(),
+        (Some(_), false) => format!("fails: {}", step.why_not.join("; ")),
+    };
+    format!(
+        "{offered:>10} {:>10.0} {:>10} {:>10} {:>10}  {verdict}\n",
+        step.achieved_rps, step.p50_us, step.p99_us, step.max_us
+    )
+}
+
+/// The header of [`find_max_step`]'s lines.
+pub const FIND_MAX_HEADER: &str = "   offered   achieved     p50 us     p99 us     max us  verdict\n";
+
+/// Two runs compared: a table per kind of figure, each change with its p-value and whether it
+/// is significant, the warnings, the movers and the broken `--fail-on` rules.
+pub fn comparison(c: &Comparison, format: Format) -> String {
+    format.write(c, || {
+        let mut out = format!("A: {}\nB: {}\n", c.a, c.b);
+        for w in &c.warnings {
+            let _ = writeln!(out, "warning: {w}");
+        }
+        let p = |p: Option<f64>| match p {
+            None => "-".to_string(),
+            Some(p) if p < 1e-4 => format!("{p:.0e}"),
+            Some(p) => format!("{p:.4}"),
+        };
+        let mark = |significant: bool| if significant { "significant" } else { "" };
+        let _ = writeln!(out, "\n{:<16} {:>14} {:>14} {:>9} {:>9}", "", "A", "B", "change", "p");
+        for m in &c.load {
+            let change = m.change.map_or("-".to_string(), |x| format!("{x:+.1}%"));
+            let _ = writeln!(
+                out,
+                "{:<16} {:>14.1} {:>14.1} {change:>9} {:>9}  {}",
+                m.name,
+                m.a,
+                m.b,
+                p(m.p_value),
+                mark(m.significant)
+            );
+        }
+        if !c.breakdown.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nbreakdown (% of the server's time; significant: beyond both 95% margins)"
+            );
+            for m in &c.breakdown {
+                let change = m.change.map_or("-".to_string(), |x| format!("{x:+.1} pts"));
+                let _ = writeln!(
+                    out,
+                    "{:<16} {:>13.1}% {:>13.1}% {change:>9}            {}",
+                    m.name,
+                    m.a,
+                    m.b,
+                    mark(m.significant)
+                );
+            }
+        }
+        if !c.signals.is_empty() {
+            let _ = writeln!(out, "\nsignals");
+            for m in &c.signals {
+                let change = m.change.map_or("-".to_string(), |x| format!("{x:+.1}%"));
+                let _ = writeln!(out, "{:<16} {:>14.1} {:>14.1} {change:>9}", m.name, m.a, m.b);
+            }
+        }
+        if !c.movers.is_empty() {
+            let _ = writeln!(out, "\nfunctions whose share of the samples moved most");
+            for m in &c.movers {
+                let _ = writeln!(
+                    out,
+                    "{:<40} {:>6.1}% {:>6.1}% {:>+8.1} pts {:>9}  {}",
+                    m.function,
+                    m.a_pct,
+                    m.b_pct,
+                    m.change,
+                    p(m.p_value),
+                    mark(m.significant)
+                );
+            }
+        }
+        if !c.failed.is_empty() {
+            let _ = writeln!(out, "\nfailed: {}", c.failed.join(", "));
+        }
+        out
+    })
 }
 
 /// A `profile` window's result.

@@ -1,5 +1,6 @@
 //! Plots as SVG (plotters' SVG backend; no font files: text goes out as SVG text): the latency
 //! percentile spectrum, latency and throughput over a run, and a sweep's curve with its knee.
+use crate::find_max::FindMax;
 use crate::live::{Interval, Sink};
 use crate::report::Sweep;
 use anyhow::{Result, anyhow};
@@ -39,14 +40,18 @@ macro_rules! labelled_line {
 /// A line of a plot: its name, the value it draws, its colour.
 type Line<T> = (&'static str, fn(&T) -> u64, RGBColor);
 
-/// One interval's figures, as the timeline plots them.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// One interval's figures, as the timeline plots them and `--save` keeps them.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct IntervalPoint {
-    /// End of the interval, seconds since the run's start.
+    /// End of the interval, seconds since the run's start, and its length.
     pub t_s: f64,
+    pub length_s: f64,
+    pub requests: u64,
+    pub errors: u64,
     pub throughput_rps: f64,
     pub p50_us: u64,
     pub p99_us: u64,
+    pub p999_us: u64,
     pub max_us: u64,
 }
 
@@ -76,9 +81,13 @@ impl Sink for Timeline {
         let l = i.latency.summary();
         self.points.push(IntervalPoint {
             t_s: (i.start + i.length).as_secs_f64(),
+            length_s: i.length.as_secs_f64(),
+            requests: i.requests,
+            errors: i.errors.total(),
             throughput_rps: i.throughput_rps(),
             p50_us: l.p50_us,
             p99_us: l.p99_us,
+            p999_us: l.p999_us,
             max_us: l.max_us,
         });
     }
@@ -96,9 +105,32 @@ pub fn latency_spectrum(load: &LoadReport) -> Result<String> {
         series[0].0 = "from the intended send (corrected)";
         series.push(("from the actual send (uncorrected)", uncorrected, RED));
     }
-    let points: Vec<Vec<(f64, f64)>> = series.iter().map(|(_, h, _)| spectrum(h)).collect();
-    let x_max = points.iter().flatten().map(|p| p.0).fold(10.0, f64::max) * 1.5;
-    let y_max = points.iter().flatten().map(|p| p.1).fold(10.0, f64::max) * 2.0;
+    let lines: Vec<Series> = series
+        .iter()
+        .map(|(name, h, color)| (*name, spectrum(h), *color))
+        .collect();
+    spectra(&lines)
+}
+
+/// Two runs' percentile spectra overlaid (`compare`): each (percentile, us) point of a saved run.
+pub fn compared_spectra(a: (&str, &[(f64, u64)]), b: (&str, &[(f64, u64)])) -> Result<String> {
+    let line = |points: &[(f64, u64)]| {
+        points
+            .iter()
+            .filter(|(pct, _)| *pct < 100.0)
+            .map(|&(pct, us)| (1.0 / (1.0 - pct / 100.0), (us as f64).max(1.0)))
+            .collect::<Vec<_>>()
+    };
+    spectra(&[(a.0, line(a.1), BLUE), (b.0, line(b.1), RED)])
+}
+
+/// A named line of (x, y) points in a colour.
+type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
+
+/// Latency against percentile on the 1/(1-p) axis, a line per series.
+fn spectra(series: &[Series]) -> Result<String> {
+    let x_max = series.iter().flat_map(|s| &s.1).map(|p| p.0).fold(10.0, f64::max) * 1.5;
+    let y_max = series.iter().flat_map(|s| &s.1).map(|p| p.1).fold(10.0, f64::max) * 2.0;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
@@ -116,8 +148,8 @@ pub fn latency_spectrum(load: &LoadReport) -> Result<String> {
             .label_style(FONT)
             .draw()
             .map_err(plot_error)?;
-        for ((name, _, color), points) in series.iter().zip(points) {
-            labelled_line!(chart, points, *name, *color);
+        for (name, points, color) in series {
+            labelled_line!(chart, points.iter().copied(), *name, *color);
         }
         legend(&mut chart)?;
         root.present().map_err(plot_error)?;
@@ -244,6 +276,57 @@ pub fn sweep(sweep: &Sweep) -> Result<String> {
         for (name, value, color) in lines {
             let line = rows.iter().map(|r| (r.concurrency as f64, (value(r) as f64).max(1.0)));
             labelled_line!(chart, line, name, color);
+        }
+        legend(&mut chart)?;
+        root.present().map_err(plot_error)?;
+    }
+    Ok(svg)
+}
+
+/// A find-max search: each open-loop step's p99 against its offered rate (held or not), the SLO's
+/// p99 objective as a line when it has one, and the answer marked.
+pub fn find_max(found: &FindMax, slo_p99_us: Option<f64>) -> Result<String> {
+    let steps: Vec<(f64, f64, bool)> = found
+        .steps
+        .iter()
+        .filter_map(|s| Some((s.offered_rps?, (s.p99_us as f64).max(1.0), s.holds)))
+        .collect();
+    let rate_max = steps.iter().map(|s| s.0).fold(1.0, f64::max) * 1.15;
+    let us_max = steps.iter().map(|s| s.1).chain(slo_p99_us).fold(10.0, f64::max) * 2.0;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        let caption = match found.rate {
+            Some(rate) => format!("p99 by offered rate: max {rate:.0} req/s with {}", found.slo),
+            None => format!("p99 by offered rate: no rate held {}", found.slo),
+        };
+        let mut chart = new_chart!(&root, &caption, 0.0..rate_max, (1.0..us_max).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc("offered requests/s")
+            .y_desc("p99 latency (us)")
+            .label_style(FONT)
+            .draw()
+            .map_err(plot_error)?;
+        for (held, color, name) in [(true, GREEN, "step held"), (false, RED, "step failed")] {
+            let points: Vec<(f64, f64)> = steps.iter().filter(|s| s.2 == held).map(|s| (s.0, s.1)).collect();
+            chart
+                .draw_series(points.into_iter().map(|p| Circle::new(p, 5, color.filled())))
+                .map_err(plot_error)?
+                .label(name)
+                .legend(move |(x, y)| Circle::new((x + 10, y), 5, color.filled()));
+        }
+        if let Some(limit) = slo_p99_us {
+            labelled_line!(chart, [(0.0, limit), (rate_max, limit)], "SLO p99", BLACK);
+        }
+        if let Some(rate) = found.rate {
+            labelled_line!(
+                chart,
+                [(rate, 1.0), (rate, us_max)],
+                format!("max {rate:.0} req/s"),
+                BLUE
+            );
         }
         legend(&mut chart)?;
         root.present().map_err(plot_error)?;

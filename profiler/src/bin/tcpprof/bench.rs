@@ -9,14 +9,16 @@ use bench::server::Model;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use profiler::benchmark::{Benchmark, ProfileError};
+use profiler::compare::{self, Saved};
 use profiler::dashboard::Pace;
+use profiler::find_max::Search;
 use profiler::hlog::{HlogSink, HlogWriter};
 use profiler::live::{Live, Sink};
 use profiler::metrics::Exporter;
 use profiler::plan::{self, Fields, Kind, Limits, Plan, Policy, Work};
 use profiler::printer::Format;
 use profiler::printer::plots::{IntervalPoint, Timeline};
-use profiler::report::{Ran, RunResult};
+use profiler::report::{FindMaxResult, Ran, RunResult};
 use profiler::{Report, printer};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -107,6 +109,21 @@ pub struct BenchArgs {
     /// Run once per concurrency level, e.g. --sweep 1,10,100.
     #[arg(long, value_delimiter = ',', conflicts_with = "profile")]
     sweep: Option<Vec<u64>>,
+    /// Search for the highest open-loop rate that holds --slo: a closed-loop probe, then steps
+    /// of --duration seconds each (default 3) that grow from half the probe's throughput (or
+    /// from --rate) until one fails, then bisect to 3%; a step holds when it meets the SLO,
+    /// achieves 99% of its rate and its latency does not grow within it.
+    #[arg(long, requires = "slo", conflicts_with_all = FIND_MAX_CONFLICTS)]
+    find_max: bool,
+    /// The objectives a find-max step must meet, comma-separated: pNN<LATENCY (any percentile:
+    /// p50, p99, p99.9), max<LATENCY, errors<PCT%; latencies in us, ms or s; `<=` too. E.g.
+    /// 'p99<5ms,errors<0.1%'.
+    #[arg(long, requires = "find_max")]
+    slo: Option<String>,
+    /// How long the whole search may take, in seconds (default 120): no step starts that could
+    /// not end within it.
+    #[arg(long, value_name = "SECS", requires = "find_max")]
+    max_time: Option<f64>,
     /// Profile the server while it is loaded (the flags below say how).
     #[arg(long)]
     profile: bool,
@@ -141,6 +158,10 @@ pub struct BenchArgs {
     /// (latency and throughput per interval), or sweep.svg for a sweep.
     #[arg(long, value_name = "DIR")]
     plots: Option<PathBuf>,
+    /// Also save the run here for `tcpprof compare`: the result --json prints, each interval's
+    /// figures, the latency spectrum and, with --stacks, the folded stacks.
+    #[arg(long, value_name = "FILE", conflicts_with = "sweep")]
+    save: Option<PathBuf>,
     /// Write one self-contained HTML report of the run here: parameters, summary, limit and
     /// signals, plots, breakdown and flame graph when profiled.
     #[arg(long, value_name = "FILE.html")]
@@ -153,6 +174,21 @@ pub struct BenchArgs {
     #[command(flatten)]
     live: LiveArgs,
 }
+
+/// What a find-max search cannot take: one run's outputs and other kinds of run.
+const FIND_MAX_CONFLICTS: [&str; 11] = [
+    "sweep",
+    "profile",
+    "requests",
+    "interval",
+    "hlog",
+    "hgrm",
+    "listen",
+    "live",
+    "server_stats",
+    "shard",
+    "save",
+];
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let Plan { mut benchmark, work } = plan(&args)?;
@@ -201,7 +237,7 @@ impl Sinks {
             Some(path) => Some(HlogSink::new(HlogWriter::create(path, &args.agent)?)),
             None => None,
         };
-        let plotted = args.sweep.is_none() && (args.plots.is_some() || args.report.is_some());
+        let plotted = args.sweep.is_none() && (args.plots.is_some() || args.report.is_some() || args.save.is_some());
         if args.sweep.is_some() && args.live.asked() {
             anyhow::bail!("--live shows one run, not a sweep");
         }
@@ -254,6 +290,9 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, work: &Work, sinks: &m
         }
         return Ok(());
     }
+    if let Work::FindMax(search) = work {
+        return find_max(args, benchmark, search, progress, format);
+    }
     let (report, server_stats) = match work {
         Work::Profile => {
             let report = benchmark.profile_live(&mut sinks.live()).map_err(|e| match e {
@@ -275,6 +314,23 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, work: &Work, sinks: &m
     };
     print!("{}", printer::run(&result, format));
     write_files(args, &report, sinks.points())?;
+    if let Some(path) = &args.save {
+        let saved = Saved {
+            tcpprof_saved: compare::SAVED_VERSION,
+            result: serde_json::to_value(&result)?,
+            intervals: sinks.points().to_vec(),
+            spectrum: report
+                .load
+                .as_ref()
+                .map_or(Vec::new(), |l| compare::spectrum_points(&l.histogram)),
+            folded: report
+                .profile
+                .as_ref()
+                .and_then(|p| p.stacks.as_ref())
+                .map_or(Vec::new(), |s| s.folded.clone()),
+        };
+        outputs::write_file(path, serde_json::to_vec(&saved)?, "saved run")?;
+    }
     let written = match &report.profile {
         Some(profile) => {
             let what = format!("{}, {}", benchmark.target, benchmark.load.command);
@@ -286,6 +342,46 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, work: &Work, sinks: &m
         live.finish(&result);
     }
     written
+}
+
+/// A find-max search: each step printed as it ends (tables), then the answer, and the plot and
+/// report when asked for.
+fn find_max(
+    args: &BenchArgs,
+    benchmark: &Benchmark,
+    search: &Search,
+    progress: Progress,
+    format: Format,
+) -> Result<()> {
+    progress.finish();
+    // The steps are the progress: on stdout in the table, on stderr beside the JSON.
+    let show = |line: &str| match format {
+        Format::Table => print!("{line}"),
+        Format::Json => eprint!("{line}"),
+    };
+    show(&format!(
+        "find-max {} ({} s steps, at most {} s)\n{}",
+        search.slo,
+        search.step.as_secs_f64(),
+        search.max_time.as_secs_f64(),
+        printer::FIND_MAX_HEADER
+    ));
+    let found = benchmark.find_max(search, |step| show(&printer::find_max_step(step)))?;
+    let result = FindMaxResult {
+        ran: Ran::of(benchmark),
+        find_max: found,
+    };
+    print!("{}", printer::find_max(&result, format));
+    let p99 = search.slo.percentile_limit_us(99.0);
+    if let Some(dir) = plots_dir(args)? {
+        let svg = printer::plots::find_max(&result.find_max, p99)?;
+        outputs::write_file(&dir.join("find-max.svg"), &svg, "find-max plot")?;
+    }
+    if let Some(path) = &args.report {
+        let html = printer::html::find_max_report(&command_line(), &result.find_max, p99)?;
+        outputs::write_file(path, &html, "report")?;
+    }
+    Ok(())
 }
 
 /// The files a run was asked for: --hgrm, --plots, --report.
@@ -321,6 +417,7 @@ fn check_outputs(args: &BenchArgs) -> Result<()> {
         ("--hgrm", &args.hgrm),
         ("--hlog", &args.hlog),
         ("--report", &args.report),
+        ("--save", &args.save),
     ] {
         if let Some(path) = path {
             outputs::check_writable(flag, path)?;
@@ -387,12 +484,15 @@ fn plan(args: &BenchArgs) -> Result<Plan> {
         rate: args.rate,
         shard: args.shard,
         concurrency_levels: args.sweep.clone(),
+        slo: args.slo.clone(),
+        max_time: args.max_time,
         profile: args.profiling.fields(),
     };
-    let kind = match (&args.sweep, args.profile) {
-        (Some(_), _) => Kind::Sweep,
-        (None, true) => Kind::Profile,
-        (None, false) => Kind::Run,
+    let kind = match (&args.sweep, args.profile, args.find_max) {
+        (Some(_), _, _) => Kind::Sweep,
+        (None, _, true) => Kind::FindMax,
+        (None, true, false) => Kind::Profile,
+        (None, false, false) => Kind::Run,
     };
     let mut plan = fields
         .plan(kind, &Limits::of_this_machine(), &Policy::SHELL)

@@ -1,4 +1,5 @@
 mod bench;
+mod compare;
 mod dashboard;
 mod interrupt;
 mod outputs;
@@ -37,6 +38,9 @@ enum Action {
     /// Load a bench-server (or a loopback target) and print throughput and latency; with
     /// --profile, also where the server's time went.
     Bench(Box<bench::BenchArgs>),
+    /// Compare two saved runs (bench --save FILE, or --json > FILE): every figure's change, marked
+    /// significant only beyond the noise; --fail-on rules exit 1 for CI.
+    Compare(Box<compare::CompareArgs>),
     /// Add up HdrHistogram interval logs (several agents' --hlog files) exactly and print the
     /// union's count and percentiles.
     Merge {
@@ -101,6 +105,13 @@ fn main() -> Result<()> {
         }
         Action::Profile(args) => profile::run(*args)?,
         Action::Bench(args) => bench::run(*args)?,
+        Action::Compare(args) => {
+            if !compare::run(*args)? {
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                std::process::exit(1);
+            }
+        }
         Action::Merge { logs, json, hgrm } => {
             let (union, intervals) = profiler::hlog::merge(&logs)?;
             print!(
