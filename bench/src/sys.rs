@@ -181,6 +181,23 @@ pub(crate) fn wait_ms(epoll: &Epoll, events: &mut [EpollEvent], timeout: Option<
     }
 }
 
+/// Whether `ip` is an address of this host (in this network namespace): loopback, or held by
+/// one of its interfaces. A server at any other address runs on another host.
+pub fn is_local_address(ip: std::net::IpAddr) -> bool {
+    if ip.is_loopback() || ip.is_unspecified() {
+        return true;
+    }
+    nix::ifaddrs::getifaddrs().is_ok_and(|mut addrs| {
+        addrs.any(|a| {
+            let Some(address) = a.address else { return false };
+            match ip {
+                std::net::IpAddr::V4(v4) => address.as_sockaddr_in().is_some_and(|s| s.ip() == v4),
+                std::net::IpAddr::V6(v6) => address.as_sockaddr_in6().is_some_and(|s| s.ip() == v6),
+            }
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +227,13 @@ mod tests {
         let raised = raise_nofile_limit().unwrap();
         let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
         assert_eq!((soft, hard), (raised, raised));
+    }
+
+    #[test]
+    fn loopback_is_local_and_a_documentation_address_is_not() {
+        assert!(is_local_address("127.0.0.1".parse().unwrap()));
+        assert!(is_local_address("::1".parse().unwrap()));
+        // TEST-NET-3 (RFC 5737): no host has it.
+        assert!(!is_local_address("203.0.113.7".parse().unwrap()));
     }
 }

@@ -82,7 +82,7 @@ fn bad_input_gets_errors_naming_the_field_and_the_node_keeps_serving() {
         (json!({"type": "bench_run", "rate": -1}), 12, "rate"),
         (json!({"type": "bench_run", "duration_ms": 0}), 12, "duration_ms"),
         (
-            json!({"type": "bench_run", "target": "10.0.0.1:80", "request": "x", "response": "y"}),
+            json!({"type": "bench_run", "target": "10.0.0.1", "request": "x", "response": "y"}),
             12,
             "target",
         ),

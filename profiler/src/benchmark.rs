@@ -33,7 +33,7 @@ pub struct Benchmark {
 pub enum Target {
     /// A bench-server of ours, started for each run and stopped after it.
     Server(ServerSpec),
-    /// A server already listening on a loopback address.
+    /// A server already listening, on this host or another.
     Addr(SocketAddr),
     /// The user's server: this command (a program and its arguments), started on `cpus` (or
     /// placed as ours is, [`default_cpus`]) for each run and stopped after it; the load goes to
@@ -186,6 +186,11 @@ impl Benchmark {
         if let Target::Server(spec) = target {
             return self.profile_ours(&spec, &load, live);
         }
+        if let Target::Addr(addr) = target
+            && !bench::sys::is_local_address(addr.ip())
+        {
+            return Err(ProfileError::Unavailable(remote(addr)));
+        }
         let (mut server, addr, load) = self.start(target, load, true)?;
         let pids = listen::processes_listening_on(addr.port()).with_context(|| format!("profiling {addr}"))?;
         let targets = self.profiling.targets(&pids);
@@ -240,6 +245,7 @@ impl Benchmark {
     fn watched_pids(&self, server: &Running, addr: SocketAddr) -> Result<Vec<u32>, String> {
         match server {
             Running::Ours(server) => self.server_processes(server).map_err(|e| format!("{e:#}")),
+            Running::Already if !bench::sys::is_local_address(addr.ip()) => Err(remote(addr)),
             Running::Theirs(_) | Running::Already => listen::processes_listening_on(addr.port())
                 .map_err(|e| format!("finding the target's processes: {e:#}")),
         }
@@ -318,6 +324,14 @@ impl Running {
             Running::Already => None,
         }
     }
+}
+
+/// Why a server on another host is not measured from here.
+fn remote(addr: SocketAddr) -> String {
+    format!(
+        "{addr} is on another host: its CPU, run queue and accept queue are measured there (run `tcpprof profile \
+         --pid PID` on that host); from here only the client's side of its TCP connections"
+    )
 }
 
 /// Loads, one after another, against one server ([`Benchmark::on_one_server`]), each with the

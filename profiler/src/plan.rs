@@ -326,12 +326,6 @@ impl Fields {
                 backlog: backlog.map(|b| b as u32),
             }));
         };
-        if !addr.ip().is_loopback() {
-            return Err(wrong(
-                "target",
-                format!("{addr} is not a loopback address; only 127.0.0.0/8 and ::1 may be loaded"),
-            ));
-        }
         if self.server.is_some() {
             return Err(wrong("server", "names our bench-server's model, not a target's".into()));
         }
@@ -432,6 +426,40 @@ impl Plan {
             ),
         ))
     }
+}
+
+/// A target given as `HOST:PORT` (a name, an IPv4 address, or an IPv6 one in brackets), its
+/// name resolved (the first address the resolver gives). The front ends call this before
+/// planning: it is the one lookup a plan needs, and a name that does not resolve is refused
+/// before any run, named.
+pub fn resolve_target(text: &str) -> Result<SocketAddr, FieldError> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return port_given(addr, text);
+    }
+    let Some((host, port)) = text.rsplit_once(':').filter(|(host, _)| !host.is_empty()) else {
+        return Err(wrong("target", format!("{text:?}: give HOST:PORT")));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| wrong("target", format!("{text:?}: the port must be a number from 1 to 65535")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let found = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| wrong("target", format!("{host:?} does not resolve: {e}")))?
+        .next()
+        .ok_or_else(|| wrong("target", format!("{host:?} resolves to no address")))?;
+    port_given(found, text)
+}
+
+fn port_given(addr: SocketAddr, text: &str) -> Result<SocketAddr, FieldError> {
+    if addr.port() == 0 {
+        return Err(wrong(
+            "target",
+            format!("{text:?}: the port must be a number from 1 to 65535"),
+        ));
+    }
+    Ok(addr)
 }
 
 /// A length of time given in seconds as `field`, within (0, [`MAX_SECONDS`]].
@@ -682,11 +710,17 @@ mod tests {
             })),
             "exec"
         );
+        // Any host may be loaded; a target given as text is resolved, its errors named.
         let remote = Fields {
             target: Some("10.0.0.1:80".parse().unwrap()),
             ..target(f())
         };
-        assert_eq!(field(remote), "target");
+        assert!(plan(remote, Kind::Run, &Policy::SHELL).is_ok());
+        assert_eq!(resolve_target("[::1]:80").unwrap(), "[::1]:80".parse().unwrap());
+        assert_eq!(resolve_target("localhost:80").unwrap().port(), 80);
+        for bad in ["10.0.0.1", "10.0.0.1:0", "10.0.0.1:65536", ":80", "nosuch.invalid:80"] {
+            assert_eq!(resolve_target(bad).unwrap_err().field, "target", "{bad}");
+        }
         // A shard opens its share: two of them hold twice what one process may.
         let shard = |count: usize| Fields {
             concurrency: Some(1500),

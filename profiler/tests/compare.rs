@@ -11,7 +11,17 @@ const PROFILER: &str = env!("CARGO_BIN_EXE_tcpprof");
 
 fn save(burn: &str, path: &Path) {
     let out = Command::new(PROFILER)
-        .args(["bench", "--command", &format!("BURN {burn}"), "-c", "4", "-d", "6"])
+        .args([
+            "bench",
+            "--command",
+            &format!("BURN {burn}"),
+            "-c",
+            "4",
+            "-d",
+            "6",
+            "--interval",
+            "0.5",
+        ])
         .args(["--profile", "--mode", "sampling", "--stacks", "--save"])
         .arg(path)
         .output()

@@ -5,7 +5,6 @@ use super::protocols::{Command, ConnectionMode, LineCommand};
 use super::stats::ErrorCounts;
 use anyhow::{Result, bail, ensure};
 use std::fmt;
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -62,9 +61,6 @@ pub struct LoadConfig {
     /// Hard limit on the whole run, connecting included; requests still in flight then count
     /// as timeouts. Default: `duration` (or [`DEFAULT_MAX_RUN`]) + request timeout + 5 s.
     pub max_time: Option<Duration>,
-    /// Targets off the loopback interface are refused unless this is set, so that a typo never
-    /// aims load at someone else's machine.
-    pub allow_non_loopback: bool,
     /// Requests finished so far (answered or failed), for a progress display. Workers add to it
     /// in batches, so it lags by at most a few thousand requests.
     pub progress: Option<Arc<AtomicU64>>,
@@ -167,7 +163,6 @@ impl LoadConfig {
             threads: None,
             request_timeout: None,
             max_time: None,
-            allow_non_loopback: false,
             progress: None,
             intervals: None,
             stop: None,
@@ -192,8 +187,8 @@ impl LoadConfig {
         })
     }
 
-    /// Whether this load may run against `target`, or the first problem with it.
-    pub fn validate(&self, target: SocketAddr) -> Result<()> {
+    /// Whether this load may run (against any target), or the first problem with it.
+    pub fn validate(&self) -> Result<()> {
         ensure!(self.concurrency >= 1, "concurrency must be at least 1");
         ensure!(
             self.concurrency <= MAX_CONCURRENCY,
@@ -223,10 +218,6 @@ impl LoadConfig {
             ensure!(!cpus.is_empty(), "client_cpus is empty");
         }
         ensure!(self.threads != Some(0), "threads must be at least 1");
-        ensure!(
-            self.allow_non_loopback || target.ip().is_loopback(),
-            "target {target} is not a loopback address (set allow_non_loopback to load it)"
-        );
         self.command.validate()
     }
 
@@ -258,17 +249,13 @@ impl LoadConfig {
 mod tests {
     use super::*;
 
-    fn local() -> SocketAddr {
-        "127.0.0.1:9".parse().unwrap()
-    }
-
     #[test]
     fn validation_names_the_problem() {
         let ok = LoadConfig {
             requests: Some(1),
             ..LoadConfig::new(Command::Line(LineCommand::Ping))
         };
-        ok.validate(local()).unwrap();
+        ok.validate().unwrap();
         let cases = [
             (
                 LoadConfig {
@@ -314,11 +301,9 @@ mod tests {
             ),
         ];
         for (config, word) in cases {
-            let err = config.validate(local()).unwrap_err().to_string();
+            let err = config.validate().unwrap_err().to_string();
             assert!(err.contains(word), "{err:?} should mention {word}");
         }
-        let err = ok.validate("10.1.2.3:80".parse().unwrap()).unwrap_err().to_string();
-        assert!(err.contains("loopback"), "{err}");
     }
 
     #[test]
@@ -363,6 +348,6 @@ mod tests {
             shard: Some(Shard { index: 0, count: 11 }),
             ..plan
         };
-        assert!(too_many.validate(local()).unwrap_err().to_string().contains("shards"));
+        assert!(too_many.validate().unwrap_err().to_string().contains("shards"));
     }
 }

@@ -26,7 +26,7 @@ pub fn run(target: SocketAddr, config: &LoadConfig) -> Result<LoadReport> {
 /// [`run`], calling `on_start` once every persistent connection is open, just before the clock
 /// starts (an observer starts its measurement window there).
 pub fn run_observed(target: SocketAddr, config: &LoadConfig, on_start: &(dyn Fn() + Sync)) -> Result<LoadReport> {
-    config.validate(target)?;
+    config.validate()?;
     let request = config.command.request(target, config.connection);
     let response = config.command.response();
     let sources = super::sources::source_addresses(target, config.concurrency)?;

@@ -278,3 +278,4 @@ pub fn checksum_answer(word: &[u8], rounds: u32) -> Vec<u8> {
     }
     format!("{h}\n").into_bytes()
 }
+pub mod hosts;

@@ -31,10 +31,11 @@ pub struct BenchArgs {
     /// Server model to start (bench-server --model; default epoll).
     #[arg(long, conflicts_with = "target")]
     server: Option<Model>,
-    /// Load a server on loopback instead, speaking --protocol: one that runs (with --profile, its
-    /// processes holding the listening socket are profiled), or one --exec starts.
-    #[arg(long)]
-    target: Option<SocketAddr>,
+    /// Load a server at HOST:PORT instead (a name, an IPv4 address, or [IPv6]:PORT), speaking
+    /// --protocol: one that runs, or one --exec starts. On this host, --profile profiles the
+    /// processes holding its listening socket; on another, run `tcpprof profile` there.
+    #[arg(long, value_name = "HOST:PORT")]
+    target: Option<String>,
     /// Start this server for the run (a program and its arguments, split as a shell would),
     /// wait until --target accepts connections, and stop it after: SIGTERM, then SIGKILL 5 s
     /// later. CPython 3.12+ is started with PYTHONPERFSUPPORT=1, so that a profile names its
@@ -469,8 +470,9 @@ fn plan(args: &BenchArgs) -> Result<Plan> {
         Some(line) => Some(shlex::split(line).with_context(|| format!("--exec {line:?}: unbalanced quotes"))?),
         None => None,
     };
+    let target = args.target.as_deref().map(plan::resolve_target).transpose();
     let fields = Fields {
-        target: args.target,
+        target: target.map_err(wrong_flag)?,
         exec,
         server: args.server,
         backlog: args.backlog,
