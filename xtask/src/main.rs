@@ -159,8 +159,8 @@ fn run_profiler(mut args: Vec<String>) -> Result<()> {
 /// Debian packages the tests start: redis-server under redis-benchmark, nginx under wrk,
 /// Node.js and a JVM with their perf maps, Chromium to render the HTML report and (driven by
 /// chromedriver) the live dashboard, Prometheus to
-/// scrape our metrics, bpftool to count what our programs leave in the kernel, iproute2 for the
-/// test hosts in network namespaces. (CPython 3.12+ for the Python
+/// scrape our metrics, bpftool to count what our programs leave in the kernel, iproute2 and iptables
+/// for the test hosts in network namespaces and the faults between them. (CPython 3.12+ for the Python
 /// tests is not in Debian 12: this machine image has it under pyenv, where the tests find it.)
 const TEST_PEERS: &[&str] = &[
     "redis-server",
@@ -174,6 +174,7 @@ const TEST_PEERS: &[&str] = &[
     "prometheus",
     "bpftool",
     "iproute2",
+    "iptables",
 ];
 
 fn test() -> Result<()> {

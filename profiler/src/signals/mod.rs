@@ -458,13 +458,15 @@ impl Window {
                     s.missing(&RUNQ_TOTALS, "the eBPF programs went away");
                 }
                 let why = why.unwrap_or("the eBPF programs went away");
-                s.missing(
-                    &RUNQ_KERNEL,
-                    &format!(
+                // Of a server whose processes are known, /proc still gives something.
+                let why = match &self.pids {
+                    Ok(_) => format!(
                         "{why}; without eBPF, /proc gives only each thread's total run-queue wait (runq_wait_ms, \
                          runq_mean_us)"
                     ),
-                );
+                    Err(_) => why.to_string(),
+                };
+                s.missing(&RUNQ_KERNEL, &why);
             }
         }
         match (self.no_tcp.as_deref(), kernel) {
