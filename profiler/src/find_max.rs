@@ -344,9 +344,8 @@ impl Benchmark {
         self.on_one_server(|runner| {
             let mut steps = Vec::new();
             let (mut held, mut failed): (Option<f64>, Option<(f64, Limit)>) = (None, None);
-            let probe = step(runner, search, None)?;
+            let (probe, mut ended) = step(runner, search, None)?;
             progress(&probe);
-            let mut ended = stopped(&probe);
             let mut rate = search
                 .start_rate
                 .unwrap_or((probe.achieved_rps / 2.0).max(lowest_rate(search)));
@@ -357,9 +356,9 @@ impl Benchmark {
                     ended = Some(Ended::MaxTime);
                     break;
                 }
-                let s = step(runner, search, Some(rate))?;
+                let (s, cut_short) = step(runner, search, Some(rate))?;
                 progress(&s);
-                ended = stopped(&s);
+                ended = cut_short;
                 // A step cut short says nothing of its rate.
                 if ended.is_none() && s.holds {
                     held = Some(held.map_or(rate, |h: f64| h.max(rate)));
@@ -403,22 +402,9 @@ fn lowest_rate(search: &Search) -> f64 {
     (10.0 / search.step.as_secs_f64()).max(bench::load::MIN_RATE)
 }
 
-/// Why a step ends the search early, if it does.
-fn stopped(step: &Step) -> Option<Ended> {
-    if step.why_not.iter().any(|w| w == INTERRUPTED) {
-        Some(Ended::Interrupted)
-    } else if step.why_not.iter().any(|w| w.starts_with(SERVER_EXITED)) {
-        Some(Ended::ServerExited)
-    } else {
-        None
-    }
-}
-
-const INTERRUPTED: &str = "interrupted";
-const SERVER_EXITED: &str = "the server exited";
-
-/// One step: open loop at `rate`, or the closed-loop probe.
-fn step(runner: &mut Runner, search: &Search, rate: Option<f64>) -> Result<Step> {
+/// One step: open loop at `rate`, or the closed-loop probe; and why it ends the search early, if
+/// it was cut short.
+fn step(runner: &mut Runner, search: &Search, rate: Option<f64>) -> Result<(Step, Option<Ended>)> {
     let load = LoadConfig {
         rate,
         duration: Some(search.step),
@@ -447,13 +433,16 @@ fn step(runner: &mut Runner, search: &Search, rate: Option<f64>) -> Result<Step>
         }
         why_not.extend(trend.growing());
     }
+    let mut cut_short = None;
     if l.interrupted {
-        why_not.push(INTERRUPTED.into());
+        why_not.push("interrupted".into());
+        cut_short = Some(Ended::Interrupted);
     }
     if let Some(how) = &report.server_exited {
-        why_not.push(format!("{SERVER_EXITED} ({how})"));
+        why_not.push(format!("the server exited ({how})"));
+        cut_short = cut_short.or(Some(Ended::ServerExited));
     }
-    Ok(Step {
+    let step = Step {
         offered_rps: rate,
         achieved_rps: l.throughput_rps,
         p50_us: l.latency_p50_us,
@@ -464,7 +453,8 @@ fn step(runner: &mut Runner, search: &Search, rate: Option<f64>) -> Result<Step>
         holds: rate.is_some() && why_not.is_empty(),
         why_not,
         limit: report.limit,
-    })
+    };
+    Ok((step, cut_short))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod stats;
 
 use crate::breakdown::Part;
 use crate::printer::plots::IntervalPoint;
+use crate::printer::{flamegraph_of, folded_lines};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -425,13 +426,7 @@ impl FailOn {
 /// The differential flame graph of `from` to `to` (inferno's differential mode: red grew, blue
 /// shrank, widths of `to`), from both runs' folded stacks.
 pub fn differential_flamegraph(from: &Run, to: &Run, title: &str) -> Result<Vec<u8>> {
-    let folded = |r: &Run| {
-        r.folded
-            .iter()
-            .map(|(line, n)| format!("{line} {n}\n"))
-            .collect::<String>()
-    };
-    let (before, after) = (folded(from), folded(to));
+    let (before, after) = (folded_lines(&from.folded), folded_lines(&to.folded));
     if before.is_empty() || after.is_empty() {
         bail!("a differential flame graph needs both runs' stacks: save them with bench --profile --stacks --save");
     }
@@ -442,12 +437,8 @@ pub fn differential_flamegraph(from: &Run, to: &Run, title: &str) -> Result<Vec<
     };
     inferno::differential::from_readers(options, before.as_bytes(), after.as_bytes(), &mut diff)
         .context("diffing the folded stacks")?;
-    let mut options = inferno::flamegraph::Options::default();
-    options.title = title.to_string();
-    let mut svg = Vec::new();
-    let lines = String::from_utf8(diff).context("folded stacks that are not UTF-8")?;
-    inferno::flamegraph::from_lines(&mut options, lines.lines(), &mut svg).context("drawing the flame graph")?;
-    Ok(svg)
+    let diff = String::from_utf8(diff).context("folded stacks that are not UTF-8")?;
+    flamegraph_of(&diff, title, None)
 }
 
 #[cfg(test)]

@@ -230,17 +230,16 @@ impl Sink for Dashboard {
             Interval::Load(i) => {
                 self.requests += i.requests;
                 self.errors += i.errors.total();
-                let h = i.latency.inner();
-                let at = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+                let l = &i.latency;
                 let load = LoadView {
                     requests: i.requests,
                     errors: i.errors.total(),
                     throughput_rps: round1(i.throughput_rps()),
                     connections: i.connections,
-                    p50_us: at(0.5),
-                    p99_us: at(0.99),
-                    p999_us: at(0.999),
-                    max_us: if h.is_empty() { 0 } else { h.max() },
+                    p50_us: l.p50_us(),
+                    p99_us: l.p99_us(),
+                    p999_us: l.p999_us(),
+                    max_us: l.max_us(),
                     total_requests: self.requests,
                     total_errors: self.errors,
                 };

@@ -51,8 +51,8 @@ pub struct ThreadCpu {
 #[derive(Clone, Default)]
 struct Reading {
     at: Option<Instant>,
-    user_ticks: u64,
-    system_ticks: u64,
+    /// Summed over the processes, from /proc/PID/stat.
+    stat: Stat,
     cpu_ns: u64,
     threads: HashMap<u32, Thread>,
     /// Whether every thread was read (not past [`MAX_THREADS_READ`]).
@@ -139,10 +139,10 @@ impl Watch {
         let pct_ticks =
             |ticks: u64| (seconds > 0.0).then(|| round1(ticks as f64 * 100.0 / self.ticks_per_second / seconds));
         let mut out = ServerInterval {
-            cpu_user_pct: pct_ticks(now.user_ticks.saturating_sub(last.user_ticks)),
-            cpu_system_pct: pct_ticks(now.system_ticks.saturating_sub(last.system_ticks)),
-            threads: self.pids.iter().map(|&p| stat_field(p, STAT_THREADS)).sum(),
-            rss_kb: self.pids.iter().map(|&p| stat_field(p, STAT_RSS)).sum::<u64>() * page_kb(),
+            cpu_user_pct: pct_ticks(now.stat.user_ticks.saturating_sub(last.stat.user_ticks)),
+            cpu_system_pct: pct_ticks(now.stat.system_ticks.saturating_sub(last.stat.system_ticks)),
+            threads: now.stat.threads,
+            rss_kb: now.stat.rss_pages * page_kb(),
             ..ServerInterval::default()
         };
         if now.all_threads && last.all_threads {
@@ -294,15 +294,13 @@ impl Watch {
             ..Reading::default()
         };
         for &pid in &self.pids {
-            reading.user_ticks += stat_field(pid, STAT_UTIME);
-            reading.system_ticks += stat_field(pid, STAT_STIME);
+            reading.stat.add(Stat::read(pid));
             reading.cpu_ns += cpu::process_cpu_ns(pid).unwrap_or(0);
         }
         if self.loading {
             reading.load_threads = load_threads();
         }
-        let threads: u64 = self.pids.iter().map(|&p| stat_field(p, STAT_THREADS)).sum();
-        if threads as usize > MAX_THREADS_READ {
+        if reading.stat.threads as usize > MAX_THREADS_READ {
             reading.all_threads = false;
             return reading;
         }
@@ -360,25 +358,42 @@ fn load_threads() -> HashMap<u32, SchedStat> {
         .collect()
 }
 
-/// Fields of /proc/PID/stat, counted from 1 as proc(5) does.
-const STAT_UTIME: usize = 14;
-const STAT_STIME: usize = 15;
-const STAT_THREADS: usize = 20;
-const STAT_RSS: usize = 24;
+/// What a process's /proc/PID/stat says of it (zeros for a process that is gone).
+#[derive(Clone, Copy, Default)]
+struct Stat {
+    user_ticks: u64,
+    system_ticks: u64,
+    threads: u64,
+    rss_pages: u64,
+}
 
-/// A number field of /proc/PID/stat (0 when the process is gone).
-fn stat_field(pid: u32, field: usize) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // The command name, field 2, is in parentheses and may hold spaces: count after its end.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    rest.split_whitespace()
-        .nth(field - 3)
-        .and_then(|f| f.parse().ok())
-        .unwrap_or(0)
+impl Stat {
+    fn read(pid: u32) -> Stat {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return Stat::default();
+        };
+        // The command name, field 2, is in parentheses and may hold spaces: count after its end,
+        // from field 3.
+        let Some((_, rest)) = text.rsplit_once(')') else {
+            return Stat::default();
+        };
+        let fields: Vec<u64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+        // Fields as proc(5) counts them, from 1.
+        let field = |n: usize| fields.get(n - 3).copied().unwrap_or(0);
+        Stat {
+            user_ticks: field(14),
+            system_ticks: field(15),
+            threads: field(20),
+            rss_pages: field(24),
+        }
+    }
+
+    fn add(&mut self, other: Stat) {
+        self.user_ticks += other.user_ticks;
+        self.system_ticks += other.system_ticks;
+        self.threads += other.threads;
+        self.rss_pages += other.rss_pages;
+    }
 }
 
 fn page_kb() -> u64 {

@@ -330,8 +330,13 @@ fn other_syscalls(out: &mut String, b: &Breakdown) {
 
 /// Folded stacks, one line per distinct stack: `part;process;frame;...;frame count`.
 pub fn folded(stacks: &Stacks) -> String {
+    folded_lines(&stacks.folded)
+}
+
+/// Folded lines and their counts as text, a line each.
+pub fn folded_lines(lines: &[(String, u64)]) -> String {
     let mut out = String::new();
-    for (line, count) in &stacks.folded {
+    for (line, count) in lines {
         let _ = writeln!(out, "{line} {count}");
     }
     out
@@ -340,13 +345,18 @@ pub fn folded(stacks: &Stacks) -> String {
 /// An SVG flame graph of the stacks (inferno); the five parts are its first row.
 /// `width` in pixels, or `None` for as wide as the window that shows it.
 pub fn flamegraph(stacks: &Stacks, title: &str, width: Option<usize>) -> Result<Vec<u8>> {
-    let lines = folded(stacks);
+    flamegraph_of(&folded(stacks), title, width)
+}
+
+/// An SVG flame graph (inferno) of folded text: a count per line, or two (a differential
+/// graph's before and after).
+pub fn flamegraph_of(folded: &str, title: &str, width: Option<usize>) -> Result<Vec<u8>> {
     let mut options = inferno::flamegraph::Options::default();
     options.title = title.to_string();
     options.image_width = width;
     options.count_name = "samples".into();
     let mut svg = Vec::new();
-    inferno::flamegraph::from_lines(&mut options, lines.lines(), &mut svg).context("drawing the flame graph")?;
+    inferno::flamegraph::from_lines(&mut options, folded.lines(), &mut svg).context("drawing the flame graph")?;
     Ok(svg)
 }
 

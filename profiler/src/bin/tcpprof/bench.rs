@@ -108,7 +108,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     client_cpus: Option<Vec<u64>>,
     /// Run once per concurrency level, e.g. --sweep 1,10,100.
-    #[arg(long, value_delimiter = ',', conflicts_with = "profile")]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["profile", "live"])]
     sweep: Option<Vec<u64>>,
     /// Search for the highest open-loop rate that holds --slo: a closed-loop probe, then steps
     /// of --duration seconds each (default 3) that grow from half the probe's throughput (or
@@ -239,9 +239,6 @@ impl Sinks {
             None => None,
         };
         let plotted = args.sweep.is_none() && (args.plots.is_some() || args.report.is_some() || args.save.is_some());
-        if args.sweep.is_some() && args.live.asked() {
-            anyhow::bail!("--live shows one run, not a sweep");
-        }
         let mut exporter = crate::serve_metrics(args.listen)?;
         let live = args
             .live
@@ -278,6 +275,10 @@ impl Sinks {
 
 fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, work: &Work, sinks: &mut Sinks) -> Result<()> {
     let format = Format::json_if(args.json);
+    if let Work::FindMax(search) = work {
+        // Its steps are its progress.
+        return find_max(args, benchmark, search, format);
+    }
     let progress = Progress::start(&benchmark.load);
     if let Work::Sweep(levels) = work {
         let sweep = benchmark.sweep(levels, |_, _| progress.reset())?;
@@ -290,9 +291,6 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, work: &Work, sinks: &m
             outputs::write_file(path, &printer::html::sweep_report(&command_line(), &sweep)?, "report")?;
         }
         return Ok(());
-    }
-    if let Work::FindMax(search) = work {
-        return find_max(args, benchmark, search, progress, format);
     }
     let (report, server_stats) = match work {
         Work::Profile => {
@@ -347,14 +345,7 @@ fn run_benchmark(args: &BenchArgs, benchmark: &Benchmark, work: &Work, sinks: &m
 
 /// A find-max search: each step printed as it ends (tables), then the answer, and the plot and
 /// report when asked for.
-fn find_max(
-    args: &BenchArgs,
-    benchmark: &Benchmark,
-    search: &Search,
-    progress: Progress,
-    format: Format,
-) -> Result<()> {
-    progress.finish();
+fn find_max(args: &BenchArgs, benchmark: &Benchmark, search: &Search, format: Format) -> Result<()> {
     // The steps are the progress: on stdout in the table, on stderr beside the JSON.
     let show = |line: &str| match format {
         Format::Table => print!("{line}"),

@@ -29,10 +29,6 @@ pub struct LiveDashboard {
 }
 
 impl LiveArgs {
-    pub fn asked(&self) -> bool {
-        self.live.is_some()
-    }
-
     /// Starts the dashboard, if asked for; `metrics` is what its /metrics answers.
     pub fn open(&self, pace: Pace, metrics: impl FnOnce() -> Exporter) -> Result<Option<LiveDashboard>> {
         let Some(addr) = self.live else { return Ok(None) };
